@@ -1,0 +1,23 @@
+"""ProxylessNAS for Keras 3: search on the target task and hardware, retrain, ship as TFLite."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep CUDA-probe noise out of user output
+
+from proxyless_tf.errors import ConfigError  # noqa: E402
+from proxyless_tf.space import Arch, SearchSpace, parse_op  # noqa: E402
+from proxyless_tf.nets import build_model  # noqa: E402
+from proxyless_tf.profile import count_macs  # noqa: E402
+
+__all__ = ["Arch", "ConfigError", "SearchSpace", "build_model", "count_macs", "parse_op"]
+
+
+def __getattr__(name):
+    # Heavier parts load on first use so `import proxyless_tf` stays quick.
+    if name == "LatencyTable":
+        from proxyless_tf.latency.table import LatencyTable
+        return LatencyTable
+    if name == "SuperNet":
+        from proxyless_tf.supernet import SuperNet
+        return SuperNet
+    raise AttributeError(f"module 'proxyless_tf' has no attribute {name!r}")
