@@ -1,0 +1,222 @@
+"""`LatencyTable`: per-block latencies of one device, prediction and the search's expectation.
+
+A table is a JSON file: the device it was measured on, the space it was built for (name
+and fingerprint, to catch a table used with the wrong space), one entry per key with
+median / p5 / p95 / count in milliseconds, and an optional calibration that maps the sum
+of block medians to a whole-network latency (whole networks are not exactly the sum of
+their blocks).
+"""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from proxyless_tf import space as space_lib
+from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency import keys as keys_lib
+
+FORMAT_VERSION = 1
+FILL_COMMAND = "python tools/build_latency_table.py --space=SPACE.json --out={path}"
+
+
+@dataclasses.dataclass
+class LatencyStats:
+    """Summary of repeated timings of one piece, in milliseconds."""
+
+    median: float
+    p5: float
+    p95: float
+    count: int
+
+    @classmethod
+    def from_samples(cls, samples_ms):
+        a = np.asarray(samples_ms, dtype=np.float64)
+        return cls(float(np.median(a)), float(np.percentile(a, 5)), float(np.percentile(a, 95)), int(a.size))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _entry_from_dict(d, source, key):
+    field = f"entries[{key!r}]"
+    if not isinstance(d, dict):
+        raise ConfigError(source, field, "expected an object with median/p5/p95/count", "rebuild the table")
+    vals = {}
+    for name in ("median", "p5", "p95", "count"):
+        v = d.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ConfigError(source, f"{field}.{name}", f"expected a non-negative number, got {v!r}",
+                              "rebuild this entry with tools/build_latency_table.py")
+        vals[name] = v
+    return LatencyStats(float(vals["median"]), float(vals["p5"]), float(vals["p95"]), int(vals["count"]))
+
+
+class LatencyTable:
+    """Block latencies of one device.
+
+    Args:
+        device: dict describing where it was measured (backend, threads, versions, host, date).
+        entries: dict key -> LatencyStats.
+        num_classes: classifier width the head entries were measured with.
+        space_name, space_fingerprint: the space the table was built for (None for imported
+            tables that are matched by keys alone).
+        calibration: None, or dict(kind="linear", scale=a, offset=b, ...): predicted =
+            a * sum_of_medians + b.
+        path: where it was loaded from / will be saved to (used in error messages).
+    """
+
+    def __init__(self, device, entries=None, num_classes=None, space_name=None, space_fingerprint=None,
+                 calibration=None, path=None):
+        self.device = dict(device)
+        self.entries = dict(entries or {})
+        self.num_classes = num_classes
+        self.space_name = space_name
+        self.space_fingerprint = space_fingerprint
+        self.calibration = calibration
+        self.path = os.fspath(path) if path is not None else None
+
+    # ---- I/O ------------------------------------------------------------------------------
+    def to_dict(self):
+        return {
+            "format": FORMAT_VERSION,
+            "device": self.device,
+            "space": {"name": self.space_name, "fingerprint": self.space_fingerprint},
+            "num_classes": self.num_classes,
+            "calibration": self.calibration,
+            "entries": {k: v.to_dict() for k, v in self.entries.items()},
+        }
+
+    def save(self, path=None):
+        path = os.fspath(path or self.path)
+        space_lib.write_json_atomic(path, self.to_dict())
+        self.path = path
+
+    @classmethod
+    def from_dict(cls, d, source=None):
+        if not isinstance(d, dict):
+            raise ConfigError(source, "<top>", "expected a JSON object", "pass a latency table JSON file")
+        if d.get("format") != FORMAT_VERSION:
+            raise ConfigError(source, "format", f"unsupported table format {d.get('format')!r}",
+                              f"rebuild the table (format {FORMAT_VERSION})")
+        device = d.get("device")
+        if not isinstance(device, dict):
+            raise ConfigError(source, "device", "missing device description", "rebuild the table")
+        entries_raw = d.get("entries")
+        if not isinstance(entries_raw, dict):
+            raise ConfigError(source, "entries", "missing or not an object", "rebuild the table")
+        entries = {k: _entry_from_dict(v, source, k) for k, v in entries_raw.items()}
+        sp = d.get("space") or {}
+        if not isinstance(sp, dict):
+            raise ConfigError(source, "space", "expected an object with name and fingerprint", "rebuild the table")
+        nc = d.get("num_classes")
+        if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
+            raise ConfigError(source, "num_classes", f"expected a positive integer, got {nc!r}", "rebuild the table")
+        cal = d.get("calibration")
+        if cal is not None:
+            _check_calibration(cal, source)
+        return cls(device, entries, nc, sp.get("name"), sp.get("fingerprint"), cal, path=source)
+
+    @classmethod
+    def load(cls, path):
+        return cls.from_dict(space_lib.read_json(path, "latency table"), source=os.fspath(path))
+
+    # ---- lookup ---------------------------------------------------------------------------
+    def _fill_hint(self):
+        return FILL_COMMAND.format(path=self.path or "TABLE.json")
+
+    def lookup(self, key):
+        """Median latency (ms) of one key; a missing key names itself and the command that fills it."""
+        try:
+            return self.entries[key].median
+        except KeyError:
+            raise ConfigError(self.path or "<latency table>", f"entries[{key!r}]",
+                              "no measurement for this block", f"fill it with: {self._fill_hint()}") from None
+
+    def check_space(self, space, num_classes=None):
+        """Fail early, with one line, if this table cannot predict every architecture of `space`."""
+        src = self.path or "<latency table>"
+        if self.space_fingerprint and self.space_fingerprint != space.fingerprint():
+            raise ConfigError(src, "space.fingerprint",
+                              f"table was built for space {self.space_name!r} ({self.space_fingerprint}), "
+                              f"not for {space.name!r} ({space.fingerprint()})",
+                              f"build a table for this space: {self._fill_hint()}")
+        nc = num_classes if num_classes is not None else self.num_classes
+        if num_classes is not None and self.num_classes is not None and num_classes != self.num_classes:
+            raise ConfigError(src, "num_classes", f"table head measured for {self.num_classes} classes, "
+                              f"not {num_classes}", f"rebuild the table: {self._fill_hint()}")
+        for key in keys_lib.required_keys(space, nc):
+            self.lookup(key)
+
+    # ---- prediction -----------------------------------------------------------------------
+    def calibrate(self, raw_ms):
+        """Map a sum of block medians to a whole-network prediction (works on tensors too)."""
+        if not self.calibration:
+            return raw_ms
+        return self.calibration["scale"] * raw_ms + self.calibration["offset"]
+
+    def raw_sum(self, arch, num_classes=None):
+        nc = num_classes if num_classes is not None else self.num_classes
+        return float(sum(self.lookup(k) for k in keys_lib.arch_keys(arch, nc)))
+
+    def predict(self, arch, num_classes=None):
+        """Predicted whole-network latency of `arch` in ms (calibrated when the table has one)."""
+        return float(self.calibrate(self.raw_sum(arch, num_classes)))
+
+    def fixed_ms(self, space, num_classes=None):
+        """Latency every architecture pays: stem, fixed first block and head."""
+        nc = num_classes if num_classes is not None else self.num_classes
+        return float(sum(self.lookup(k) for k in keys_lib.fixed_keys(space, nc)))
+
+    def layer_latencies(self, space):
+        """Per searchable layer, the latency (ms) of each candidate in `layer.candidates` order (zero: 0)."""
+        out = []
+        for layer in space.layers:
+            row = [0.0 if op == space_lib.ZERO else self.lookup(keys_lib.layer_key(layer, op))
+                   for op in layer.candidates]
+            out.append(np.asarray(row, dtype=np.float32))
+        return out
+
+    def latency_range(self, space, num_classes=None):
+        """(fastest, slowest) predicted latency over the whole space, in ms."""
+        lats = self.layer_latencies(space)
+        fixed = self.fixed_ms(space, num_classes)
+        lo = fixed + sum(float(r.min()) for r in lats)
+        hi = fixed + sum(float(r.max()) for r in lats)
+        return float(self.calibrate(lo)), float(self.calibrate(hi))
+
+    def expected_latency(self, alpha_logits, space, num_classes=None):
+        """E[latency] = calibrate(fixed + sum_l softmax(alpha_l) . lat_l), differentiable in alpha.
+
+        Args:
+            alpha_logits: one 1-D tensor of logits per searchable layer, in candidate order.
+            space: the space whose layers the logits belong to.
+        """
+        import keras
+
+        lats = self.layer_latencies(space)
+        if len(alpha_logits) != len(lats):
+            raise ValueError(f"{len(alpha_logits)} logit vectors for {len(lats)} searchable layers")
+        total = keras.ops.convert_to_tensor(self.fixed_ms(space, num_classes), dtype="float32")
+        for logits, lat in zip(alpha_logits, lats):
+            p = keras.ops.softmax(keras.ops.cast(logits, "float32"))
+            total = total + keras.ops.sum(p * keras.ops.convert_to_tensor(lat))
+        return self.calibrate(total)
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __repr__(self):
+        return f"LatencyTable({len(self.entries)} entries, device={self.device.get('backend')!r}, path={self.path!r})"
+
+
+def _check_calibration(cal, source):
+    if not isinstance(cal, dict) or cal.get("kind") != "linear":
+        raise ConfigError(source, "calibration", "expected {\"kind\": \"linear\", \"scale\": a, \"offset\": b}",
+                          "recalibrate with tools/validate_latency.py --fit")
+    for name in ("scale", "offset"):
+        v = cal.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(source, f"calibration.{name}", f"expected a finite number, got {v!r}",
+                              "recalibrate with tools/validate_latency.py --fit")
