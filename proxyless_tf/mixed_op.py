@@ -1,0 +1,160 @@
+"""`MixedOp`: every candidate of one searchable layer plus its architecture logits α.
+
+The modes live in one class, next to the sampling they belong to (as in the official
+`mix_op.py`):
+
+- `single`: one op drawn from softmax(α) runs, through `keras.ops.switch` (`tf.switch_case`),
+  so time and memory are those of one path. Used for the weight step.
+- `two`: binary gates for the architecture step. Two ops are drawn without replacement from
+  softmax(α) (Gumbel top-2), the active one from the softmax over just that pair. Both
+  outputs are computed (the α gradient needs them) and y = Σ_j g_j o_j with a one-hot g.
+  The α gradient over the pair is Σ_j ∂L/∂g_j p_j (δ_ij − p_i), ∂L/∂g_j = <∂L/∂y, o_j>;
+  it is produced exactly by the gate g + p − stop_gradient(p): its value is g, its
+  derivative in α is that of p = softmax(α_pair). Unsampled α get no gradient.
+- `full`: DARTS softmax-weighted sum of every op; the memory-hungry baseline.
+- `argmax`: the op with the largest α; the derived network.
+
+The sampled indices are drawn by `sample()` and handed to `call()` by the caller, so the
+supernet can apply the weight optimizer to exactly the ops that ran. α is a variable of
+this layer (`self.alpha`, path ending in `alpha`) that the supernet keeps out of the
+weight optimizer. The shortcut is added here when the layer has one (stride 1, equal
+channels), so `zero` makes the layer identity.
+"""
+
+import keras
+
+from proxyless_tf import blocks
+from proxyless_tf import space as space_lib
+
+MODES = ("single", "two", "full", "argmax")
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"unknown MixedOp mode {mode!r}; use one of {MODES}")
+    return mode
+
+
+@keras.saving.register_keras_serializable(package="proxyless_tf")
+class MixedOp(keras.layers.Layer):
+    """All candidate ops of one searchable layer and their architecture logits.
+
+    Args:
+        in_hw: (H, W) of the input (used for latency keys; the layer accepts any size).
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of every candidate.
+        candidates: op names (`mb_k{k}_e{e}`, `zero`), in the order of α.
+        bn_eps: batch-norm epsilon of the candidates.
+        mode: default mode of `call` when none is passed: single, two, full or argmax.
+        seed: seed of the layer's `keras.random.SeedGenerator` (None: random).
+    """
+
+    def __init__(self, in_hw, in_channels, out_channels, stride, candidates, bn_eps=1e-3,
+                 mode="single", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.in_hw = tuple(int(v) for v in in_hw)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.stride = int(stride)
+        self.candidates = tuple(str(c) for c in candidates)
+        self.bn_eps = float(bn_eps)
+        self.mode = _check_mode(mode)
+        self.seed = seed
+        if not self.candidates:
+            raise ValueError("a MixedOp needs at least one candidate")
+        self.spec = space_lib.LayerSpec(0, 0, self.in_hw, self.in_channels, self.out_channels,
+                                        self.stride, self.candidates)
+        self.has_residual = self.spec.has_residual
+        self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
+                    for op in self.candidates]
+        self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_seed")
+
+    @classmethod
+    def from_layer_spec(cls, layer, bn_eps=1e-3, mode="single", seed=None, name=None):
+        return cls(layer.in_hw, layer.in_channels, layer.out_channels, layer.stride, layer.candidates,
+                   bn_eps=bn_eps, mode=mode, seed=seed, name=name or f"layer{layer.index}")
+
+    @property
+    def num_candidates(self):
+        return len(self.candidates)
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=(self.num_candidates,), initializer="zeros",
+                                     trainable=True)
+        for op in self.ops:
+            op.build(tuple(input_shape))
+        self.built = True
+
+    def candidate_variables(self, j):
+        """Trainable weights of candidate j (empty for `zero`)."""
+        return list(self.ops[j].trainable_variables)
+
+    # ---- sampling -------------------------------------------------------------------------
+    def probs(self):
+        return keras.ops.softmax(self.alpha)
+
+    def sample(self, mode=None):
+        """Draw what `call(mode)` needs: an index (single), (pair, active slot) (two), None otherwise."""
+        mode = _check_mode(mode or self.mode)
+        n = self.num_candidates
+        if mode == "single":
+            return keras.ops.cast(
+                keras.random.categorical(self.alpha[None, :], 1, seed=self.seed_generator)[0, 0], "int32")
+        if mode == "argmax":
+            return keras.ops.cast(keras.ops.argmax(self.alpha), "int32")
+        if mode == "two":
+            if n < 2:
+                raise ValueError(f"{self.name}: mode 'two' needs at least two candidates")
+            # Gumbel top-2 == drawing two without replacement from softmax(alpha).
+            u = keras.random.uniform((n,), minval=1e-9, maxval=1.0, seed=self.seed_generator)
+            gumbel = -keras.ops.log(-keras.ops.log(u))
+            _, pair = keras.ops.top_k(keras.ops.stop_gradient(self.alpha) + gumbel, 2)
+            pair = keras.ops.cast(pair, "int32")
+            pair_logits = keras.ops.take(self.alpha, pair)[None, :]
+            active = keras.random.categorical(keras.ops.stop_gradient(pair_logits), 1,
+                                              seed=self.seed_generator)[0, 0]
+            return pair, keras.ops.cast(active, "int32")
+        return None
+
+    # ---- forward --------------------------------------------------------------------------
+    def _run(self, index, x, training):
+        branches = [lambda v, op=op: op(v, training=training) for op in self.ops]
+        return keras.ops.switch(index, branches, x)
+
+    def call(self, inputs, training=None, mode=None, sample=None):
+        mode = _check_mode(mode or self.mode)
+        if sample is None:
+            sample = self.sample(mode)
+        if mode in ("single", "argmax"):
+            y = self._run(sample, inputs, training)
+        elif mode == "two":
+            pair, active = sample
+            o0 = self._run(pair[0], inputs, training)
+            o1 = self._run(pair[1], inputs, training)
+            p = keras.ops.softmax(keras.ops.take(self.alpha, pair))
+            g = keras.ops.one_hot(active, 2, dtype=p.dtype)
+            gate = g + p - keras.ops.stop_gradient(p)  # value g, derivative dp/dalpha
+            y = gate[0] * o0 + gate[1] * o1
+        else:  # full
+            p = keras.ops.softmax(self.alpha)
+            y = sum(p[j] * op(inputs, training=training) for j, op in enumerate(self.ops))
+        return inputs + y if self.has_residual else y
+
+    # ---- after the architecture step ---------------------------------------------------------
+    def rescale(self, alpha_before, pair):
+        """Shift the pair's α by log(Σexp α_new / Σexp α_old) so unsampled ops keep their probability."""
+        old = keras.ops.take(alpha_before, pair)
+        new = keras.ops.take(self.alpha, pair)
+        offset = keras.ops.logsumexp(new) - keras.ops.logsumexp(old)
+        self.alpha.assign(keras.ops.scatter_update(self.alpha, pair[:, None], new - offset))
+
+    def compute_output_shape(self, input_shape):
+        return self.ops[0].compute_output_shape(input_shape)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(in_hw=list(self.in_hw), in_channels=self.in_channels, out_channels=self.out_channels,
+                   stride=self.stride, candidates=list(self.candidates), bn_eps=self.bn_eps,
+                   mode=self.mode, seed=self.seed)
+        return cfg

@@ -1,0 +1,104 @@
+"""MixedOp: the binary-gate gradient against its closed form, the rescale, saving."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from proxyless_tf.mixed_op import MixedOp
+
+CANDS = ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "zero"]
+
+
+def small_op(seed=0, mode="single"):
+    op = MixedOp((6, 6), 8, 8, 1, CANDS, mode=mode, seed=seed, name="mix")
+    op.build((None, 6, 6, 8))
+    op.alpha.assign(np.array([0.3, -0.2, 0.5, 0.1], np.float32))
+    return op
+
+
+def test_two_mode_alpha_gradient_matches_closed_form():
+    op = small_op()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)
+    w = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)  # dL/dy
+    for pair, active in [([2, 0], 1), ([1, 3], 0), ([0, 2], 0)]:
+        sample = (tf.constant(pair, tf.int32), tf.constant(active, tf.int32))
+        with tf.GradientTape() as tape:
+            y = op(x, training=False, mode="two", sample=sample)
+            loss = tf.reduce_sum(y * w)
+        grad = tape.gradient(loss, op.alpha)
+        grad = tf.convert_to_tensor(grad).numpy()
+        # closed form: dL/dg_j = <dL/dy, o_j>; grad_i = sum_j dL/dg_j p_j (delta_ij - p_i)
+        outs = [op.ops[j](x, training=False).numpy() for j in pair]
+        dg = np.array([np.sum(w.numpy() * o) for o in outs], np.float64)
+        a = op.alpha.numpy().astype(np.float64)[pair]
+        p = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+        expect = np.zeros(4)
+        for ii, i in enumerate(pair):
+            expect[i] = sum(dg[jj] * p[jj] * ((ii == jj) - p[ii]) for jj in range(2))
+        np.testing.assert_allclose(grad, expect, rtol=1e-5, atol=1e-5 * np.abs(dg).max())
+        # and the forward value is exactly the active op (plus the shortcut)
+        np.testing.assert_allclose(y.numpy(), x.numpy() + outs[active], rtol=1e-6, atol=1e-6)
+
+
+def test_rescale_keeps_unsampled_probabilities():
+    op = small_op()
+    before = op.alpha.numpy().copy()
+    p_before = np.exp(before) / np.exp(before).sum()
+    pair = tf.constant([0, 2], tf.int32)
+    opt = keras.optimizers.Adam(0.1, beta_1=0.0, beta_2=0.999)
+    opt.build([op.alpha])
+    opt.apply([tf.constant([0.7, 0.0, -0.4, 0.0])], [op.alpha])
+    op.rescale(tf.constant(before), pair)
+    after = op.alpha.numpy()
+    p_after = np.exp(after) / np.exp(after).sum()
+    np.testing.assert_allclose(p_after[[1, 3]], p_before[[1, 3]], rtol=1e-6)
+    np.testing.assert_allclose(after[[1, 3]], before[[1, 3]])
+    assert p_after[2] > p_before[2] and p_after[0] < p_before[0]   # the step did move the pair
+    np.testing.assert_allclose(p_after[0] + p_after[2], p_before[0] + p_before[2], rtol=1e-6)
+
+
+def test_sampling_follows_softmax_and_two_draws_distinct_ops():
+    op = small_op(seed=3)
+    op.alpha.assign(np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32)))
+    draws = np.array([int(op.sample("single")) for _ in range(2000)])
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.04)
+    for _ in range(50):
+        pair, active = op.sample("two")
+        assert int(pair[0]) != int(pair[1]) and int(active) in (0, 1)
+    assert int(op.sample("argmax")) == 3
+
+
+def test_single_mode_runs_only_the_sampled_op_and_full_is_weighted_sum():
+    op = small_op()
+    x = tf.random.stateless_normal((1, 6, 6, 8), seed=(1, 2))
+    for j in range(4):
+        y = op(x, training=False, mode="single", sample=tf.constant(j))
+        np.testing.assert_allclose(y.numpy(), (x + op.ops[j](x, training=False)).numpy(), atol=1e-6)
+    p = tf.nn.softmax(op.alpha).numpy()
+    full = op(x, training=False, mode="full")
+    expect = x.numpy() + sum(p[j] * op.ops[j](x, training=False).numpy() for j in range(4))
+    np.testing.assert_allclose(full.numpy(), expect, atol=1e-5)
+
+
+def test_keras_saving_round_trip(tmp_path):
+    inp = keras.Input((6, 6, 8))
+    out = MixedOp((6, 6), 8, 16, 2, ["mb_k3_e3", "mb_k5_e6"], mode="argmax", seed=1, name="mix")(inp)
+    model = keras.Model(inp, out)
+    model.get_layer("mix").alpha.assign([0.1, 0.9])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 8)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+    lm = loaded.get_layer("mix")
+    assert isinstance(lm, MixedOp) and lm.candidates == ("mb_k3_e3", "mb_k5_e6") and lm.mode == "argmax"
+    np.testing.assert_allclose(lm.alpha.numpy(), [0.1, 0.9])
+    assert lm.get_config() == model.get_layer("mix").get_config()
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ValueError):
+        MixedOp((6, 6), 8, 8, 1, CANDS, mode="dart")
