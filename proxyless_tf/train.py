@@ -1,0 +1,69 @@
+"""`python -m proxyless_tf.train --arch=RUN/arch.json`: retrain a found network from scratch.
+
+Thin entry point: it reads flags (or a flag file such as configs/train_fashion_mnist.flags)
+and hands a `TrainConfig` to `proxyless_tf.training`, where the recipe lives. The run
+directory gets model.keras, best.keras, train_log.csv, a resumable backup and result.json.
+"""
+
+import json
+import os
+import time
+
+from absl import app, flags
+
+from proxyless_tf.errors import ConfigError, run_cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("arch", None, "Architecture JSON (e.g. RUN/arch.json from the search).")
+flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name.")
+flags.DEFINE_string("data_dir", None, "Where the dataset files are (default: the dataset's usual place).")
+flags.DEFINE_string("out_dir", None, "Run directory (default: runs/train_<arch file name>).")
+flags.DEFINE_integer("epochs", 15, "Training epochs.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_float("lr", 0.1, "Peak learning rate (SGD Nesterov), reached after the warm-up.")
+flags.DEFINE_float("warmup_epochs", 1.0, "Linear warm-up length in epochs.")
+flags.DEFINE_float("weight_decay", 4e-5, "Weight decay on kernels (not BN, not biases).")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
+flags.DEFINE_float("dropout", 0.1, "Dropout before the classifier.")
+flags.DEFINE_enum("augment", "crop_flip", ["crop_flip", "none"], "Training augmentation.")
+flags.DEFINE_integer("pad", 2, "Padding (pixels) before the random crop.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs).")
+flags.DEFINE_integer("train_examples", None, "Use only the first N training examples (smoke runs).")
+flags.DEFINE_integer("val_examples", 0, "Hold out N training examples to pick best.keras by.")
+
+
+def main(argv):
+    del argv
+    from proxyless_tf import training
+    from proxyless_tf.space import Arch
+
+    if not FLAGS.arch:
+        raise ConfigError("<flags>", "--arch", "missing", "pass --arch=RUN/arch.json")
+    arch = Arch.from_json(FLAGS.arch)
+    splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir, FLAGS.train_examples)
+    if tuple(splits.x_train.shape[1:]) != arch.space.input_shape:
+        raise ConfigError(FLAGS.arch, "space.input_shape",
+                          f"{arch.space.input_shape} does not match {FLAGS.dataset} images "
+                          f"{tuple(splits.x_train.shape[1:])}", "use an architecture searched for this dataset")
+    cfg = training.TrainConfig(
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr, warmup_epochs=FLAGS.warmup_epochs,
+        weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing, dropout=FLAGS.dropout,
+        augment=FLAGS.augment, pad=FLAGS.pad, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
+        val_examples=FLAGS.val_examples)
+    out_dir = FLAGS.out_dir or os.path.join("runs", "train_" + os.path.splitext(os.path.basename(FLAGS.arch))[0])
+    t0 = time.time()
+    result = training.train(arch, splits, cfg, out_dir)
+    result.update(arch=os.path.abspath(FLAGS.arch), dataset=FLAGS.dataset, wall_s=round(time.time() - t0, 1),
+                  config=vars(cfg) if not hasattr(cfg, "__dataclass_fields__") else cfg.__dict__)
+    from proxyless_tf.space import write_json_atomic
+    write_json_atomic(os.path.join(out_dir, "result.json"), result)
+    print(json.dumps({k: result[k] for k in ("test_accuracy", "test_loss", "model_path", "epochs", "wall_s")}))
+
+
+def run():
+    app.run(run_cli(main))
+
+
+if __name__ == "__main__":
+    run()

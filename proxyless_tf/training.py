@@ -1,0 +1,236 @@
+"""The retraining recipe: a derived network trained from scratch with plain `model.fit`.
+
+Kept apart from the absl entry point (`proxyless_tf.train`) so a user, a test or a
+notebook can run the same recipe with a config object and no flags. The recipe follows
+the official ProxylessNAS retraining: SGD Nesterov, cosine learning rate after a linear
+warm-up, label smoothing, weight decay on convolution/dense kernels only (not on BN or
+biases), light augmentation that fits the dataset.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from proxyless_tf.errors import ConfigError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of one retraining run (defaults: Fashion-MNIST on a small CPU)."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1                # peak learning rate, reached after the warm-up
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    dropout: float = 0.1
+    augment: str = "crop_flip"     # "crop_flip" (pad + random crop + horizontal flip) or "none"
+    pad: int = 2                   # padding before the random crop, in pixels
+    seed: int = 0
+    steps_per_epoch: int = None    # None: one pass over the train split
+    val_examples: int = 0          # held out from train for ModelCheckpoint's "best" (0: none)
+
+
+@dataclasses.dataclass
+class Splits:
+    """Normalised float32 NHWC images and int labels, plus what an app needs to reproduce them."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple
+    std: tuple
+    labels: list
+
+
+# ---- learning rate ----------------------------------------------------------------------
+
+def lr_schedule(cfg, steps_per_epoch):
+    """Linear warm-up from 0 to cfg.lr, then cosine decay to 0 over the remaining steps."""
+    total = max(1, int(cfg.epochs * steps_per_epoch))
+    warm = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(1, total - warm), alpha=0.0,
+        warmup_target=cfg.lr, warmup_steps=warm)
+
+
+def make_optimizer(cfg, steps_per_epoch):
+    opt = keras.optimizers.SGD(learning_rate=lr_schedule(cfg, steps_per_epoch), momentum=cfg.momentum,
+                               nesterov=True, weight_decay=cfg.weight_decay)
+    # Decay only kernels: BN scales/shifts and biases are not regularised (official recipe).
+    opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return opt
+
+
+# ---- data pipeline ----------------------------------------------------------------------
+
+def _augment_fn(cfg, shape):
+    h, w, c = shape
+    pad = int(cfg.pad)
+
+    def aug(x, y):
+        if pad:
+            x = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]])  # zero = the normalised pad value 0
+            x = tf.image.random_crop(x, (h, w, c))
+        x = tf.image.random_flip_left_right(x)
+        return x, y
+
+    return aug
+
+
+def train_dataset(x, y, num_classes, cfg):
+    """Shuffled, augmented, one-hot (for label smoothing) batches, repeated for fit."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(min(len(x), 60000), seed=cfg.seed, reshuffle_each_iteration=True)
+    if cfg.augment == "crop_flip":
+        ds = ds.map(_augment_fn(cfg, x.shape[1:]), num_parallel_calls=tf.data.AUTOTUNE)
+    elif cfg.augment != "none":
+        raise ConfigError("<train config>", "augment", f"unknown augmentation {cfg.augment!r}",
+                          "use 'crop_flip' or 'none'")
+    ds = ds.map(lambda a, b: (a, tf.one_hot(b, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(cfg.batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x, y, num_classes, batch_size=512):
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, num_classes)))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+def compile_model(model, cfg, steps_per_epoch):
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def tensorboard_available():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def make_callbacks(run_dir, has_val):
+    """Checkpoints (resumable after a crash via BackupAndRestore), TensorBoard and a CSV log.
+
+    TensorBoard logging needs the `tensorboard` package, which TF 2.21 no longer pulls in;
+    without it the run goes on with the CSV log alone instead of failing at the first epoch.
+    """
+    monitor = "val_accuracy" if has_val else "accuracy"
+    cbs = [
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
+                                        mode="max", save_best_only=True),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=True),
+    ]
+    if tensorboard_available():
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch",
+                                               write_graph=False, profile_batch=0))
+    else:
+        print("note: `tensorboard` is not installed; logging to train_log.csv only "
+              "(pip install tensorboard to get TensorBoard logs)")
+    return cbs
+
+
+def train(arch, splits, cfg, run_dir, verbose=2):
+    """Build the network of `arch`, fit it on `splits`, evaluate on the test split, save it.
+
+    Returns a dict with the test loss/accuracy, the path of the saved `.keras` model and the
+    number of epochs run. A run interrupted and started again with the same `run_dir`
+    resumes from its last finished epoch (BackupAndRestore).
+    """
+    from proxyless_tf.nets import build_model
+
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    x, y = splits.x_train, splits.y_train
+    val = None
+    if cfg.val_examples:
+        x, y = x[:-cfg.val_examples], y[:-cfg.val_examples]
+        val = eval_dataset(splits.x_train[-cfg.val_examples:], splits.y_train[-cfg.val_examples:],
+                           splits.num_classes)
+    steps = cfg.steps_per_epoch or len(x) // cfg.batch_size
+    if steps < 1:
+        raise ConfigError("<train config>", "batch_size", f"{cfg.batch_size} is larger than the "
+                          f"{len(x)} training examples", "use a smaller batch size")
+    model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
+    compile_model(model, cfg, steps)
+    history = model.fit(train_dataset(x, y, splits.num_classes, cfg), epochs=cfg.epochs,
+                        steps_per_epoch=steps, validation_data=val,
+                        callbacks=make_callbacks(run_dir, val is not None), verbose=verbose)
+    loss, acc = model.evaluate(eval_dataset(splits.x_test, splits.y_test, splits.num_classes), verbose=0)
+    path = os.path.join(run_dir, "model.keras")
+    model.save(path)
+    return {"test_loss": float(loss), "test_accuracy": float(acc), "model_path": path,
+            "epochs": len(history.epoch)}
+
+
+# ---- data (stand-in until proxyless_tf.data lands) -----------------------------------------
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                        "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+
+def _read_idx(path):
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, "<file>", "IDX file does not exist",
+                          "install Debian's dataset-fashion-mnist or pass --data_dir") from None
+    except (OSError, EOFError) as e:
+        raise ConfigError(path, "<file>", f"cannot be read as (gzipped) IDX ({e})", "re-download the file") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 8:
+        raise ConfigError(path, "<header>", "not an unsigned-byte IDX file", "re-download the file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ConfigError(path, "<body>", f"{data.size} bytes for shape {dims}", "re-download the file")
+    return data.reshape(dims)
+
+
+def normalise(images_u8, mean, std):
+    """uint8 NHW(C) -> float32 NHWC, (x/255 - mean) / std: the input every exported model expects."""
+    x = images_u8.astype(np.float32) / 255.0
+    if x.ndim == 3:
+        x = x[..., None]
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def load_fashion_mnist(data_dir=FASHION_MNIST_DIR):
+    """The real Fashion-MNIST from IDX files (60,000 train / 10,000 test), normalised."""
+    def p(name):
+        return os.path.join(data_dir, name)
+
+    xtr = _read_idx(p("train-images-idx3-ubyte.gz"))
+    ytr = _read_idx(p("train-labels-idx1-ubyte.gz"))
+    xte = _read_idx(p("t10k-images-idx3-ubyte.gz"))
+    yte = _read_idx(p("t10k-labels-idx1-ubyte.gz"))
+    m, s = FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    return Splits(normalise(xtr, m, s), ytr.astype(np.int32), normalise(xte, m, s), yte.astype(np.int32),
+                  10, m, s, list(FASHION_MNIST_LABELS))
+
+
+def load_dataset(name, data_dir=None, train_examples=None):
+    """Train/test splits of a dataset by name (only the offline Fashion-MNIST for now)."""
+    if name != "fashion_mnist":
+        raise ConfigError("<flags>", "--dataset", f"unknown dataset {name!r}", "use fashion_mnist")
+    splits = load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
+    if train_examples:
+        splits.x_train, splits.y_train = splits.x_train[:train_examples], splits.y_train[:train_examples]
+    return splits
