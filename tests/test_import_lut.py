@@ -1,0 +1,75 @@
+"""The imported Pixel 1 table reproduces the official ProxylessNAS estimator (sum of means)."""
+
+import os
+
+import pytest
+import yaml
+
+from conftest import assert_one_line_error, run_cli
+from proxyless_tf.latency.official import import_table
+from proxyless_tf.latency.table import LatencyTable
+from proxyless_tf.space import ZERO, Arch, SearchSpace, parse_op
+
+
+def official_estimate(lut, arch):
+    """The official `predict_network_latency`, written out from its source, on the raw YAML."""
+    q = lambda k: lut[k]["mean"]  # noqa: E731
+    lat = q("Conv-input:224x224x3-output:112x112x32")
+    lat += q("Conv_1-input:7x7x320-output:7x7x1280")
+    lat += q("Logits-input:7x7x1280-output:1000")
+    lat += q("expanded_conv-input:112x112x32-output:112x112x16-expand:1-kernel:3-stride:1-idskip:0")
+    fsize, c = 112, 16
+    for layer, op in zip(arch.space.layers, arch.ops):
+        out_fz = fsize // layer.stride
+        if op != ZERO:
+            spec = parse_op(op)
+            idskip = int(layer.stride == 1 and c == layer.out_channels)
+            lat += q(f"expanded_conv-input:{fsize}x{fsize}x{c}-output:{out_fz}x{out_fz}x{layer.out_channels}"
+                     f"-expand:{int(spec.expand)}-kernel:{spec.kernel}-stride:{layer.stride}-idskip:{idskip}")
+        fsize, c = out_fz, layer.out_channels
+    return lat
+
+
+@pytest.fixture(scope="module")
+def mobile(repo_root, shared_data):
+    space = SearchSpace.from_json(os.path.join(repo_root, "configs", "spaces", "proxyless_mobile.json"))
+    path = os.path.join(shared_data, "mobile_trim.yaml")
+    with open(path) as f:
+        lut = yaml.safe_load(f)
+    return space, path, lut
+
+
+def test_predictions_equal_official_sum_of_means(mobile, tmp_path):
+    space, path, lut = mobile
+    table = import_table(path, space)
+    table.save(tmp_path / "t.json")
+    table = LatencyTable.load(tmp_path / "t.json")  # through JSON, as a user gets it
+    largest = Arch(space, ["mb_k7_e6"] * space.num_layers)
+    smallest = Arch(space, [ZERO if ZERO in l.candidates else "mb_k3_e3" for l in space.layers])
+    archs = [space.sample(seed=s) for s in range(3)] + [largest, smallest]
+    for arch in archs:
+        assert table.predict(arch) == pytest.approx(official_estimate(lut, arch), abs=1e-6)
+    # The all-zero net pays stem + first block + 6 stride/width-changing blocks + head only.
+    assert table.predict(smallest) < table.predict(archs[0]) < table.predict(largest)
+
+
+def test_head_is_conv1_plus_logits(mobile):
+    space, path, lut = mobile
+    table = import_table(path, space)
+    head = [k for k in table.entries if k.startswith("head:")]
+    assert head == ["head:7x7x320:1280:1000"]
+    want = lut["Conv_1-input:7x7x320-output:7x7x1280"]["mean"] + lut["Logits-input:7x7x1280-output:1000"]["mean"]
+    assert table.entries[head[0]].median == pytest.approx(want, abs=1e-12)
+
+
+def test_cli_writes_table_and_rejects_uncovered_space(repo_root, shared_data, tmp_path):
+    out = tmp_path / "pixel1.json"
+    proc = run_cli(["tools/import_proxyless_lut.py", f"--yaml={shared_data}/mobile_trim.yaml", f"--out={out}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(LatencyTable.load(out)) == 69
+    # Fashion-MNIST blocks (28x28 inputs) are not in the Pixel 1 table: one line, nothing written.
+    bad = tmp_path / "fm.json"
+    proc = run_cli(["tools/import_proxyless_lut.py", f"--yaml={shared_data}/mobile_trim.yaml",
+                    "--space=configs/spaces/fashion_mnist.json", f"--out={bad}"])
+    assert_one_line_error(proc, "not in the official table")
+    assert not bad.exists()
