@@ -62,8 +62,9 @@ class LatencyTable:
         num_classes: classifier width the head entries were measured with.
         space_name, space_fingerprint: the space the table was built for (None for imported
             tables that are matched by keys alone).
-        calibration: None, or dict(kind="linear", scale=a, offset=b, ...): predicted =
-            a * sum_of_medians + b.
+        calibration: None, or dict(kind="linear", scale=a, offset=b, per_block=c (optional),
+            ...): predicted = a * sum_of_medians + c * non_zero_layers + b. Other keys (fit
+            set size, held-out metrics) are kept as they are.
         path: where it was loaded from / will be saved to (used in error messages).
     """
 
@@ -150,11 +151,25 @@ class LatencyTable:
             self.lookup(key)
 
     # ---- prediction -----------------------------------------------------------------------
-    def calibrate(self, raw_ms):
-        """Map a sum of block medians to a whole-network prediction (works on tensors too)."""
+    def calibrate(self, raw_ms, n_blocks=0.0):
+        """Map a sum of block medians to a whole-network prediction (works on tensors too).
+
+        predicted = scale * raw_ms + per_block * n_blocks + offset, where n_blocks counts the
+        searchable layers that are not `zero` (per_block is 0 when the calibration has none):
+        a per-block term absorbs what a block costs in isolation but not inside a network.
+        """
         if not self.calibration:
             return raw_ms
-        return self.calibration["scale"] * raw_ms + self.calibration["offset"]
+        cal = self.calibration
+        out = cal["scale"] * raw_ms + cal["offset"]
+        if cal.get("per_block"):
+            out = out + cal["per_block"] * n_blocks
+        return out
+
+    @staticmethod
+    def num_blocks(arch):
+        """Searchable layers of `arch` that are not `zero` (the count the calibration uses)."""
+        return sum(op != space_lib.ZERO for op in arch.ops)
 
     def raw_sum(self, arch, num_classes=None):
         nc = num_classes if num_classes is not None else self.num_classes
@@ -162,7 +177,7 @@ class LatencyTable:
 
     def predict(self, arch, num_classes=None):
         """Predicted whole-network latency of `arch` in ms (calibrated when the table has one)."""
-        return float(self.calibrate(self.raw_sum(arch, num_classes)))
+        return float(self.calibrate(self.raw_sum(arch, num_classes), self.num_blocks(arch)))
 
     def fixed_ms(self, space, num_classes=None):
         """Latency every architecture pays: stem, fixed first block and head."""
@@ -178,16 +193,37 @@ class LatencyTable:
             out.append(np.asarray(row, dtype=np.float32))
         return out
 
+    def _layer_costs(self, space):
+        """Per layer and candidate, its calibrated contribution: scale * lat + per_block * (op != zero).
+
+        Calibration is affine in each layer's choice, so predict(arch) = offset + scale * fixed
+        + sum over layers of these costs; the range and the expectation are built on them.
+        """
+        cal = self.calibration or {}
+        scale, per_block = cal.get("scale", 1.0), cal.get("per_block", 0.0) or 0.0
+        out = []
+        for layer, lat in zip(space.layers, self.layer_latencies(space)):
+            nonzero = np.asarray([op != space_lib.ZERO for op in layer.candidates], dtype=np.float32)
+            out.append((scale * lat + per_block * nonzero).astype(np.float32))
+        return out
+
+    def _fixed_cost(self, space, num_classes=None):
+        cal = self.calibration or {}
+        return cal.get("scale", 1.0) * self.fixed_ms(space, num_classes) + cal.get("offset", 0.0)
+
     def latency_range(self, space, num_classes=None):
         """(fastest, slowest) predicted latency over the whole space, in ms."""
-        lats = self.layer_latencies(space)
-        fixed = self.fixed_ms(space, num_classes)
-        lo = fixed + sum(float(r.min()) for r in lats)
-        hi = fixed + sum(float(r.max()) for r in lats)
-        return float(self.calibrate(lo)), float(self.calibrate(hi))
+        costs = self._layer_costs(space)
+        fixed = self._fixed_cost(space, num_classes)
+        lo = fixed + sum(float(r.min()) for r in costs)
+        hi = fixed + sum(float(r.max()) for r in costs)
+        return float(lo), float(hi)
 
     def expected_latency(self, alpha_logits, space, num_classes=None):
-        """E[latency] = calibrate(fixed + sum_l softmax(alpha_l) . lat_l), differentiable in alpha.
+        """E[latency] = calibrated(fixed + sum_l softmax(alpha_l) . lat_l), differentiable in alpha.
+
+        With the calibration expanded per layer this is offset + scale * fixed +
+        sum_l softmax(alpha_l) . (scale * lat_l + per_block * [op != zero]).
 
         Args:
             alpha_logits: one 1-D tensor of logits per searchable layer, in candidate order.
@@ -195,14 +231,14 @@ class LatencyTable:
         """
         import keras
 
-        lats = self.layer_latencies(space)
-        if len(alpha_logits) != len(lats):
-            raise ValueError(f"{len(alpha_logits)} logit vectors for {len(lats)} searchable layers")
-        total = keras.ops.convert_to_tensor(self.fixed_ms(space, num_classes), dtype="float32")
-        for logits, lat in zip(alpha_logits, lats):
+        costs = self._layer_costs(space)
+        if len(alpha_logits) != len(costs):
+            raise ValueError(f"{len(alpha_logits)} logit vectors for {len(costs)} searchable layers")
+        total = keras.ops.convert_to_tensor(self._fixed_cost(space, num_classes), dtype="float32")
+        for logits, cost in zip(alpha_logits, costs):
             p = keras.ops.softmax(keras.ops.cast(logits, "float32"))
-            total = total + keras.ops.sum(p * keras.ops.convert_to_tensor(lat))
-        return self.calibrate(total)
+            total = total + keras.ops.sum(p * keras.ops.convert_to_tensor(cost))
+        return total
 
     def __len__(self):
         return len(self.entries)
@@ -215,7 +251,9 @@ def _check_calibration(cal, source):
     if not isinstance(cal, dict) or cal.get("kind") != "linear":
         raise ConfigError(source, "calibration", "expected {\"kind\": \"linear\", \"scale\": a, \"offset\": b}",
                           "recalibrate with tools/validate_latency.py --fit")
-    for name in ("scale", "offset"):
+    for name in ("scale", "offset", "per_block"):
+        if name == "per_block" and name not in cal:
+            continue
         v = cal.get(name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ConfigError(source, f"calibration.{name}", f"expected a finite number, got {v!r}",

@@ -1,0 +1,190 @@
+"""Measurement backends: turn a Keras model into a latency (ms) on one target.
+
+Every backend has the same small interface so the table builder and the validator do
+not care whether a block runs in LiteRT on this machine, in the TF runtime, or on a
+phone through adb:
+
+    backend.name            short name stored in tables ('litert', 'adb', 'tf')
+    backend.describe()      dict for the table's `device` field (what, where, when)
+    backend.measure(model)  LatencyStats in milliseconds
+
+`identity()` is `describe()` without the fields that change from run to run (the date),
+so a builder can refuse to resume a table that was measured somewhere else.
+"""
+
+import contextlib
+import datetime
+import importlib.metadata
+import io
+import platform
+import time
+
+import numpy as np
+
+from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency.table import LatencyStats
+
+# Fields of describe() that may differ between two runs of the same set-up.
+VOLATILE_FIELDS = ("date", "finished", "build_seconds", "hostname", "load_average")
+
+
+def host_cpu_model():
+    """CPU model name of this machine, from /proc/cpuinfo where available."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Backend:
+    """Interface of a latency backend (see the module docstring)."""
+
+    name = "base"
+
+    def describe(self):
+        raise NotImplementedError
+
+    def measure(self, keras_model):
+        raise NotImplementedError
+
+    def identity(self):
+        """describe() minus run-to-run fields: two tables with equal identities are comparable."""
+        return {k: v for k, v in self.describe().items() if k not in VOLATILE_FIELDS}
+
+
+def time_calls(fn, warmup_runs, num_runs):
+    """Call fn() warmup_runs times untimed, then num_runs times timed; samples in ms."""
+    for _ in range(warmup_runs):
+        fn()
+    out = np.empty(num_runs, dtype=np.float64)
+    for i in range(num_runs):
+        t0 = time.perf_counter()
+        fn()
+        out[i] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+class LiteRTBackend(Backend):
+    """Float32 TFLite on this machine: ai_edge_litert Interpreter (XNNPACK), fixed threads.
+
+    The model is converted with `export.to_tflite` (batch 1) exactly as a deployed network
+    would be, given a fixed random input, run `warmup_runs` times to settle caches and
+    XNNPACK's packed weights, then timed `num_runs` times around `invoke()` alone.
+
+    Args:
+        threads: interpreter thread count (1 is the most repeatable on a shared machine).
+        warmup_runs: untimed runs before timing.
+        num_runs: timed runs; the entry is their median with p5/p95.
+        rounds: split the timed runs into this many rounds separated by a short pause
+            (time.sleep(0)) and report the median of all samples; >1 makes a burst of
+            noise from another process hit only part of the samples.
+    """
+
+    name = "litert"
+
+    def __init__(self, threads=1, warmup_runs=20, num_runs=100, rounds=1):
+        if threads < 1 or warmup_runs < 0 or num_runs < 1 or rounds < 1:
+            raise ConfigError("<flags>", "backend", f"bad litert settings threads={threads} "
+                              f"warmup_runs={warmup_runs} num_runs={num_runs} rounds={rounds}",
+                              "use threads>=1, warmup_runs>=0, num_runs>=1, rounds>=1")
+        self.threads = int(threads)
+        self.warmup_runs = int(warmup_runs)
+        self.num_runs = int(num_runs)
+        self.rounds = int(rounds)
+        self._rng = np.random.default_rng(0)
+
+    def describe(self):
+        return {
+            "backend": self.name,
+            "runtime": "ai_edge_litert Interpreter (XNNPACK), float32, batch 1",
+            "threads": self.threads,
+            "warmup_runs": self.warmup_runs,
+            "num_runs": self.num_runs,
+            "rounds": self.rounds,
+            "ai_edge_litert": _version("ai-edge-litert"),
+            "tensorflow": _version("tensorflow"),
+            "keras": _version("keras"),
+            "host_cpu": host_cpu_model(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "hostname": platform.node(),
+            "date": _now(),
+        }
+
+    def interpreter(self, keras_model):
+        """Convert and load; returns (interpreter, input array) ready to invoke."""
+        from proxyless_tf import export
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints every tensor spec
+            content = export.to_tflite(keras_model, batch_size=1)
+        interp = export.load_interpreter(model_content=content, num_threads=self.threads)
+        inp = interp.get_input_details()[0]
+        x = self._rng.standard_normal(inp["shape"]).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], x)
+        return interp, x
+
+    def measure_interpreter(self, interp):
+        """Time an already-loaded interpreter whose input is set."""
+        samples = [time_calls(interp.invoke, self.warmup_runs if r == 0 else 2, self._round_runs(r))
+                   for r in range(self.rounds)]
+        return LatencyStats.from_samples(np.concatenate(samples))
+
+    def _round_runs(self, r):
+        base, extra = divmod(self.num_runs, self.rounds)
+        return base + (1 if r < extra else 0)
+
+    def measure(self, keras_model):
+        interp, _ = self.interpreter(keras_model)
+        return self.measure_interpreter(interp)
+
+
+_LAZY = {
+    "adb": ("mobile.adb_backend", "AdbBackend",
+            ("serial", "benchmark_binary", "threads", "warmup_runs", "num_runs", "cpu_mask", "delegate")),
+    "tf": ("proxyless_tf.latency.tf_backend", "TFRuntimeBackend",
+           ("batch_size", "device", "warmup_runs", "num_runs")),
+}
+_LITERT_KWARGS = ("threads", "warmup_runs", "num_runs", "rounds")
+BACKEND_NAMES = ("litert",) + tuple(_LAZY)
+
+
+def make_backend(name, **kwargs):
+    """Backend by name. kwargs that are None are dropped (so flags left unset keep defaults).
+
+    'litert' -> LiteRTBackend; 'adb' and 'tf' are imported only when asked for, so this
+    module never needs adb or a GPU to load.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if name == "litert":
+        allowed, cls = _LITERT_KWARGS, LiteRTBackend
+    elif name in _LAZY:
+        module, cls_name, allowed = _LAZY[name]
+        try:
+            mod = __import__(module, fromlist=[cls_name])
+            cls = getattr(mod, cls_name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError("<flags>", "backend", f"backend {name!r} is not available ({e})",
+                              "use --backend=litert, or install/finish " + module) from None
+    else:
+        raise ConfigError("<flags>", "backend", f"unknown backend {name!r}",
+                          f"use one of {', '.join(BACKEND_NAMES)}")
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError("<flags>", "backend", f"options {unknown} do not apply to backend {name!r}",
+                          f"{name} takes {', '.join(allowed)}")
+    return cls(**kwargs)

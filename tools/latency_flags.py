@@ -1,0 +1,39 @@
+"""Backend flags shared by the latency tools; turns them into `make_backend` arguments.
+
+Only the flags that belong to the chosen backend are passed on, so `--backend=litert`
+ignores the adb flags' defaults instead of failing on them.
+"""
+
+from absl import flags
+
+BACKEND = flags.DEFINE_enum("backend", "litert", ["litert", "adb", "tf"], "where to measure")
+THREADS = flags.DEFINE_integer("threads", 1, "interpreter threads (litert, adb)")
+WARMUP = flags.DEFINE_integer("warmup_runs", None, "untimed runs before timing (backend default if unset)")
+NUM_RUNS = flags.DEFINE_integer("num_runs", None, "timed runs per measurement (backend default if unset)")
+ROUNDS = flags.DEFINE_integer("rounds", None, "litert: split the timed runs into this many rounds")
+SERIAL = flags.DEFINE_string("serial", None, "adb: device serial")
+BENCH_BIN = flags.DEFINE_string("benchmark_binary", None, "adb: path of benchmark_model on the device")
+CPU_MASK = flags.DEFINE_string("cpu_mask", None, "adb: taskset mask, e.g. f0 for the big cores")
+DELEGATE = flags.DEFINE_string("delegate", None, "adb: benchmark_model delegate (none, xnnpack, gpu, ...)")
+BATCH = flags.DEFINE_integer("batch_size", None, "tf: batch size")
+DEVICE = flags.DEFINE_string("device", None, "tf: TF device string, e.g. /CPU:0 or /GPU:0")
+
+PER_BACKEND = {
+    "litert": {"threads": THREADS, "warmup_runs": WARMUP, "num_runs": NUM_RUNS, "rounds": ROUNDS},
+    "adb": {"serial": SERIAL, "benchmark_binary": BENCH_BIN, "threads": THREADS, "warmup_runs": WARMUP,
+            "num_runs": NUM_RUNS, "cpu_mask": CPU_MASK, "delegate": DELEGATE},
+    "tf": {"batch_size": BATCH, "device": DEVICE, "warmup_runs": WARMUP, "num_runs": NUM_RUNS},
+}
+
+
+def backend_kwargs(name=None):
+    """make_backend kwargs from the flags of backend `name` (default: --backend)."""
+    name = name or BACKEND.value
+    return {k: f.value for k, f in PER_BACKEND[name].items() if f.value is not None}
+
+
+def make_backend_from_flags(name=None):
+    from proxyless_tf.latency.backends import make_backend
+
+    name = name or BACKEND.value
+    return make_backend(name, **backend_kwargs(name))

@@ -1,0 +1,103 @@
+"""Check a latency table against whole networks; fit and store its calibration.
+
+Usage:
+  python tools/validate_latency.py --table=run/latency_fashion_mnist.json \
+      --space=configs/spaces/fashion_mnist.json --samples=50 --fit --fit_samples=30 \
+      --plot=docs/latency_fashion_mnist.png
+
+Random architectures (space.sample(seed)) are measured whole with the table's own
+backend settings. With --fit, seeds 0..fit_samples-1 fit the calibration and the next
+--samples seeds are held out; without it the table's current calibration is scored on
+--samples networks. Prints RMSE, mean absolute % error, % within ±5% / ±10% and Kendall's
+tau for the raw block sum and the calibrated prediction; with --fit (or --store) the
+calibration and the held-out numbers are saved into the table (atomic rewrite).
+Whole-network measurements are cached in TABLE.validation.json, so a killed run resumes.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import latency_flags  # noqa: E402
+from proxyless_tf import space as space_lib  # noqa: E402
+from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+
+TABLE = flags.DEFINE_string("table", None, "latency table JSON")
+SPACE = flags.DEFINE_string("space", None, "search space JSON the table was built for")
+SAMPLES = flags.DEFINE_integer("samples", 50, "held-out random architectures")
+FIT = flags.DEFINE_bool("fit", False, "fit the calibration on --fit_samples other architectures")
+FIT_SAMPLES = flags.DEFINE_integer("fit_samples", 30, "architectures for the fit (with --fit)")
+KIND = flags.DEFINE_enum("kind", "linear_blocks", ["linear", "linear_blocks"],
+                         "calibration: scale*sum+offset, or also a per-block term")
+SEED = flags.DEFINE_integer("seed", 0, "first architecture seed")
+PLOT = flags.DEFINE_string("plot", None, "scatter plot PNG (default: TABLE with .png)")
+CACHE = flags.DEFINE_string("cache", None, "whole-network measurement cache (default: TABLE.validation.json)")
+REPORT = flags.DEFINE_string("report", None, "also write the report as JSON here")
+
+
+def _backend_for(table):
+    """The table's backend with its own settings; explicitly given flags override run counts."""
+    from proxyless_tf.latency.backends import make_backend
+
+    name = table.device.get("backend")
+    if name not in ("litert", "adb", "tf"):
+        raise ConfigError(TABLE.value, "device.backend", f"unknown backend {name!r}", "rebuild the table")
+    kwargs = {k: table.device[k] for k in latency_flags.PER_BACKEND[name] if k in table.device}
+    kwargs.update({k: v for k, v in latency_flags.backend_kwargs(name).items()
+                   if flags.FLAGS[k].present})
+    return make_backend(name, **kwargs)
+
+
+def _line(label, m):
+    return (f"{label:22s} n={m['n']:3d}  RMSE {m['rmse_ms']:.4f} ms  MAPE {m['mape_pct']:5.2f}%  "
+            f"bias {m['mean_error_pct']:+5.2f}%  within ±5% {m['within_5_pct']:5.1f}%  "
+            f"±10% {m['within_10_pct']:5.1f}%  max {m['max_abs_error_pct']:5.1f}%  tau {m['kendall_tau']:.3f}")
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        raise ConfigError("<command line>", "args", f"unexpected arguments {argv[1:]}", "pass only --flags")
+    for f in (TABLE, SPACE):
+        if not f.value:
+            raise ConfigError("<flags>", f"--{f.name}", "missing", f"pass --{f.name}=PATH.json")
+    if SAMPLES.value < 2 or (FIT.value and FIT_SAMPLES.value < 3):
+        raise ConfigError("<flags>", "--samples", "need at least 2 held-out and 3 fit architectures",
+                          "pass e.g. --samples=50 --fit_samples=30")
+    from proxyless_tf.latency.table import LatencyTable
+    from proxyless_tf.latency import validate as val
+
+    table = LatencyTable.load(TABLE.value)
+    space = space_lib.SearchSpace.from_json(SPACE.value)
+    if table.num_classes is None:
+        raise ConfigError(TABLE.value, "num_classes", "table does not say its class count", "rebuild the table")
+    if not FIT.value and not table.calibration:
+        print("note: the table has no calibration yet; scoring the raw block sum (use --fit)")
+    backend = _backend_for(table)
+    root = os.path.splitext(TABLE.value)[0]
+    report = val.validate(table, space, backend, table.num_classes, SAMPLES.value,
+                          FIT_SAMPLES.value if FIT.value else 0, SEED.value, KIND.value,
+                          cache_path=CACHE.value or val.samples_path_for(TABLE.value),
+                          plot_path=PLOT.value or root + ".png")
+    if FIT.value:
+        print(_line("fit raw sum", report["fit_raw"]))
+        print(_line("fit calibrated", report["fit_calibrated"]))
+    print(_line("held-out raw sum", report["holdout_raw"]))
+    print(_line("held-out calibrated", report["holdout_calibrated"]))
+    if table.calibration:
+        c = table.calibration
+        print(f"calibration: {c['scale']:.4f} * sum + {c.get('per_block', 0.0):.5f} * blocks + {c['offset']:.5f} ms")
+    if FIT.value:
+        table.save(TABLE.value)
+        print(f"stored calibration and held-out metrics in {TABLE.value}")
+    print(f"plot: {PLOT.value or root + '.png'}")
+    if REPORT.value:
+        space_lib.write_json_atomic(REPORT.value, report)
+
+
+if __name__ == "__main__":
+    app.run(run_cli(main))
