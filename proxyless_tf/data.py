@@ -1,0 +1,231 @@
+"""Datasets by name for the search: a train split, a validation split carved from it, tf.data.
+
+The architecture step needs data the weights were not trained on, and the test split must
+stay untouched for the final report, so the validation split is carved out of the training
+split: class-balanced (the same number of images per class, as the official code's
+`random_sample_valid_set`) and seeded, so a rerun sees the same split.
+
+Sources:
+- `fashion_mnist`: the IDX files of Debian's `dataset-fashion-mnist` (or `data_dir`) when
+  present, read with numpy — no network needed; else tfds.
+- any other name (`cifar10`, `imagenet2012`, ...): `tfds.load`; ImageNet needs its tar files
+  in the manual download directory, and a missing dataset is one clear line.
+"""
+
+import dataclasses
+import gzip
+import os
+
+import numpy as np
+
+from proxyless_tf.errors import ConfigError
+
+FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+# (mean, std) per channel of [0, 1] pixels; ImageNet's are the usual ones.
+NORMALIZATION = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+DEFAULT_VALID_SIZE = {"imagenet2012": 50000, "cifar10": 5000, "fashion_mnist": 5000}
+IMAGENET_HOWTO = ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
+                  "into {manual_dir} (or pass --manual_dir=DIR); tfds prepares them on first use")
+
+
+@dataclasses.dataclass
+class SearchData:
+    """What a search needs: batches ((x, y), (x_val, y_val)) and the sizes behind them."""
+
+    search: object          # tf.data: one epoch of ((x, y), (x_val, y_val))
+    valid: object           # tf.data: the whole validation split once, (x, y) batches
+    num_classes: int
+    input_shape: tuple
+    num_train: int
+    num_valid: int
+    steps_per_epoch: int
+    source: str
+
+
+# ---- local IDX files -----------------------------------------------------------------------------
+def read_idx(path):
+    """An IDX file (optionally gzip) as a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise ConfigError(path, "<file>", "is not an unsigned-byte IDX file", "re-download the dataset")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ConfigError(path, "<file>", f"truncated: {data.size} bytes for shape {dims}", "re-download the dataset")
+    return data.reshape(dims)
+
+
+def find_fashion_dir(data_dir=None):
+    for d in ([data_dir] if data_dir else []) + list(FASHION_DIRS):
+        if d and all(os.path.exists(os.path.join(d, f)) for f in FASHION_FILES):
+            return d
+    return None
+
+
+def load_fashion_local(directory):
+    x = read_idx(os.path.join(directory, FASHION_FILES[0]))[..., None]
+    y = read_idx(os.path.join(directory, FASHION_FILES[1])).astype(np.int64)
+    return x, y
+
+
+# ---- the split -------------------------------------------------------------------------------------
+def class_balanced_split(labels, valid_size, num_classes, seed=0):
+    """(train_indices, valid_indices): valid_size // num_classes images of every class, seeded."""
+    labels = np.asarray(labels)
+    per_class = valid_size // num_classes
+    if per_class < 1:
+        raise ConfigError("<flags>", "valid_size", f"{valid_size} is fewer than one image per class "
+                          f"({num_classes} classes)", f"use at least {num_classes}")
+    rng = np.random.default_rng(seed)
+    valid = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= per_class:
+            raise ConfigError("<flags>", "valid_size", f"class {c} has {len(idx)} training images, "
+                              f"too few for {per_class} validation images per class", "use a smaller valid_size")
+        valid.append(rng.choice(idx, per_class, replace=False))
+    valid = np.sort(np.concatenate(valid))
+    mask = np.zeros(len(labels), bool)
+    mask[valid] = True
+    return np.flatnonzero(~mask), valid
+
+
+# ---- tf.data -----------------------------------------------------------------------------------------
+def _preprocess_fn(name, input_shape, train):
+    import tensorflow as tf
+
+    mean, std = NORMALIZATION.get(name, ((0.5,) * input_shape[2], (0.25,) * input_shape[2]))
+    mean = tf.constant(mean, tf.float32)
+    std = tf.constant(std, tf.float32)
+    h, w, c = input_shape
+
+    def fn(image, label):
+        x = tf.cast(image, tf.float32) / 255.0
+        if x.shape[-1] != c:
+            x = tf.image.rgb_to_grayscale(x) if c == 1 else tf.image.grayscale_to_rgb(x)
+        if x.shape[0] != h or x.shape[1] != w:
+            x = tf.image.resize(x, (h, w), antialias=True)
+        if train and name != "fashion_mnist" and name != "mnist":
+            x = tf.image.random_flip_left_right(x)
+        return (x - mean) / std, tf.cast(label, tf.int32)
+
+    return fn
+
+
+def _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed, buffer):
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    tr = (train_ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+          .map(_preprocess_fn(name, input_shape, True), num_parallel_calls=auto)
+          .batch(batch_size, drop_remainder=True))
+    va = (valid_ds.repeat().shuffle(buffer, seed=seed + 1)
+          .map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto)
+          .batch(valid_batch_size, drop_remainder=True))
+    evaluation = valid_ds.map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto).batch(
+        valid_batch_size)
+    return tf.data.Dataset.zip((tr, va)).prefetch(auto), evaluation.prefetch(auto)
+
+
+def _tfds_train(name, data_dir, manual_dir):
+    """The train split of a tfds dataset as a dataset of (image, label), in file order."""
+    import tensorflow_datasets as tfds
+
+    kwargs = {}
+    if manual_dir:
+        kwargs["download_and_prepare_kwargs"] = {
+            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
+    try:
+        ds, info = tfds.load(name, split="train", data_dir=data_dir, shuffle_files=False, with_info=True,
+                             as_supervised=True, **kwargs)
+    except Exception as e:  # tfds raises many types; the user needs one line
+        if name == "imagenet2012":
+            where = manual_dir or os.path.join(data_dir or "~/tensorflow_datasets", "downloads", "manual")
+            raise ConfigError(name, "dataset", "ImageNet is not prepared and its tar files were not found",
+                              IMAGENET_HOWTO.format(manual_dir=where)) from None
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(name, "dataset", f"cannot load it with tfds ({first})",
+                          "check --dataset/--data_dir, or prepare it with network access once") from None
+    return ds, info.features["label"].num_classes, int(info.splits["train"].num_examples)
+
+
+def _labels_of(ds, cache_path):
+    import tensorflow as tf
+
+    if cache_path and os.path.exists(cache_path):
+        return np.load(cache_path)
+    labels = np.concatenate([b.numpy() for b in ds.map(lambda x, y: y).batch(65536)])
+    if cache_path:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        np.save(cache_path, labels)
+    del tf
+    return labels
+
+
+def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size=None, seed=0,
+                data_dir=None, manual_dir=None, max_train=None, label_cache_dir=None):
+    """The search's data by dataset name.
+
+    Args:
+        name: `fashion_mnist` (local IDX files first), or any tfds name (`cifar10`, `imagenet2012`).
+        input_shape: (H, W, C) the images are resized/converted to (the search space's input).
+        batch_size: training batch; validation batches use `valid_batch_size` (default: same).
+        valid_size: images carved from train for the architecture step (class-balanced).
+        seed: seeds the split and the shuffles.
+        data_dir: directory with the IDX files, or the tfds data_dir.
+        manual_dir: tfds manual download directory (ImageNet tar files).
+        max_train: keep only this many training images (quick runs); None: all.
+        label_cache_dir: where tfds label arrays are cached (one scan per dataset).
+    """
+    import tensorflow as tf
+
+    input_shape = tuple(int(v) for v in input_shape)
+    valid_batch_size = valid_batch_size or batch_size
+    valid_size = valid_size or DEFAULT_VALID_SIZE.get(name, 5000)
+    local = find_fashion_dir(data_dir) if name == "fashion_mnist" else None
+    if local:
+        x, y = load_fashion_local(local)
+        num_classes = 10
+        tr_idx, va_idx = class_balanced_split(y, valid_size, num_classes, seed)
+        if max_train:
+            tr_idx = np.sort(np.random.default_rng(seed).choice(tr_idx, min(max_train, len(tr_idx)), replace=False))
+        train_ds = tf.data.Dataset.from_tensor_slices((x[tr_idx], y[tr_idx]))
+        valid_ds = tf.data.Dataset.from_tensor_slices((x[va_idx], y[va_idx]))
+        n_train, source, buffer = len(tr_idx), f"IDX files in {local}", len(tr_idx)
+    else:
+        ds, num_classes, n_all = _tfds_train(name, data_dir, manual_dir)
+        cache = None
+        if label_cache_dir:
+            cache = os.path.join(label_cache_dir, f"labels_{name}_train_{n_all}.npy")
+        labels = _labels_of(ds, cache)
+        tr_idx, va_idx = class_balanced_split(labels, valid_size, num_classes, seed)
+        if max_train:
+            tr_idx = np.sort(np.random.default_rng(seed).choice(tr_idx, min(max_train, len(tr_idx)), replace=False))
+        is_train = np.zeros(len(labels), bool)
+        is_train[tr_idx] = True
+        is_valid = np.zeros(len(labels), bool)
+        is_valid[va_idx] = True
+        indexed = ds.enumerate()
+
+        def pick(mask):
+            m = tf.constant(mask)
+            return indexed.filter(lambda i, ex: tf.gather(m, i)).map(lambda i, ex: ex)
+
+        train_ds, valid_ds = pick(is_train), pick(is_valid)
+        n_train, source, buffer = len(tr_idx), f"tfds {name}", 10000
+    if n_train < batch_size:
+        raise ConfigError("<flags>", "batch_size", f"{batch_size} is larger than the {n_train} training images",
+                          "use a smaller batch size")
+    search, evaluation = _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed,
+                                    min(buffer, 20000))
+    return SearchData(search, evaluation, num_classes, input_shape, n_train, len(va_idx),
+                      n_train // batch_size, source)

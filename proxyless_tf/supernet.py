@@ -1,0 +1,366 @@
+"""`SuperNet`: the over-parameterised network and the train step that searches it.
+
+One `fit` step on a batch ((x, y), (x_val, y_val)):
+
+1. weight step on (x, y): one path sampled per layer (`single`), cross-entropy, the weight
+   optimizer applied to the shared weights and to the weights of the ops that ran — only
+   those. In graph mode the untaken branches of `tf.switch_case` get a gradient of zero,
+   not None, and momentum / Adam / weight decay would still move them (unlike the official
+   PyTorch code, where they have no gradient and are skipped). So each layer applies the
+   optimizer inside its own `tf.switch_case` on the sampled index: the other candidates'
+   weights and slots are never touched. The optimizer's step counter is held so every
+   apply of the step sees the same learning rate and it advances once per step.
+2. every `arch_every` steps (after `warmup_epochs`), an architecture step on (x_val, y_val):
+   two paths per layer (`two`, binary gates), loss = CE ⊕ expected latency (`mul#log`,
+   `add#linear`, or `add#abs`), the architecture optimizer (Adam, β1 = 0) on α only, then
+   the pair rescale of every layer. The argmax network is evaluated on the same
+   validation batch for the `valid_acc` metric.
+
+In `full` mode (DARTS baseline) both steps use the softmax-weighted sum of all ops.
+
+Both optimizers are built on their variables in `compile`, so they exist under any
+strategy scope and are written to (and restored from) `.weights.h5` checkpoints and
+`BackupAndRestore`.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from proxyless_tf import blocks
+from proxyless_tf import space as space_lib
+from proxyless_tf.errors import ConfigError
+from proxyless_tf.mixed_op import MixedOp
+
+LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
+SEARCH_MODES = ("two", "full")
+DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
+                       "add#abs": {"lambda": 0.1}}
+
+
+class LastValue(keras.metrics.Metric):
+    """A metric that reports the latest value (e.g. the expected latency at the end of the epoch)."""
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, value):
+        self.value.assign(keras.ops.cast(value, self.value.dtype))
+
+    def result(self):
+        return keras.ops.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        pass  # keep the last value across epochs: it is a state, not an average
+
+
+class _ArchPhase(keras.callbacks.Callback):
+    """Turns the architecture step on once the warm-up epochs are over."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.arch_enabled.assign(1 if epoch >= self.model.warmup_epochs else 0)
+
+
+@keras.saving.register_keras_serializable(package="proxyless_tf")
+class SuperNet(keras.Model):
+    """Every candidate of every searchable layer, with architecture logits, as one Keras model.
+
+    Args:
+        space: a `SearchSpace` (or its dict).
+        num_classes: classifier width.
+        latency_table: a `LatencyTable` covering every block of `space` (None: accuracy only).
+        mode: `two` (ProxylessNAS binary gates, one path per weight step) or `full`
+            (DARTS: every op in every step; the memory baseline).
+        seed: seed of the path sampling (layer i uses seed + i); None: random.
+    """
+
+    def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, **kwargs):
+        kwargs.setdefault("name", "supernet")
+        super().__init__(**kwargs)
+        if isinstance(space, dict):
+            space = space_lib.SearchSpace.from_dict(space)
+        if mode not in SEARCH_MODES:
+            raise ConfigError("<supernet>", "mode", f"unknown search mode {mode!r}", f"use one of {SEARCH_MODES}")
+        self.space = space
+        self.num_classes = int(num_classes)
+        self.mode = mode
+        self.seed = seed
+        self.latency_table = latency_table
+        if latency_table is not None:
+            latency_table.check_space(space, self.num_classes)
+            self._lat = [np.asarray(r, np.float32) for r in latency_table.layer_latencies(space)]
+            self._fixed_ms = latency_table.fixed_ms(space, self.num_classes)
+        st, fb = space.stem, space.first_block
+        self.stem_layers = blocks.conv_bn_act_layers(keras, st["out_channels"], st["kernel"], st["stride"],
+                                                     space.bn_eps, "stem")
+        fbs = space_lib.parse_op(fb["op"])
+        self.block0 = blocks.MBConv(st["out_channels"], fb["out_channels"], fbs.kernel, fbs.expand, 1,
+                                    space.bn_eps, residual=st["out_channels"] == fb["out_channels"],
+                                    name="block0")
+        self.mixed_ops = [
+            MixedOp.from_layer_spec(l, space.bn_eps, mode="single",
+                                    seed=None if seed is None else int(seed) + l.index, name=f"layer{l.index}")
+            for l in space.layers]
+        self.head_layers = blocks.conv_bn_act_layers(keras, space.head["out_channels"], 1, 1, space.bn_eps, "head")
+        self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        self.arch_enabled = keras.Variable(1, dtype="int32", trainable=False, name="arch_enabled")
+        self.warmup_epochs = 0
+        self.arch_every = 1
+        self.arch_optimizer = None
+        self._metric_list = [
+            keras.metrics.Mean(name="loss"),
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseCategoricalAccuracy(name="valid_acc"),
+            keras.metrics.Mean(name="arch_loss"),
+            LastValue("expected_ms"),
+            LastValue("argmax_ms"),
+            LastValue("entropy"),
+        ]
+        self.build((None,) + tuple(space.input_shape))
+
+    # ---- structure --------------------------------------------------------------------------
+    def build(self, input_shape):
+        if self.built:
+            return
+        # One forward of every op (batch 1, inference) creates every variable before compile.
+        self._forward(keras.ops.zeros((1,) + tuple(input_shape[1:])), False, "full")
+        self.built = True
+
+    def _forward(self, x, training, mode, samples=None):
+        x = blocks.apply_layers(self.stem_layers, x, training)
+        x = self.block0(x, training=training)
+        for i, m in enumerate(self.mixed_ops):
+            x = m(x, training=training, mode=mode, sample=None if samples is None else samples[i])
+        x = blocks.apply_layers(self.head_layers, x, training)
+        return self.classifier(self.pool(x))
+
+    def call(self, inputs, training=None):
+        """The current argmax network (what `predict` and `evaluate` see)."""
+        return self._forward(inputs, training, "argmax")
+
+    @property
+    def arch_variables(self):
+        return [m.alpha for m in self.mixed_ops]
+
+    @property
+    def weight_variables(self):
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    @property
+    def metrics(self):
+        return list(self._metric_list)
+
+    def _metric(self, name):
+        return next(m for m in self._metric_list if m.name == name)
+
+    # ---- latency ----------------------------------------------------------------------------
+    def expected_latency(self):
+        """E[latency] under softmax(α), calibrated; differentiable in α. 0 without a table."""
+        if self.latency_table is None:
+            return keras.ops.zeros(())
+        total = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
+        for m, lat in zip(self.mixed_ops, self._lat):
+            total = total + keras.ops.sum(keras.ops.softmax(m.alpha) * lat)
+        return self.latency_table.calibrate(total)
+
+    def argmax_latency(self):
+        if self.latency_table is None:
+            return keras.ops.zeros(())
+        total = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
+        for m, lat in zip(self.mixed_ops, self._lat):
+            total = total + keras.ops.take(lat, keras.ops.argmax(m.alpha))
+        return self.latency_table.calibrate(total)
+
+    def mean_entropy(self):
+        ent = [-keras.ops.sum(keras.ops.softmax(m.alpha) * keras.ops.log_softmax(m.alpha)) for m in self.mixed_ops]
+        return keras.ops.mean(keras.ops.stack(ent))
+
+    # ---- compile ------------------------------------------------------------------------------
+    def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss="mul#log", target_ms=None,
+                loss_params=None, arch_every=1, warmup_epochs=0, **kwargs):
+        """Set both optimizers (built here), the latency loss and the schedule of arch steps.
+
+        Args:
+            weight_optimizer: optimizer of the network weights (default SGD Nesterov 0.9, lr 0.025).
+            arch_optimizer: optimizer of α (default Adam lr 1e-3, betas (0, 0.999), as the paper).
+            latency_loss: `mul#log` α·CE·(log E / log T)^β, `add#linear` CE + λ(E − T)/T,
+                `add#abs` CE + λ|E − T|/T (pulls toward T from both sides), or None (CE only).
+            target_ms: T, the latency reference; must lie inside the space's reachable range.
+            loss_params: overrides of {alpha, beta} / {lambda}.
+            arch_every: an architecture step every this many weight steps.
+            warmup_epochs: epochs of weight-only training first.
+        """
+        weight_optimizer = weight_optimizer or keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True)
+        super().compile(optimizer=weight_optimizer, **kwargs)
+        self.arch_optimizer = arch_optimizer or keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.999)
+        if latency_loss is not None and latency_loss not in LATENCY_LOSSES:
+            raise ConfigError("<compile>", "latency_loss", f"unknown latency loss {latency_loss!r}",
+                              f"use one of {LATENCY_LOSSES}")
+        if latency_loss is not None and self.latency_table is None:
+            raise ConfigError("<compile>", "latency_table", "a latency loss needs a latency table",
+                              "pass latency_table= to SuperNet, or latency_loss=None")
+        if int(arch_every) < 1 or int(warmup_epochs) < 0:
+            raise ConfigError("<compile>", "arch_every/warmup_epochs",
+                              f"arch_every={arch_every}, warmup_epochs={warmup_epochs}",
+                              "use arch_every >= 1 and warmup_epochs >= 0")
+        self.latency_loss = latency_loss
+        self.loss_params = dict(DEFAULT_LOSS_PARAMS.get(latency_loss, {}))
+        self.loss_params.update(loss_params or {})
+        if latency_loss is not None:
+            self.target_ms = self._check_target(target_ms, latency_loss)
+        else:
+            self.target_ms = target_ms
+        self.arch_every = int(arch_every)
+        self.warmup_epochs = int(warmup_epochs)
+        self.arch_enabled.assign(1 if self.warmup_epochs == 0 else 0)
+        self.optimizer.build(self.weight_variables)
+        self.arch_optimizer.build(self.arch_variables)
+
+    def _check_target(self, target_ms, latency_loss):
+        lo, hi = self.latency_table.latency_range(self.space, self.num_classes)
+        src = self.latency_table.path or "<latency table>"
+        if target_ms is None or not math.isfinite(float(target_ms)) or float(target_ms) <= 0:
+            raise ConfigError("target_ms", "value", f"needs a positive target latency, got {target_ms!r}",
+                              f"pick a target inside the reachable range [{lo:.4g}, {hi:.4g}] ms of {src}")
+        t = float(target_ms)
+        if not lo <= t <= hi:
+            raise ConfigError("target_ms", "value", f"{t:g} ms is outside the reachable range "
+                              f"[{lo:.4g}, {hi:.4g}] ms of this space on {src}",
+                              f"pick a target between {lo:.4g} and {hi:.4g} ms")
+        if latency_loss == "mul#log" and lo <= 1.0:
+            raise ConfigError("latency_loss", "mul#log", f"log-latency ratio is undefined for latencies <= 1 ms "
+                              f"(this space reaches {lo:.4g} ms)", "use add#linear or add#abs")
+        return t
+
+    def arch_loss(self, ce, expected_ms):
+        """CE ⊕ latency term, as in the paper (`mul#log`, `add#linear`) plus `add#abs`."""
+        if self.latency_loss is None:
+            return ce
+        t = self.target_ms
+        if self.latency_loss == "mul#log":
+            p = self.loss_params
+            return p["alpha"] * ce * (keras.ops.log(expected_ms) / math.log(t)) ** p["beta"]
+        rel = (expected_ms - t) / t
+        if self.latency_loss == "add#abs":
+            rel = keras.ops.abs(rel)
+        return ce + self.loss_params["lambda"] * rel
+
+    # ---- training -------------------------------------------------------------------------------
+    def fit(self, *args, callbacks=None, **kwargs):
+        return super().fit(*args, callbacks=list(callbacks or []) + [_ArchPhase()], **kwargs)
+
+    @staticmethod
+    def _ce(y, logits):
+        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+    def _apply_weight_step(self, grads, wvars, samples):
+        """Shared weights always; of each layer only the sampled op's weights and slots."""
+        opt = self.optimizer
+        grad_of = {id(v): g for g, v in zip(grads, wvars)}
+        cand = {id(v) for m in self.mixed_ops for v in m.trainable_variables}
+        shared = [(g, v) for g, v in zip(grads, wvars) if id(v) not in cand]
+        step = tf.identity(opt.iterations)
+        opt.apply([g for g, _ in shared], [v for _, v in shared])
+        for m, index in zip(self.mixed_ops, samples):
+            branches = []
+            for j in range(m.num_candidates):
+                vs = m.candidate_variables(j)
+
+                def branch(vs=vs):
+                    if vs:
+                        opt.iterations.assign(step)  # same lr schedule point for every apply
+                        opt.apply([grad_of[id(v)] for v in vs], vs)
+                    return tf.constant(0)
+
+                branches.append(branch)
+            tf.switch_case(index, branches)
+        opt.iterations.assign(step + 1)
+
+    def weight_step(self, x, y):
+        wmode = "full" if self.mode == "full" else "single"
+        samples = [m.sample(wmode) for m in self.mixed_ops]
+        wvars = self.weight_variables
+        with tf.GradientTape() as tape:
+            logits = self._forward(x, True, wmode, samples)
+            ce = self._ce(y, logits)
+        grads = tape.gradient(ce, wvars)
+        if wmode == "full":
+            self.optimizer.apply(grads, wvars)
+        else:
+            self._apply_weight_step(grads, wvars, samples)
+        return ce, logits, samples
+
+    def arch_step(self, x_val, y_val):
+        """Binary-gate (or full) step of α on a validation batch, then the pair rescale."""
+        amode = self.mode
+        alphas = self.arch_variables
+        samples = [m.sample(amode) for m in self.mixed_ops]
+        before = [tf.identity(a) for a in alphas]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([a.value for a in alphas])
+            logits = self._forward(x_val, True, amode, samples)
+            ce = self._ce(y_val, logits)
+            loss = self.arch_loss(ce, self.expected_latency())
+        grads = tape.gradient(loss, [a.value for a in alphas])
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        self.arch_optimizer.apply(grads, alphas)
+        if amode == "two":
+            for m, (pair, _), b in zip(self.mixed_ops, samples, before):
+                m.rescale(b, pair)
+        return loss
+
+    def train_step(self, data):
+        (x, y), (x_val, y_val) = data
+        ce, logits, _ = self.weight_step(x, y)
+        step = self.optimizer.iterations - 1
+        do_arch = tf.logical_and(tf.equal(self.arch_enabled, 1), tf.equal(step % self.arch_every, 0))
+
+        def arch_branch():
+            loss = self.arch_step(x_val, y_val)
+            self._metric("arch_loss").update_state(loss)
+            self._metric("valid_acc").update_state(y_val, self._forward(x_val, False, "argmax"))
+            return tf.constant(0)
+
+        tf.cond(do_arch, arch_branch, lambda: tf.constant(0))
+        self._metric("loss").update_state(ce)
+        self._metric("accuracy").update_state(y, logits)
+        self._metric("expected_ms").update_state(self.expected_latency())
+        self._metric("argmax_ms").update_state(self.argmax_latency())
+        self._metric("entropy").update_state(self.mean_entropy())
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        if isinstance(data[0], tuple) and len(data) == 2 and isinstance(data[1], tuple):
+            data = data[1]  # a search batch: evaluate on its validation half
+        x, y = data[0], data[1]
+        logits = self._forward(x, False, "argmax")
+        self._metric("loss").update_state(self._ce(y, logits))
+        self._metric("accuracy").update_state(y, logits)
+        return {m.name: m.result() for m in self._metric_list[:2]}
+
+    # ---- results ----------------------------------------------------------------------------------
+    def derive_arch(self):
+        """The argmax architecture as a plain `Arch`."""
+        ops = [m.candidates[int(np.argmax(keras.ops.convert_to_numpy(m.alpha)))] for m in self.mixed_ops]
+        return space_lib.Arch(self.space, ops)
+
+    def alpha_probs(self):
+        """Per layer, {op: probability}: what the α history records."""
+        out = []
+        for m in self.mixed_ops:
+            p = keras.ops.convert_to_numpy(keras.ops.softmax(m.alpha))
+            out.append({op: round(float(v), 6) for op, v in zip(m.candidates, p)})
+        return out
+
+    def get_config(self):
+        return {"space": self.space.to_dict(), "num_classes": self.num_classes, "mode": self.mode,
+                "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
