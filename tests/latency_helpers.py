@@ -5,7 +5,7 @@ import os
 
 import proxyless_tf as pt
 
-# 16x16x1 input, 3 searchable layers (two with 'zero'), 2 candidates: 9 table keys.
+# 16x16x1 input, 3 searchable layers (two with 'zero'), 2 candidates: 7 table keys.
 TINY_SPACE = {
     "name": "tiny",
     "input_shape": [16, 16, 1],

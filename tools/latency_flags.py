@@ -11,6 +11,11 @@ THREADS = flags.DEFINE_integer("threads", 1, "interpreter threads (litert, adb)"
 WARMUP = flags.DEFINE_integer("warmup_runs", None, "untimed runs before timing (backend default if unset)")
 NUM_RUNS = flags.DEFINE_integer("num_runs", None, "timed runs per measurement (backend default if unset)")
 ROUNDS = flags.DEFINE_integer("rounds", None, "litert: split the timed runs into this many rounds")
+CLOCK = flags.DEFINE_enum("clock", None, ["cpu", "wall"],
+                          "litert: time CPU time of the invoking thread (default with 1 thread) or wall time")
+MAX_BUSY = flags.DEFINE_float("max_busy", None, "litert: repeat a measurement when other processes used "
+                              "more than this many CPUs during it")
+RETRIES = flags.DEFINE_integer("retries", None, "litert: how often to repeat a disturbed measurement")
 SERIAL = flags.DEFINE_string("serial", None, "adb: device serial")
 BENCH_BIN = flags.DEFINE_string("benchmark_binary", None, "adb: path of benchmark_model on the device")
 CPU_MASK = flags.DEFINE_string("cpu_mask", None, "adb: taskset mask, e.g. f0 for the big cores")
@@ -19,7 +24,8 @@ BATCH = flags.DEFINE_integer("batch_size", None, "tf: batch size")
 DEVICE = flags.DEFINE_string("device", None, "tf: TF device string, e.g. /CPU:0 or /GPU:0")
 
 PER_BACKEND = {
-    "litert": {"threads": THREADS, "warmup_runs": WARMUP, "num_runs": NUM_RUNS, "rounds": ROUNDS},
+    "litert": {"threads": THREADS, "warmup_runs": WARMUP, "num_runs": NUM_RUNS, "rounds": ROUNDS,
+               "clock": CLOCK, "max_busy": MAX_BUSY, "retries": RETRIES},
     "adb": {"serial": SERIAL, "benchmark_binary": BENCH_BIN, "threads": THREADS, "warmup_runs": WARMUP,
             "num_runs": NUM_RUNS, "cpu_mask": CPU_MASK, "delegate": DELEGATE},
     "tf": {"batch_size": BATCH, "device": DEVICE, "warmup_runs": WARMUP, "num_runs": NUM_RUNS},

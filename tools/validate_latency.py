@@ -33,6 +33,9 @@ FIT = flags.DEFINE_bool("fit", False, "fit the calibration on --fit_samples othe
 FIT_SAMPLES = flags.DEFINE_integer("fit_samples", 30, "architectures for the fit (with --fit)")
 KIND = flags.DEFINE_enum("kind", "linear_blocks", ["linear", "linear_blocks"],
                          "calibration: scale*sum+offset, or also a per-block term")
+STATISTIC = flags.DEFINE_enum("statistic", None, ["median", "p5"],
+                              "entry summary to predict and validate with (stored in the table with --fit; "
+                              "default: the table's own, median for new tables)")
 SEED = flags.DEFINE_integer("seed", 0, "first architecture seed")
 PLOT = flags.DEFINE_string("plot", None, "scatter plot PNG (default: TABLE with .png)")
 CACHE = flags.DEFINE_string("cache", None, "whole-network measurement cache (default: TABLE.validation.json)")
@@ -77,6 +80,8 @@ def main(argv):
         raise ConfigError(TABLE.value, "num_classes", "table does not say its class count", "rebuild the table")
     if not FIT.value and not table.calibration:
         print("note: the table has no calibration yet; scoring the raw block sum (use --fit)")
+    if STATISTIC.value:
+        table.statistic = STATISTIC.value
     backend = _backend_for(table)
     root = os.path.splitext(TABLE.value)[0]
     report = val.validate(table, space, backend, table.num_classes, SAMPLES.value,
@@ -88,6 +93,8 @@ def main(argv):
         print(_line("fit calibrated", report["fit_calibrated"]))
     print(_line("held-out raw sum", report["holdout_raw"]))
     print(_line("held-out calibrated", report["holdout_calibrated"]))
+    print(f"statistic: {table.statistic} of each block and of each whole network; "
+          f"measuring took {report['measure_seconds']} s")
     if table.calibration:
         c = table.calibration
         print(f"calibration: {c['scale']:.4f} * sum + {c.get('per_block', 0.0):.5f} * blocks + {c['offset']:.5f} ms")

@@ -18,6 +18,12 @@ from proxyless_tf.latency.backends import VOLATILE_FIELDS
 from proxyless_tf.latency.table import LatencyTable
 
 
+def _busy(backend):
+    """Progress-bar value: other processes' CPU use during the last measurement, if known."""
+    b = getattr(backend, "last_busy", None)
+    return [] if b is None else [("busy", b)]
+
+
 def model_for_key(key, space, num_classes):
     """The tiny Keras model whose latency a key stands for."""
     p = keys_lib.parse_key(key)
@@ -85,13 +91,13 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
 
         done = len(keys) - len(todo)
         print(f"latency table {out_path}: {len(keys)} keys, {done} already measured, {len(todo)} to go")
-        bar = keras.utils.Progbar(len(todo), unit_name="block", stateful_metrics=["last_ms"])
+        bar = keras.utils.Progbar(len(todo), unit_name="block", stateful_metrics=["last_ms", "busy"])
     t0 = time.perf_counter()
     for i, key in enumerate(todo):
         table.entries[key] = backend.measure(model_for_key(key, space, num_classes))
         table.save(out_path)  # after every key: a kill loses at most the block in progress
         if bar is not None:
-            bar.update(i + 1, values=[("last_ms", table.entries[key].median)])
+            bar.update(i + 1, values=[("last_ms", table.entries[key].median)] + _busy(backend))
     if todo:
         table.device["finished"] = backend.describe().get("date")
         table.device["build_seconds"] = round(time.perf_counter() - t0, 1)

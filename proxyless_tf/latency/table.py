@@ -18,6 +18,10 @@ from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import keys as keys_lib
 
 FORMAT_VERSION = 1
+# Which summary of each entry predictions use. The median is the default; p5 (the fast
+# tail) is far less sensitive to other processes on a shared machine, where the median of
+# a run depends on how many of its invocations were disturbed.
+STATISTICS = ("median", "p5")
 FILL_COMMAND = "python tools/build_latency_table.py --space=SPACE.json --out={path}"
 
 
@@ -66,10 +70,12 @@ class LatencyTable:
             ...): predicted = a * sum_of_medians + c * non_zero_layers + b. Other keys (fit
             set size, held-out metrics) are kept as they are.
         path: where it was loaded from / will be saved to (used in error messages).
+        statistic: 'median' (default) or 'p5': the summary of each entry that lookups,
+            predictions and the calibration use; whole networks are validated with the same.
     """
 
     def __init__(self, device, entries=None, num_classes=None, space_name=None, space_fingerprint=None,
-                 calibration=None, path=None):
+                 calibration=None, path=None, statistic="median"):
         self.device = dict(device)
         self.entries = dict(entries or {})
         self.num_classes = num_classes
@@ -77,6 +83,9 @@ class LatencyTable:
         self.space_fingerprint = space_fingerprint
         self.calibration = calibration
         self.path = os.fspath(path) if path is not None else None
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, not {statistic!r}")
+        self.statistic = statistic
 
     # ---- I/O ------------------------------------------------------------------------------
     def to_dict(self):
@@ -85,6 +94,7 @@ class LatencyTable:
             "device": self.device,
             "space": {"name": self.space_name, "fingerprint": self.space_fingerprint},
             "num_classes": self.num_classes,
+            "statistic": self.statistic,
             "calibration": self.calibration,
             "entries": {k: v.to_dict() for k, v in self.entries.items()},
         }
@@ -117,7 +127,12 @@ class LatencyTable:
         cal = d.get("calibration")
         if cal is not None:
             _check_calibration(cal, source)
-        return cls(device, entries, nc, sp.get("name"), sp.get("fingerprint"), cal, path=source)
+        stat = d.get("statistic", "median")
+        if stat not in STATISTICS:
+            raise ConfigError(source, "statistic", f"expected one of {list(STATISTICS)}, got {stat!r}",
+                              "write \"median\" or \"p5\"")
+        return cls(device, entries, nc, sp.get("name"), sp.get("fingerprint"), cal, path=source,
+                   statistic=stat)
 
     @classmethod
     def load(cls, path):
@@ -128,9 +143,9 @@ class LatencyTable:
         return FILL_COMMAND.format(path=self.path or "TABLE.json")
 
     def lookup(self, key):
-        """Median latency (ms) of one key; a missing key names itself and the command that fills it."""
+        """Latency (ms, the table's statistic) of one key; a missing key names itself and the fill command."""
         try:
-            return self.entries[key].median
+            return getattr(self.entries[key], self.statistic)
         except KeyError:
             raise ConfigError(self.path or "<latency table>", f"entries[{key!r}]",
                               "no measurement for this block", f"fill it with: {self._fill_hint()}") from None

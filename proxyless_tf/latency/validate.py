@@ -23,6 +23,12 @@ from proxyless_tf.latency.table import LatencyStats
 RUN_SETTINGS = ("warmup_runs", "num_runs", "rounds")
 
 
+def _busy(backend):
+    """Progress-bar value: other processes' CPU use during the last measurement, if known."""
+    b = getattr(backend, "last_busy", None)
+    return [] if b is None else [("busy", b)]
+
+
 def samples_path_for(table_path):
     root, _ = os.path.splitext(os.fspath(table_path))
     return root + ".validation.json"
@@ -78,7 +84,7 @@ def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True)
         import keras
 
         print(f"measuring {len(todo)} whole networks ({len(seeds) - len(todo)} cached)")
-        bar = keras.utils.Progbar(len(todo), unit_name="net", stateful_metrics=["last_ms"])
+        bar = keras.utils.Progbar(len(todo), unit_name="net", stateful_metrics=["last_ms", "busy"])
     out = {}
     for i, seed in enumerate(todo):
         arch = space.sample(seed)
@@ -88,7 +94,7 @@ def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True)
             cache.save()
         out[seed] = (arch, stats)
         if bar is not None:
-            bar.update(i + 1, values=[("last_ms", stats.median)])
+            bar.update(i + 1, values=[("last_ms", stats.median)] + _busy(backend))
     for seed in seeds:
         if seed not in out:
             s = cache.samples[seed]
@@ -126,10 +132,10 @@ def validate(table, space, backend, num_classes, holdout, fit_samples=0, seed0=0
 
     def split(seeds):
         archs = [measured[s][0] for s in seeds]
-        y = np.array([measured[s][1].median for s in seeds])
+        y = np.array([getattr(measured[s][1], table.statistic) for s in seeds])
         return archs, y
 
-    report = {"num_classes": num_classes, "fit_seeds": [seed0, seed0 + fit_samples],
+    report = {"num_classes": num_classes, "statistic": table.statistic, "fit_seeds": [seed0, seed0 + fit_samples],
               "holdout_seeds": [seed0 + fit_samples, seed0 + fit_samples + holdout],
               "measure_seconds": round(seconds, 1)}
     if fit_samples:
