@@ -174,34 +174,11 @@ def train(arch, splits, cfg, run_dir, verbose=2):
             "epochs": len(history.epoch)}
 
 
-# ---- data (stand-in until proxyless_tf.data lands) -----------------------------------------
+# ---- data: the train and test splits as arrays, read with proxyless_tf.data -----------------
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                         "Sneaker", "Bag", "Ankle boot"]
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-
-
-def _read_idx(path):
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, "<file>", "IDX file does not exist",
-                          "install Debian's dataset-fashion-mnist or pass --data_dir") from None
-    except (OSError, EOFError) as e:
-        raise ConfigError(path, "<file>", f"cannot be read as (gzipped) IDX ({e})", "re-download the file") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 8:
-        raise ConfigError(path, "<header>", "not an unsigned-byte IDX file", "re-download the file")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ConfigError(path, "<body>", f"{data.size} bytes for shape {dims}", "re-download the file")
-    return data.reshape(dims)
+FASHION_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def normalise(images_u8, mean, std):
@@ -212,25 +189,32 @@ def normalise(images_u8, mean, std):
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def load_fashion_mnist(data_dir=FASHION_MNIST_DIR):
-    """The real Fashion-MNIST from IDX files (60,000 train / 10,000 test), normalised."""
-    def p(name):
-        return os.path.join(data_dir, name)
+def load_fashion_mnist(data_dir=None):
+    """The real Fashion-MNIST (60,000 train / 10,000 test) from its IDX files, normalised.
 
-    xtr = _read_idx(p("train-images-idx3-ubyte.gz"))
-    ytr = _read_idx(p("train-labels-idx1-ubyte.gz"))
-    xte = _read_idx(p("t10k-images-idx3-ubyte.gz"))
-    yte = _read_idx(p("t10k-labels-idx1-ubyte.gz"))
-    m, s = FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    return Splits(normalise(xtr, m, s), ytr.astype(np.int32), normalise(xte, m, s), yte.astype(np.int32),
-                  10, m, s, list(FASHION_MNIST_LABELS))
+    Retraining and export need the test split too, which the search's `data.search_data`
+    never touches; the files are found and read by `proxyless_tf.data`.
+    """
+    from proxyless_tf import data
+
+    d = data.find_fashion_dir(data_dir)
+    if d is None or not all(os.path.exists(os.path.join(d, f)) for f in FASHION_TEST_FILES):
+        raise ConfigError(data_dir or data.FASHION_DIRS[0], "<dir>", "Fashion-MNIST IDX files not found",
+                          "install Debian's dataset-fashion-mnist or pass --data_dir")
+    xtr, ytr = data.load_fashion_local(d)
+    xte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[0]))
+    yte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[1]))
+    mean, std = data.NORMALIZATION["fashion_mnist"]
+    return Splits(normalise(xtr, mean, std), ytr.astype(np.int32), normalise(xte, mean, std),
+                  yte.astype(np.int32), 10, mean, std, list(FASHION_MNIST_LABELS))
 
 
 def load_dataset(name, data_dir=None, train_examples=None):
-    """Train/test splits of a dataset by name (only the offline Fashion-MNIST for now)."""
+    """Train/test splits of a dataset by name (the offline Fashion-MNIST; others: not yet)."""
     if name != "fashion_mnist":
-        raise ConfigError("<flags>", "--dataset", f"unknown dataset {name!r}", "use fashion_mnist")
-    splits = load_fashion_mnist(data_dir or FASHION_MNIST_DIR)
+        raise ConfigError("<flags>", "--dataset", f"retraining supports only fashion_mnist so far, not {name!r}",
+                          "use --dataset=fashion_mnist, or call training.train() with your own Splits")
+    splits = load_fashion_mnist(data_dir)
     if train_examples:
         splits.x_train, splits.y_train = splits.x_train[:train_examples], splits.y_train[:train_examples]
     return splits
