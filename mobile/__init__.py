@@ -1,0 +1,1 @@
+"""The Android side: adb device handling, running `benchmark_model`, parsing its output."""
