@@ -18,6 +18,19 @@ MODES = ("float32", "float16", "dynamic", "int8")
 TFLITE_IDENTIFIER = b"TFL3"
 
 
+def load_keras_model(path):
+    """A saved .keras network, safe_mode on: our networks are stock layers, no custom code runs."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(path, "<file>", "model does not exist", "pass the .keras file saved by proxyless_tf.train")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # keras raises many types for bad archives; the user needs one line
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise ConfigError(path, "<file>", f"cannot be loaded as a .keras model ({type(e).__name__}: {first})",
+                          "re-save it with model.save()") from None
+
+
 def _fixed_batch(model, batch_size):
     if model.input_shape[0] == batch_size:
         return model

@@ -39,19 +39,6 @@ flags.DEFINE_integer("seed", 0, "Seed for picking representative/QAT images.")
 flags.DEFINE_bool("verbose", False, "Show the QAT child's log.")
 
 
-def load_keras_model(path):
-    """.keras with safe_mode on: our networks are stock layers, no custom code runs on load."""
-    import keras
-
-    if not os.path.exists(path):
-        raise ConfigError(path, "<file>", "model does not exist", "pass the .keras file saved by proxyless_tf.train")
-    try:
-        return keras.saving.load_model(path)
-    except Exception as e:  # keras raises many types for bad archives; the user needs one line
-        raise ConfigError(path, "<file>", f"cannot be loaded as a .keras model ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:160] if str(e) else ''})", "re-save it with model.save()") from None
-
-
 def find_arch(model_path):
     from proxyless_tf.space import Arch, read_json
 
@@ -79,7 +66,7 @@ def main(argv):
     bad = [m for m in FLAGS.modes if m not in ALL_MODES]
     if bad:
         raise ConfigError("<flags>", "--modes", f"unknown mode(s) {bad}", f"use any of {','.join(ALL_MODES)}")
-    model = load_keras_model(model_path)
+    model = export.load_keras_model(model_path)
     splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir)
     if tuple(model.input_shape[1:]) != tuple(splits.x_test.shape[1:]):
         raise ConfigError(model_path, "input_shape", f"{model.input_shape[1:]} does not match {FLAGS.dataset} "

@@ -1,0 +1,82 @@
+"""Measure a model's latency on one backend and compare it with a latency table's prediction.
+
+    python tools/benchmark_tflite.py MODEL.tflite --backend=litert --threads=1
+    python tools/benchmark_tflite.py MODEL.tflite --backend=adb --serial=SERIAL \
+        --benchmark_binary=./benchmark_model --cpu_mask=f0 --threads=1
+    python tools/benchmark_tflite.py MODEL.keras --backend=tf --batch_size=8 --device=/GPU:0
+    ... --table=run/latency.json --arch=run/arch.json   # adds predicted ms and the error
+
+Prints median / p5 / p95 / count in ms (and, with a table, predicted ms and the error in
+percent of the measurement), then one JSON line with the same numbers. litert and adb
+take a .tflite (or a .keras, converted to float32 batch 1); tf takes a .keras.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags, logging  # noqa: E402
+
+import latency_flags  # noqa: E402,F401  (defines --backend and the per-backend flags)
+from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("table", None, "LatencyTable JSON to predict with (needs --arch).")
+flags.DEFINE_string("arch", None, "Architecture JSON of the model (with --table).")
+
+
+def _measure(path, backend):
+    import numpy as np
+
+    from proxyless_tf import export
+
+    if path.endswith(".keras"):
+        return backend.measure(export.load_keras_model(path))
+    if backend.name == "tf":
+        raise ConfigError(path, "MODEL", "the tf backend times Keras models in the TF runtime",
+                          "pass the .keras file, or use --backend=litert/adb for a .tflite")
+    content = export.read_tflite(path)
+    if backend.name == "adb":
+        return backend.measure_tflite(content, path)
+    interp = export.open_interpreter(content, path, num_threads=backend.threads)
+    inp = interp.get_input_details()[0]
+    x = np.random.default_rng(0).standard_normal(inp["shape"]).astype(np.float32)
+    interp.set_tensor(inp["index"], export._quantize(x, inp))
+    return backend.measure_interpreter(interp)
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) != 2:
+        raise ConfigError("<args>", "MODEL", "expected exactly one model path",
+                          "tools/benchmark_tflite.py MODEL.tflite --backend=litert")
+    path = argv[1]
+    if not os.path.exists(path):
+        raise ConfigError(path, "<file>", "model does not exist", "check the path")
+    if bool(FLAGS.table) != bool(FLAGS.arch):
+        raise ConfigError("<flags>", "--table/--arch", "a prediction needs both", "pass --table and --arch together")
+    table = arch = None
+    if FLAGS.table:  # load both before measuring, so a typo fails in a second, not after the run
+        from proxyless_tf.latency.table import LatencyTable
+        from proxyless_tf.space import Arch
+
+        table, arch = LatencyTable.load(FLAGS.table), Arch.from_json(FLAGS.arch)
+        predicted = table.predict(arch)
+    backend = latency_flags.make_backend_from_flags()
+    st = _measure(path, backend)
+    res = {"model": os.path.abspath(path), "backend": backend.name, "median_ms": st.median, "p5_ms": st.p5,
+           "p95_ms": st.p95, "count": st.count}
+    print(f"{os.path.basename(path)} on {backend.name}: median {st.median:.4f} ms "
+          f"(p5 {st.p5:.4f}, p95 {st.p95:.4f}, {st.count} runs)")
+    if table is not None:
+        err = 100.0 * (predicted - st.median) / st.median
+        res.update(predicted_ms=predicted, error_pct=err, table=os.path.abspath(FLAGS.table))
+        print(f"predicted by {os.path.basename(FLAGS.table)}: {predicted:.4f} ms, error {err:+.1f}% of measured")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    app.run(run_cli(main))
