@@ -41,11 +41,12 @@ def main(argv):
     if not FLAGS.arch:
         raise ConfigError("<flags>", "--arch", "missing", "pass --arch=RUN/arch.json")
     arch = Arch.from_json(FLAGS.arch)
-    splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir, FLAGS.train_examples)
-    if tuple(splits.x_train.shape[1:]) != arch.space.input_shape:
+    want = training.DATASET_INPUT_SHAPES.get(FLAGS.dataset)
+    if want and tuple(arch.space.input_shape) != want:  # before loading 60,000 images
         raise ConfigError(FLAGS.arch, "space.input_shape",
-                          f"{arch.space.input_shape} does not match {FLAGS.dataset} images "
-                          f"{tuple(splits.x_train.shape[1:])}", "use an architecture searched for this dataset")
+                          f"{arch.space.input_shape} does not match {FLAGS.dataset} images {want}",
+                          "use an architecture searched for this dataset")
+    splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir, FLAGS.train_examples)
     cfg = training.TrainConfig(
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr, warmup_epochs=FLAGS.warmup_epochs,
         weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing, dropout=FLAGS.dropout,

@@ -178,6 +178,7 @@ def train(arch, splits, cfg, run_dir, verbose=2):
 
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                         "Sneaker", "Bag", "Ankle boot"]
+DATASET_INPUT_SHAPES = {"fashion_mnist": (28, 28, 1)}
 FASHION_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
