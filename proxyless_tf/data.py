@@ -89,11 +89,12 @@ def class_balanced_split(labels, valid_size, num_classes, seed=0):
     valid = []
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
-        if len(idx) <= per_class:
-            raise ConfigError("<flags>", "valid_size", f"class {c} has {len(idx)} training images, "
-                              f"too few for {per_class} validation images per class", "use a smaller valid_size")
-        valid.append(rng.choice(idx, per_class, replace=False))
-    valid = np.sort(np.concatenate(valid))
+        # a class with too few images gives what it can and keeps one for training
+        valid.append(rng.choice(idx, min(per_class, max(len(idx) - 1, 0)), replace=False))
+    valid = np.sort(np.concatenate(valid)).astype(np.int64)
+    if not len(valid):
+        raise ConfigError("<flags>", "valid_size", "no class has enough training images for a validation split",
+                          "check the dataset's labels")
     mask = np.zeros(len(labels), bool)
     mask[valid] = True
     return np.flatnonzero(~mask), valid
@@ -155,14 +156,18 @@ def _tfds_train(name, data_dir, manual_dir):
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ConfigError(name, "dataset", f"cannot load it with tfds ({first})",
                           "check --dataset/--data_dir, or prepare it with network access once") from None
-    return ds, info.features["label"].num_classes, int(info.splits["train"].num_examples)
+    try:
+        n = int(info.splits["train"].num_examples)
+    except (KeyError, TypeError):  # e.g. tfds.testing.mock_data: no split metadata, no label cache
+        n = None
+    return ds, info.features["label"].num_classes, n
 
 
 def _labels_of(ds, cache_path):
     import tensorflow as tf
 
     if cache_path and os.path.exists(cache_path):
-        return np.load(cache_path)
+        return np.load(cache_path)  # the file name carries the split size, so a stale cache is not reused
     labels = np.concatenate([b.numpy() for b in ds.map(lambda x, y: y).batch(65536)])
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
@@ -204,7 +209,7 @@ def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size
     else:
         ds, num_classes, n_all = _tfds_train(name, data_dir, manual_dir)
         cache = None
-        if label_cache_dir:
+        if label_cache_dir and n_all:
             cache = os.path.join(label_cache_dir, f"labels_{name}_train_{n_all}.npy")
         labels = _labels_of(ds, cache)
         tr_idx, va_idx = class_balanced_split(labels, valid_size, num_classes, seed)

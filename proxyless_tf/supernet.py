@@ -349,6 +349,24 @@ class SuperNet(keras.Model):
         ops = [m.candidates[int(np.argmax(keras.ops.convert_to_numpy(m.alpha)))] for m in self.mixed_ops]
         return space_lib.Arch(self.space, ops)
 
+    def evaluate_argmax(self, valid_ds, train_ds=None, recalibration_steps=0):
+        """Accuracy of the argmax network on (x, y) batches.
+
+        Its BN statistics are first re-estimated on `recalibration_steps` training batches
+        (inference forwards in training mode, no weight update): the moving averages of the
+        shared supernet mix every path that ran, as the official code's reset of running
+        statistics before validation acknowledges.
+        """
+        if train_ds is not None and recalibration_steps:
+            recal = tf.function(lambda x: self._forward(x, True, "argmax"))
+            for batch in train_ds.take(recalibration_steps):
+                recal(batch[0][0] if isinstance(batch[0], tuple) else batch[0])
+        acc = keras.metrics.SparseCategoricalAccuracy()
+        infer = tf.function(lambda x: self._forward(x, False, "argmax"))
+        for x, y in valid_ds:
+            acc.update_state(y, infer(x))
+        return float(acc.result())
+
     def alpha_probs(self):
         """Per layer, {op: probability}: what the α history records."""
         out = []

@@ -19,6 +19,18 @@ TINY = {
 }
 
 
+MICRO = dict(TINY, name="micro", input_shape=[12, 12, 3],
+             stages=[{"width": 8, "depth": 1, "stride": 1}, {"width": 16, "depth": 1, "stride": 2}],
+             candidates=["mb_k3_e3", "mb_k5_e3"])
+
+
+def micro_space(**over):
+    """Two searchable layers (one with `zero`), two MBConv candidates: the fastest graph to trace."""
+    d = dict(MICRO)
+    d.update(over)
+    return SearchSpace.from_dict(d)
+
+
 def tiny_space(**over):
     d = dict(TINY)
     d.update(over)

@@ -1,0 +1,118 @@
+"""`python -m proxyless_tf.search`: ProxylessNAS architecture search from flags.
+
+Thin by design: flags become a `search_run.SearchConfig`, the library does the rest.
+`--flagfile=NAME.flags` works from any directory: a flag file name that is not a path
+resolves in the project's configs/ (argv is rewritten before absl reads it), and the
+--space / --latency_table values of a flag file may be names that resolve there too.
+
+    python -m proxyless_tf.search --flagfile=quickstart.flags
+    python -m proxyless_tf.search --flagfile=mobile.flags --manual_dir=/data/imagenet
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from proxyless_tf.errors import ConfigError, run_cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist (local IDX files first), cifar10, imagenet2012, ...")
+flags.DEFINE_string("data_dir", None, "Directory of the IDX files, or the tfds data_dir.")
+flags.DEFINE_string("manual_dir", None, "tfds manual download directory (ImageNet tar files).")
+flags.DEFINE_integer("valid_size", None, "Images carved (class-balanced) from train for the arch step.")
+flags.DEFINE_integer("max_train", None, "Use only this many training images (quick runs).")
+flags.DEFINE_string("space", "fashion_mnist.json", "Search space JSON (a bare name resolves in configs/spaces).")
+flags.DEFINE_integer("resolution", None, "Override the space's input height/width.")
+flags.DEFINE_string("latency_table", None, "LatencyTable JSON ('~' allowed).")
+flags.DEFINE_boolean("build_table", False, "Build the table with --table_backend when it does not exist.")
+flags.DEFINE_string("table_backend", "litert", "Backend that builds a missing table.")
+flags.DEFINE_integer("table_threads", 1, "Threads of the table backend.")
+flags.DEFINE_float("target_ms", None, "Latency target (ms); must be inside the space's reachable range.")
+flags.DEFINE_float("target_frac", None, "Target as a position in the reachable range (0 fastest, 1 slowest), "
+                   "used when --target_ms is not given.")
+flags.DEFINE_string("latency_loss", "mul#log", "mul#log, add#linear, add#abs or none.")
+flags.DEFINE_float("loss_alpha", 0.2, "mul#log alpha.")
+flags.DEFINE_float("loss_beta", 0.3, "mul#log beta.")
+flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs lambda.")
+flags.DEFINE_enum("mode", "two", ["two", "full"], "two: ProxylessNAS binary gates; full: DARTS baseline.")
+flags.DEFINE_integer("epochs", 1, "Search epochs (warm-up included).")
+flags.DEFINE_integer("warmup_epochs", 0, "Weight-only epochs first.")
+flags.DEFINE_integer("arch_every", 1, "An architecture step every this many weight steps.")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the train split).")
+flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+flags.DEFINE_integer("valid_batch_size", None, "Validation batch size (default: batch_size).")
+flags.DEFINE_float("weight_lr", 0.025, "Initial weight learning rate (SGD Nesterov, cosine).")
+flags.DEFINE_float("weight_momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 4e-5, "Weight decay.")
+flags.DEFINE_float("arch_lr", 1e-3, "Adam learning rate of alpha (beta1 = 0).")
+flags.DEFINE_float("arch_beta2", 0.999, "Adam beta2 of alpha.")
+flags.DEFINE_integer("bn_recalibration_steps", 20, "Train batches re-estimating BN of the final argmax net.")
+flags.DEFINE_string("out_dir", "runs/search", "Run directory.")
+flags.DEFINE_integer("seed", 0, "Seed of the split, shuffles and path sampling.")
+flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
+flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search graph (slow to start, "
+                     "no measurable gain on this branchy graph).")
+
+
+def resolve_flagfiles(argv):
+    """--flagfile=NAME (no directory, not in cwd) -> configs/NAME, so flag files work from anywhere."""
+    out = []
+    for a in argv:
+        if a.startswith("--flagfile="):
+            v = a.split("=", 1)[1]
+            if not os.path.exists(v) and os.path.dirname(v) == "":
+                cand = os.path.join(CONFIGS, v)
+                if os.path.exists(cand):
+                    a = f"--flagfile={cand}"
+            elif not os.path.exists(v):
+                print(f"error: {v}: <file>: flag file does not exist (fix: check the path, or pass a name "
+                      f"from {CONFIGS})", file=sys.stderr)
+                sys.exit(2)
+        out.append(a)
+    return out
+
+
+def resolve_path(value, subdir):
+    """A path as given if it exists, else the same name under configs/SUBDIR or the repo root."""
+    if not value:
+        return value
+    value = os.path.expanduser(value)
+    if os.path.exists(value) or os.path.isabs(value):
+        return value
+    for cand in (os.path.join(CONFIGS, subdir, value), os.path.join(ROOT, value)):
+        if os.path.exists(cand):
+            return cand
+    return value
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}",
+                          "pass options as --flag=value")
+    import tensorflow as tf
+
+    if not FLAGS.graph_optimizer:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    from proxyless_tf import search_run
+
+    names = [f.name for f in search_run.dataclasses.fields(search_run.SearchConfig)]
+    values = {n: getattr(FLAGS, n) for n in names if n in FLAGS}
+    values["space"] = resolve_path(FLAGS.space, "spaces")
+    table = FLAGS.latency_table
+    if table and not table.startswith("~") and not os.path.isabs(table) and not os.path.exists(table):
+        if os.path.exists(os.path.join(ROOT, table)):  # flag files name paths from the repo root
+            table = os.path.join(ROOT, table)
+    values["latency_table"] = table
+    search_run.run_search(search_run.SearchConfig(**values))
+
+
+def entry():
+    app.run(run_cli(main), argv=resolve_flagfiles(sys.argv))
+
+
+if __name__ == "__main__":
+    entry()

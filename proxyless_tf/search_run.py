@@ -1,0 +1,266 @@
+"""One architecture search, start to finish, as a library call (the CLI only maps flags here).
+
+`run_search(SearchConfig(...))`: load the space, the latency table (building and caching it
+when asked), the data; check the target against the reachable range; fit the supernet with
+Keras callbacks (TensorBoard, BackupAndRestore, per-epoch α history, a checkpoint that is
+only written while the numbers are finite); derive the architecture and write the run
+directory: arch.json, alpha_history.json, tensorboard/, checkpoints/, summary.txt.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from proxyless_tf import space as space_lib
+from proxyless_tf.errors import ConfigError
+
+WATCHED = ("loss", "arch_loss", "expected_ms")
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Everything a search needs; field docs are the CLI's flag docs."""
+
+    space: str
+    out_dir: str
+    dataset: str = "fashion_mnist"
+    data_dir: str = None
+    manual_dir: str = None
+    valid_size: int = None
+    max_train: int = None
+    resolution: int = None
+    latency_table: str = None
+    build_table: bool = False
+    table_backend: str = "litert"
+    table_threads: int = 1
+    target_ms: float = None
+    target_frac: float = None
+    latency_loss: str = "mul#log"
+    loss_alpha: float = 0.2
+    loss_beta: float = 0.3
+    loss_lambda: float = 0.1
+    mode: str = "two"
+    epochs: int = 1
+    warmup_epochs: int = 0
+    arch_every: int = 1
+    steps_per_epoch: int = None
+    batch_size: int = 64
+    valid_batch_size: int = None
+    weight_lr: float = 0.025
+    weight_momentum: float = 0.9
+    weight_decay: float = 4e-5
+    arch_lr: float = 1e-3
+    arch_beta2: float = 0.999
+    bn_recalibration_steps: int = 20
+    seed: int = 0
+    verbose: int = 2
+
+
+# ---- callbacks ---------------------------------------------------------------------------------------
+def _finite(logs, names=WATCHED):
+    for n in names:
+        if n in (logs or {}):
+            v = float(np.asarray(logs[n]))
+            if not math.isfinite(v):
+                return n, v
+    return None
+
+
+def make_callbacks(out_dir, alpha_history):
+    import keras
+
+    class NaNGuard(keras.callbacks.Callback):
+        """Stops at the first non-finite loss; the checkpoint below then refuses to save."""
+
+        def __init__(self):
+            super().__init__()
+            self.bad = None
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            bad = _finite(logs)
+            if bad and self.bad is None:
+                self.bad = (self.epoch + 1, batch + 1, bad[0])
+                self.model.stop_training = True
+
+    guard = NaNGuard()
+
+    class GoodCheckpoint(keras.callbacks.Callback):
+        """Weights, both optimizers and α to checkpoints/last.weights.h5, atomically, while finite."""
+
+        def __init__(self):
+            super().__init__()
+            self.path = os.path.join(out_dir, "checkpoints", "last.weights.h5")
+            self.saved_epoch = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if guard.bad or _finite(logs):
+                return
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = self.path.replace("last.weights.h5", "tmp.weights.h5")
+            self.model.save_weights(tmp, overwrite=True)
+            os.replace(tmp, self.path)
+            self.model.derive_arch().to_json(os.path.join(out_dir, "checkpoints", "arch_last.json"))
+            self.saved_epoch = epoch + 1
+
+    class AlphaHistory(keras.callbacks.Callback):
+        """Per epoch: α probabilities of every layer, the argmax ops and the epoch's metrics."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            alpha_history.append({
+                "epoch": epoch + 1,
+                "metrics": {k: float(np.asarray(v)) for k, v in (logs or {}).items()},
+                "argmax": self.model.derive_arch().ops,
+                "probs": self.model.alpha_probs(),
+            })
+            space_lib.write_json_atomic(os.path.join(out_dir, "alpha_history.json"), alpha_history)
+
+    return guard, GoodCheckpoint(), AlphaHistory()
+
+
+# ---- pieces ------------------------------------------------------------------------------------------
+def load_space(path, resolution=None):
+    space = space_lib.SearchSpace.from_json(path)
+    if resolution:
+        d = space.to_dict()
+        d["input_shape"] = [int(resolution), int(resolution), d["input_shape"][2]]
+        space = space_lib.SearchSpace.from_dict(d, source=f"{path} at resolution {resolution}")
+    return space
+
+
+def load_table(cfg, space, num_classes):
+    from proxyless_tf.latency.table import LatencyTable
+
+    path = cfg.latency_table
+    if not path:
+        raise ConfigError("<flags>", "latency_table", "no latency table given", "pass --latency_table=PATH.json")
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        if not cfg.build_table:
+            raise ConfigError(path, "<file>", "latency table does not exist",
+                              "build it with tools/build_latency_table.py, or pass --build_table to build it now")
+        from proxyless_tf.latency import backends, builder
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        t0 = time.time()
+        table = builder.build_table(space, backends.make_backend(cfg.table_backend, threads=cfg.table_threads),
+                                    path, num_classes, progress=cfg.verbose > 0)
+        print(f"latency table ready in {time.time() - t0:.0f} s: {path}", flush=True)
+    else:
+        table = LatencyTable.load(path)
+    table.check_space(space, num_classes)
+    return table
+
+
+def resolve_target(cfg, table, space, num_classes):
+    lo, hi = table.latency_range(space, num_classes)
+    if cfg.target_ms is not None:
+        return float(cfg.target_ms), (lo, hi)
+    if cfg.target_frac is None:
+        raise ConfigError("<flags>", "target_ms", "no latency target",
+                          f"pass --target_ms (reachable: {lo:.4g} to {hi:.4g} ms) or --target_frac in [0, 1]")
+    if not 0.0 <= cfg.target_frac <= 1.0:
+        raise ConfigError("<flags>", "target_frac", f"{cfg.target_frac} is not in [0, 1]",
+                          "0 is the fastest architecture of the space, 1 the slowest")
+    return lo + cfg.target_frac * (hi - lo), (lo, hi)
+
+
+def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall_s, ckpt):
+    err = (pred - target) / target * 100
+    last = history[-1]["metrics"] if history else {}
+    lines = [
+        f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
+        f"{space.num_architectures():.3g} architectures), mode {cfg.mode}",
+        f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)",
+        f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; loss {cfg.latency_loss}",
+        f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target)",
+        f"valid accuracy  {valid_acc * 100:.2f}% (argmax net, supernet weights, BN recalibrated, "
+        "validation split carved from train)",
+        f"last epoch      " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())),
+        f"epochs {cfg.epochs} (warm-up {cfg.warmup_epochs}), arch step every {cfg.arch_every}, "
+        f"batch {cfg.batch_size}; wall time {wall_s / 60:.1f} min",
+        "ops: " + " ".join(arch.ops),
+        f"run dir {cfg.out_dir}: arch.json, alpha_history.json, tensorboard/, checkpoints/ "
+        f"(last good: epoch {ckpt})",
+    ]
+    return "\n".join(lines)
+
+
+# ---- the search ----------------------------------------------------------------------------------------
+def run_search(cfg):
+    """Run one search; returns a dict of the results (also written to the run directory)."""
+    import keras
+
+    from proxyless_tf import data as data_lib
+    from proxyless_tf.supernet import SuperNet
+
+    t_start = time.time()
+    out = cfg.out_dir
+    os.makedirs(out, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    space = load_space(cfg.space, cfg.resolution)
+    if cfg.latency_loss not in (None, "none", "mul#log", "add#linear", "add#abs"):
+        raise ConfigError("<flags>", "latency_loss", f"unknown latency loss {cfg.latency_loss!r}",
+                          "use mul#log, add#linear, add#abs or none")
+    if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
+                          "use epochs >= 1 and 0 <= warmup_epochs < epochs")
+    data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
+                                cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
+                                label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
+    table = load_table(cfg, space, data.num_classes)
+    target, rng = resolve_target(cfg, table, space, data.num_classes)
+    loss = None if cfg.latency_loss in (None, "none") else cfg.latency_loss
+    net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed)
+    steps = cfg.steps_per_epoch or data.steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
+    net.compile(
+        weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
+                                              weight_decay=cfg.weight_decay or None),
+        arch_optimizer=keras.optimizers.Adam(cfg.arch_lr, beta_1=0.0, beta_2=cfg.arch_beta2),
+        latency_loss=loss, target_ms=target,
+        loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
+        arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs)
+    history = []
+    guard, ckpt, alphas = make_callbacks(out, history)
+    callbacks = [
+        guard, ckpt, alphas,
+        keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False),
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+    ]
+    search_ds = data.search.repeat() if cfg.steps_per_epoch else data.search
+    print(f"search: {data.num_train} train / {data.num_valid} valid images ({data.source}), {steps} steps "
+          f"per epoch; target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms", flush=True)
+    net.fit(search_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks,
+            verbose=cfg.verbose)
+    if guard.bad:
+        epoch, step, name = guard.bad
+        where = (f"kept at {ckpt.path} (epoch {ckpt.saved_epoch})" if ckpt.saved_epoch
+                 else "none was written (it failed in the first epoch)")
+        raise ConfigError("<training>", name, f"became NaN/inf at epoch {epoch} step {step}; search stopped; "
+                          f"last good checkpoint {where}", "lower --weight_lr or --arch_lr and rerun")
+    arch = net.derive_arch()
+    arch.to_json(os.path.join(out, "arch.json"))
+    valid_acc = net.evaluate_argmax(data.valid, data.search, cfg.bn_recalibration_steps)
+    pred = table.predict(arch, data.num_classes)
+    wall = time.time() - t_start
+    text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
+              "ops": arch.ops, "wall_s": wall, "latency_table": table.path}
+    space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
+    print(text, flush=True)
+    return result
+
+
+def dump_flags_json(path, values):
+    with open(path, "w") as f:
+        json.dump(values, f, indent=2, default=str)
