@@ -1,0 +1,95 @@
+"""TFLite export: float parity with Keras on real images, quantized sanity, QAT, the CLIs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from proxyless_tf import export, training
+from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency import keys as keys_lib
+from proxyless_tf.latency.table import LatencyStats, LatencyTable
+from proxyless_tf.space import Arch
+from train_helpers import write_tiny_arch
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny Fashion-MNIST net trained for a few seconds, saved as a user's run would be."""
+    d = tmp_path_factory.mktemp("tiny_run")
+    arch_path = write_tiny_arch(d)
+    splits = training.load_dataset("fashion_mnist", train_examples=1024)
+    cfg = training.TrainConfig(epochs=2, batch_size=64, lr=0.2, warmup_epochs=0.2)
+    res = training.train(Arch.from_json(arch_path), splits, cfg, str(d / "run"), verbose=0)
+    json_res = dict(res, arch=arch_path)
+    (d / "run" / "result.json").write_text(json.dumps(json_res))
+    model = export.load_keras_model(res["model_path"])
+    x = splits.x_test[:200]
+    return {"dir": d, "arch": arch_path, "model_path": res["model_path"], "model": model,
+            "x": x, "y": splits.y_test[:200], "rep": splits.x_train[:64],
+            "logits": model.predict(x, verbose=0), "float32": export.convert(model, "float32")}
+
+
+def test_float32_tflite_matches_keras_on_real_test_images(trained):
+    tfl = export.predict_tflite(export.open_interpreter(trained["float32"]), trained["x"])
+    res = export.agreement(trained["logits"], tfl, trained["y"])
+    assert res["max_abs_logit_diff"] <= 1e-4 and res["top1_agreement"] == 1.0
+    assert res["keras_accuracy"] > 0.25  # it did learn something: 10 classes
+
+
+@pytest.mark.parametrize("mode,int8_io,min_agree", [("float16", False, 0.99), ("dynamic", False, 0.95),
+                                                    ("int8", False, 0.9)])  # int8 I/O: the CLI test
+def test_quantized_exports_agree_roughly(trained, mode, int8_io, min_agree):
+    content = export.convert(trained["model"], mode, representative=trained["rep"], int8_io=int8_io)
+    interp = export.open_interpreter(content)
+    res = export.agreement(trained["logits"], export.predict_tflite(interp, trained["x"]), trained["y"])
+    assert res["top1_agreement"] >= min_agree, res
+    io = export.io_description(interp)
+    want = "int8" if int8_io else "float32"
+    assert io["input"]["dtype"] == io["output"]["dtype"] == want
+    assert (io["input"]["quantization"] is not None) == int8_io
+    assert len(content) < len(trained["float32"])
+
+
+def test_int8_needs_representative_data(trained):
+    with pytest.raises(ConfigError, match="representative"):
+        export.convert(trained["model"], "int8")
+
+
+def test_export_cli_float_int8_qat_with_sidecars(trained):
+    out = trained["dir"] / "tflite"
+    proc = run_cli(["tools/export_tflite.py", trained["model_path"], "--modes=int8_io,qat",
+                    "--num_test=200", "--num_representative=64", "--qat_examples=256", f"--out_dir={out}"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rep = json.loads((out / "export_report.json").read_text())["modes"]
+    assert rep["int8_io"]["top1_agreement"] >= 0.9, rep["int8_io"]
+    assert rep["qat"]["top1_agreement"] >= 0.8, rep["qat"]  # QAT (arch found via result.json) converted and ran
+    side = json.loads((out / "model_int8_io.json").read_text())
+    assert side["input"]["shape"] == [1, 28, 28, 1] and side["input"]["dtype"] == "int8"
+    assert side["normalisation"]["mean"] == [0.286] and side["labels"][9] == "Ankle boot"
+    assert side["checks"]["n"] == 200
+
+
+def test_benchmark_cli_predicts_and_rejects_a_corrupt_model(trained, tmp_path):
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(trained["float32"])
+    arch = Arch.from_json(trained["arch"])
+    keys = keys_lib.required_keys(arch.space, 10)
+    table = LatencyTable({"backend": "hand"}, {k: LatencyStats(0.5, 0.4, 0.6, 3) for k in keys}, 10,
+                         arch.space.name, arch.space.fingerprint())
+    table.save(tmp_path / "t.json")
+    proc = run_cli(["tools/benchmark_tflite.py", str(tfl), "--backend=litert", "--num_runs=20", "--warmup_runs=2",
+                    f"--table={tmp_path / 't.json'}", f"--arch={trained['arch']}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["count"] == 20 and res["predicted_ms"] == pytest.approx(0.5 * len(keys_lib.arch_keys(arch, 10)))
+    assert res["error_pct"] == pytest.approx(100 * (res["predicted_ms"] - res["median_ms"]) / res["median_ms"])
+
+    bad = tmp_path / "corrupt.tflite"
+    bad.write_bytes(tfl.read_bytes()[:3000])
+    before = (tmp_path / "t.json").read_text()
+    proc = run_cli(["tools/benchmark_tflite.py", str(bad), "--backend=litert", f"--table={tmp_path / 't.json'}",
+                    f"--arch={trained['arch']}"])
+    assert_one_line_error(proc, "corrupt.tflite", "LiteRT cannot load it")
+    assert (tmp_path / "t.json").read_text() == before
