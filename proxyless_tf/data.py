@@ -122,14 +122,14 @@ def _preprocess_fn(name, input_shape, train):
     return fn
 
 
-def _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed, buffer):
+def _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed, buffer, valid_buffer):
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
     tr = (train_ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
           .map(_preprocess_fn(name, input_shape, True), num_parallel_calls=auto)
           .batch(batch_size, drop_remainder=True))
-    va = (valid_ds.repeat().shuffle(buffer, seed=seed + 1)
+    va = (valid_ds.shuffle(valid_buffer, seed=seed + 1, reshuffle_each_iteration=True).repeat()
           .map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto)
           .batch(valid_batch_size, drop_remainder=True))
     evaluation = valid_ds.map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto).batch(
@@ -231,6 +231,6 @@ def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size
         raise ConfigError("<flags>", "batch_size", f"{batch_size} is larger than the {n_train} training images",
                           "use a smaller batch size")
     search, evaluation = _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed,
-                                    min(buffer, 20000))
+                                    min(buffer, n_train, 20000), min(len(va_idx), 20000))
     return SearchData(search, evaluation, num_classes, input_shape, n_train, len(va_idx),
                       n_train // batch_size, source)

@@ -56,6 +56,7 @@ class SearchConfig:
     arch_lr: float = 1e-3
     arch_beta2: float = 0.999
     bn_recalibration_steps: int = 20
+    derive_tolerance: float = 0.1
     seed: int = 0
     verbose: int = 2
 
@@ -172,7 +173,8 @@ def resolve_target(cfg, table, space, num_classes):
     return lo + cfg.target_frac * (hi - lo), (lo, hi)
 
 
-def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall_s, ckpt):
+def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall_s, ckpt, argmax_pred,
+                 changes):
     err = (pred - target) / target * 100
     last = history[-1]["metrics"] if history else {}
     lines = [
@@ -180,8 +182,10 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"{space.num_architectures():.3g} architectures), mode {cfg.mode}",
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)",
         f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; loss {cfg.latency_loss}",
-        f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target)",
-        f"valid accuracy  {valid_acc * 100:.2f}% (argmax net, supernet weights, BN recalibrated, "
+        f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
+        f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation changed "
+        f"{changes} layer(s))",
+        f"valid accuracy  {valid_acc * 100:.2f}% (derived net, supernet weights, BN recalibrated, "
         "validation split carved from train)",
         f"last epoch      " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())),
         f"epochs {cfg.epochs} (warm-up {cfg.warmup_epochs}), arch step every {cfg.arch_every}, "
@@ -246,15 +250,21 @@ def run_search(cfg):
                  else "none was written (it failed in the first epoch)")
         raise ConfigError("<training>", name, f"became NaN/inf at epoch {epoch} step {step}; search stopped; "
                           f"last good checkpoint {where}", "lower --weight_lr or --arch_lr and rerun")
-    arch = net.derive_arch()
+    argmax_arch = net.derive_arch()
+    argmax_pred = table.predict(argmax_arch, data.num_classes)
+    arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance) if cfg.derive_tolerance else argmax_arch
+    changes = getattr(net, "derive_changes", 0)
     arch.to_json(os.path.join(out, "arch.json"))
-    valid_acc = net.evaluate_argmax(data.valid, data.search, cfg.bn_recalibration_steps)
+    argmax_arch.to_json(os.path.join(out, "arch_argmax.json"))
+    valid_acc = net.evaluate_argmax(data.valid, data.search, cfg.bn_recalibration_steps, arch=arch)
     pred = table.predict(arch, data.num_classes)
     wall = time.time() - t_start
-    text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch)
+    text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch,
+                        argmax_pred, changes)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(text + "\n")
     result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
+              "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
               "ops": arch.ops, "wall_s": wall, "latency_table": table.path}
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     print(text, flush=True)

@@ -344,25 +344,64 @@ class SuperNet(keras.Model):
         return {m.name: m.result() for m in self._metric_list[:2]}
 
     # ---- results ----------------------------------------------------------------------------------
-    def derive_arch(self):
-        """The argmax architecture as a plain `Arch`."""
-        ops = [m.candidates[int(np.argmax(keras.ops.convert_to_numpy(m.alpha)))] for m in self.mixed_ops]
+    def derive_arch(self, target_ms=None, tolerance=0.1):
+        """The argmax architecture as a plain `Arch`.
+
+        With `target_ms`, a latency-aware derivation: when the argmax network's predicted
+        latency is outside target ± tolerance, single-layer swaps that move it toward the
+        target are made greedily, cheapest first in lost log-probability per ms gained,
+        until it is inside (or no swap helps). `self.derive_changes` records how many layers
+        were changed, so reports can say whether the argmax alone met the target.
+        """
+        logp = [keras.ops.convert_to_numpy(keras.ops.log_softmax(m.alpha)).astype(np.float64)
+                for m in self.mixed_ops]
+        idx = [int(np.argmax(lp)) for lp in logp]
+        self.derive_changes = 0
+        if target_ms is not None and self.latency_table is not None:
+            cal = self.latency_table.calibrate
+            lat = [np.asarray(r, np.float64) for r in self._lat]
+            raw = self._fixed_ms + sum(lat[l][i] for l, i in enumerate(idx))
+            for _ in range(4 * len(idx)):
+                err = cal(raw) - target_ms
+                if abs(err) <= tolerance * target_ms:
+                    break
+                best = None
+                for l, i in enumerate(idx):
+                    for j in range(len(lat[l])):
+                        new_err = cal(raw - lat[l][i] + lat[l][j]) - target_ms
+                        gain = abs(err) - abs(new_err)
+                        if j == i or gain <= 1e-12:
+                            continue
+                        cost = (logp[l][i] - logp[l][j]) / gain
+                        if best is None or cost < best[0]:
+                            best = (cost, l, j)
+                if best is None:
+                    break
+                _, l, j = best
+                raw += lat[l][j] - lat[l][idx[l]]
+                idx[l] = j
+            self.derive_changes = sum(int(i != int(np.argmax(lp))) for i, lp in zip(idx, logp))
+        ops = [m.candidates[i] for m, i in zip(self.mixed_ops, idx)]
         return space_lib.Arch(self.space, ops)
 
-    def evaluate_argmax(self, valid_ds, train_ds=None, recalibration_steps=0):
-        """Accuracy of the argmax network on (x, y) batches.
+    def evaluate_argmax(self, valid_ds, train_ds=None, recalibration_steps=0, arch=None):
+        """Accuracy of the argmax network (or of `arch`, with the supernet's weights) on (x, y) batches.
 
         Its BN statistics are first re-estimated on `recalibration_steps` training batches
         (inference forwards in training mode, no weight update): the moving averages of the
         shared supernet mix every path that ran, as the official code's reset of running
         statistics before validation acknowledges.
         """
+        mode, samples = "argmax", None
+        if arch is not None:
+            mode = "single"
+            samples = [tf.constant(m.candidates.index(op), tf.int32) for m, op in zip(self.mixed_ops, arch.ops)]
         if train_ds is not None and recalibration_steps:
-            recal = tf.function(lambda x: self._forward(x, True, "argmax"))
+            recal = tf.function(lambda x: self._forward(x, True, mode, samples))
             for batch in train_ds.take(recalibration_steps):
                 recal(batch[0][0] if isinstance(batch[0], tuple) else batch[0])
         acc = keras.metrics.SparseCategoricalAccuracy()
-        infer = tf.function(lambda x: self._forward(x, False, "argmax"))
+        infer = tf.function(lambda x: self._forward(x, False, mode, samples))
         for x, y in valid_ds:
             acc.update_state(y, infer(x))
         return float(acc.result())

@@ -1,0 +1,101 @@
+"""python -m proxyless_tf.search: flag files from anywhere, mobile.flags on mock ImageNet, bad inputs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from search_helpers import MICRO, synthetic_table
+
+from proxyless_tf.space import SearchSpace
+
+
+def write_micro(tmp_path, num_classes=10, drop=()):
+    d = dict(MICRO, input_shape=[28, 28, 1])
+    space = SearchSpace.from_dict(d)
+    sp = tmp_path / "micro.json"
+    space.to_json(sp)
+    table = synthetic_table(space, num_classes, drop=drop)
+    tp = tmp_path / "table.json"
+    table.save(tp)
+    return space, table, str(sp), str(tp)
+
+
+def test_flagfile_by_name_from_another_directory_and_target_out_of_range(tmp_path):
+    fm = SearchSpace.from_json(os.path.join(ROOT, "configs", "spaces", "fashion_mnist.json"))
+    table = synthetic_table(fm, 10)
+    table.save(tmp_path / "t.json")
+    lo, hi = table.latency_range(fm, 10)
+    proc = run_cli(["-m", "proxyless_tf.search", "--flagfile=quickstart.flags", f"--latency_table={tmp_path}/t.json",
+                    f"--target_ms={hi * 3}", f"--out_dir={tmp_path}/run"], cwd=str(tmp_path))
+    assert_one_line_error(proc, "outside the reachable range", f"{lo:.4g}", f"{hi:.4g}")
+
+
+def test_table_missing_a_block_is_one_line(tmp_path):
+    from proxyless_tf.latency import keys as keys_lib
+
+    space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
+    missing = keys_lib.layer_key(space.layers[1], "mb_k5_e3")
+    _, _, sp, tp = write_micro(tmp_path, drop=(missing,))
+    proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
+                    "--latency_loss=add#linear", f"--out_dir={tmp_path}/run"])
+    assert_one_line_error(proc, "no measurement", missing)
+
+
+def test_missing_dataset_and_unknown_flagfile_are_one_line(tmp_path):
+    proc = run_cli(["-m", "proxyless_tf.search", "--flagfile=mobile.flags", f"--data_dir={tmp_path}",
+                    f"--manual_dir={tmp_path}/manual", f"--out_dir={tmp_path}/run"])
+    assert_one_line_error(proc, "imagenet2012", "ILSVRC2012_img_train.tar")
+    proc = run_cli(["-m", "proxyless_tf.search", "--flagfile=nope/none.flags"])
+    assert_one_line_error(proc, "none.flags")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    _, _, sp, tp = write_micro(tmp_path)
+    out = tmp_path / "run"
+    proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
+                    "--latency_loss=add#linear", "--max_train=64", "--valid_size=20", "--batch_size=16",
+                    "--epochs=3", "--steps_per_epoch=2", "--weight_lr=1e30", "--weight_momentum=0",
+                    f"--out_dir={out}"])
+    line = assert_one_line_error(proc, "NaN", "last good checkpoint")
+    assert not (out / "arch.json").exists()
+    if "kept at" in line:
+        assert (out / "checkpoints" / "last.weights.h5").exists()
+
+
+def test_mobile_flags_on_mock_imagenet_for_a_few_steps(tmp_path, monkeypatch):
+    """configs/mobile.flags as written, at resolution 32 and batch 2, on tfds mock ImageNet."""
+    import tensorflow_datasets as tfds
+    from absl import flags
+
+    from proxyless_tf import search
+
+    space = SearchSpace.from_json(os.path.join(ROOT, "configs", "spaces", "proxyless_mobile.json"))
+    d = space.to_dict()
+    d["input_shape"] = [32, 32, 3]
+    small = SearchSpace.from_dict(d)
+    table = synthetic_table(small, 1000)
+    table.save(tmp_path / "t.json")
+    lo, hi = table.latency_range(small, 1000)
+    monkeypatch.chdir(tmp_path)
+    argv = search.resolve_flagfiles([
+        "search", "--flagfile=mobile.flags", "--resolution=32", "--batch_size=2", "--valid_batch_size=2",
+        "--valid_size=1000", "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2", "--arch_every=1",
+        "--bn_recalibration_steps=1", f"--latency_table={tmp_path}/t.json", f"--target_ms={(lo + hi) / 2}",
+        f"--out_dir={tmp_path}/run", "--verbose=0"])
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    try:
+        assert flags.FLAGS.dataset == "imagenet2012" and flags.FLAGS.latency_loss == "mul#log"
+        with tfds.testing.mock_data(num_examples=1200):
+            search.main(["search"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    res = json.load(open(tmp_path / "run" / "result.json"))
+    assert len(res["ops"]) == 21
+    hist = json.load(open(tmp_path / "run" / "alpha_history.json"))
+    assert [h["epoch"] for h in hist] == [1, 2] and len(hist[0]["probs"]) == 21
+    assert (tmp_path / "run" / "summary.txt").exists() and (tmp_path / "run" / "arch.json").exists()
+    assert (tmp_path / "run" / "checkpoints" / "last.weights.h5").exists()
