@@ -46,14 +46,18 @@ def write_bundle(path, model, arch, x_train, y_train, settings):
 
 
 def qat_tflite(model, arch, x_train, y_train, epochs=1, batch_size=64, lr=1e-3, label_smoothing=0.1,
-               batch=1, seed=0, verbose=False, timeout=3600):
+               batch=1, seed=0, freeze_bn=True, verbose=False, timeout=3600):
     """Fine-tune `model` quantization-aware on (x_train, y_train) and return int8 TFLite bytes.
 
     The input and output stay float32 (quantize/dequantize at the edges), like PTQ int8
-    with float I/O, so the two are directly comparable.
+    with float I/O, so the two are directly comparable. With `freeze_bn` the BN layers
+    keep their trained moving statistics (inference mode) during the short fine-tune:
+    on Fashion-MNIST, re-estimating them from ~150 batches of 64 made QAT lose 0.12-0.17
+    points against float where post-training int8 lost 0.10; frozen, QAT gained 0.13.
     """
     settings = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-                "label_smoothing": float(label_smoothing), "batch": int(batch), "seed": int(seed)}
+                "label_smoothing": float(label_smoothing), "batch": int(batch), "seed": int(seed),
+                "freeze_bn": bool(freeze_bn)}
     with tempfile.TemporaryDirectory(prefix="proxyless_qat_") as d:
         bundle, out = os.path.join(d, "bundle.npz"), os.path.join(d, "qat.tflite")
         write_bundle(bundle, model, arch, x_train, y_train, settings)
@@ -94,6 +98,10 @@ def _child(bundle_path, out_path):
         layer.set_weights(ws)
         copied += 1
     print(f"copied weights of {copied} layers into the tf_keras twin")
+    if s.get("freeze_bn", True):
+        for layer in twin.layers:
+            if isinstance(layer, tf_keras.layers.BatchNormalization):
+                layer.trainable = False  # tf_keras: a frozen BN also runs in inference mode
 
     q = tfmot.quantization.keras.quantize_model(twin)
     nc = meta["num_classes"]

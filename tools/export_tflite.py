@@ -34,6 +34,7 @@ flags.DEFINE_integer("num_representative", 500, "Training images calibrating ful
 flags.DEFINE_integer("qat_examples", 10000, "Training images for the QAT fine-tuning.")
 flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs.")
 flags.DEFINE_float("qat_lr", 1e-3, "QAT fine-tuning learning rate (SGD Nesterov).")
+flags.DEFINE_bool("qat_freeze_bn", True, "Keep BN statistics fixed during the QAT fine-tuning.")
 flags.DEFINE_integer("batch_size", 1, "Fixed batch of the exported models.")
 flags.DEFINE_integer("seed", 0, "Seed for picking representative/QAT images.")
 flags.DEFINE_bool("verbose", False, "Show the QAT child's log.")
@@ -90,6 +91,7 @@ def main(argv):
             idx = rng.choice(len(splits.x_train), min(FLAGS.qat_examples, len(splits.x_train)), replace=False)
             content = qat.qat_tflite(model, find_arch(model_path), splits.x_train[idx], splits.y_train[idx],
                                      epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr, batch=FLAGS.batch_size,
+                                     freeze_bn=FLAGS.qat_freeze_bn,
                                      seed=FLAGS.seed, verbose=FLAGS.verbose)
         else:
             idx = rng.choice(len(splits.x_train), FLAGS.num_representative, replace=False)
