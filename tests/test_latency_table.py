@@ -81,6 +81,7 @@ def test_missing_key_names_the_key_and_the_fill_command(tmp_path):
         t.predict(pt.Arch(space, ["mb_k3_e3", "mb_k3_e3", "mb_k5_e3"]))
     msg = str(e.value)
     assert key in msg and "tools/build_latency_table.py" in msg and str(tmp_path / "t.json") in msg
+    assert "--backend=litert --threads=1 --num_classes=10" in msg  # the command that resumes this table
     with pytest.raises(ConfigError, match="block:8x8x8|block:16x16x8"):
         t.check_space(space)
 

@@ -140,7 +140,15 @@ class LatencyTable:
 
     # ---- lookup ---------------------------------------------------------------------------
     def _fill_hint(self):
-        return FILL_COMMAND.format(path=self.path or "TABLE.json")
+        cmd = FILL_COMMAND.format(path=self.path or "TABLE.json")
+        backend = self.device.get("backend")
+        if backend in ("litert", "adb", "tf"):  # resuming needs the same backend and settings
+            cmd += f" --backend={backend}"
+            if self.device.get("threads"):
+                cmd += f" --threads={self.device['threads']}"
+        if self.num_classes:
+            cmd += f" --num_classes={self.num_classes}"
+        return cmd
 
     def lookup(self, key):
         """Latency (ms, the table's statistic) of one key; a missing key names itself and the fill command."""
