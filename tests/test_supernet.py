@@ -57,7 +57,7 @@ def test_weight_step_leaves_unsampled_ops_weights_and_slots_untouched(make_opt):
 
 
 def test_fit_runs_search_and_metrics_with_synthetic_table(tmp_path):
-    space = tiny_space()
+    space = micro_space()
     table = synthetic_table(space, 4)
     lo, hi = table.latency_range(space, 4)
     net = SuperNet(space, 4, table, seed=0)
