@@ -73,7 +73,8 @@ def test_parsed_median_is_what_the_phone_measured(phone, fmt):
     t = run["timed_us"]
     assert st.count == 25 == t["count"]
     if fmt == "new":  # percentiles printed: taken as printed
-        assert (st.median, st.p5, st.p95) == (t["median"] / 1e3, t["p5"] / 1e3, t["p95"] / 1e3)
+        assert (st.median, st.p5, st.p95) == pytest.approx((t["median"] / 1e3, t["p5"] / 1e3, t["p95"] / 1e3),
+                                                           rel=1e-12)
     else:  # only avg/std: median := avg (printed with %g, 6 significant digits)
         assert st.median == pytest.approx(t["avg"] / 1e3, rel=1e-5)
     # Pinned, fixed threads, warm-ups, --min_secs=0, every word quoted for the device shell.
@@ -99,7 +100,7 @@ def test_build_latency_table_on_the_phone_and_device_dying_keeps_the_table(phone
     assert len(table) == len(runs) == 5  # stem, first block, 2 layers x 1 candidate, head
     # Each entry is the median the phone measured for it, in ms (entries are saved in run order).
     for st, run in zip(table.entries.values(), runs):
-        assert st.median == run["timed_us"]["median"] / 1e3 and st.count == 9
+        assert st.median == pytest.approx(run["timed_us"]["median"] / 1e3, rel=1e-12) and st.count == 9
     assert table.device["backend"] == "adb" and table.device["cpu_mask"] == "f0"
 
     # Drop two entries (an interrupted build), then the phone dies during the next run.
