@@ -6,17 +6,11 @@ from proxyless_tf.latency import keys as keys_lib
 from proxyless_tf.latency.table import LatencyStats, LatencyTable
 from proxyless_tf.space import SearchSpace
 
-TINY = {
-    "name": "tiny",
-    "input_shape": [16, 16, 3],
-    "stem": {"out_channels": 8, "kernel": 3, "stride": 2},
-    "first_block": {"op": "mb_k3_e1", "out_channels": 8},
-    "stages": [{"width": 8, "depth": 2, "stride": 1}, {"width": 16, "depth": 1, "stride": 2}],
-    "head": {"out_channels": 32},
-    "candidates": ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6"],
-    "allow_zero": True,
-    "bn_eps": 1e-3,
-}
+from latency_helpers import TINY_SPACE
+
+# The latency tests' tiny space, as RGB with a strided stem and a third candidate.
+TINY = dict(TINY_SPACE, input_shape=[16, 16, 3], stem={"out_channels": 8, "kernel": 3, "stride": 2},
+            candidates=["mb_k3_e3", "mb_k5_e3", "mb_k3_e6"])
 
 
 MICRO = dict(TINY, name="micro", input_shape=[12, 12, 3],
