@@ -12,6 +12,12 @@ The modes live in one class, next to the sampling they belong to (as in the offi
   it is produced exactly by the gate g + p − stop_gradient(p): its value is g, its
   derivative in α is that of p = softmax(α_pair). Unsampled α get no gradient.
 - `full`: DARTS softmax-weighted sum of every op; the memory-hungry baseline.
+- `full_v2` (the official code's mode of that name): the forward runs ONE op, drawn from
+  softmax(α) over all candidates, and keeps only its activations, like `single`; the
+  backward still gives α the full binary-gate gradient Σ_j ∂L/∂g_j p_j (δ_ij − p_i) over
+  ALL ops, because ∂L/∂g_j = <∂L/∂y, o_j> is formed in the backward pass by recomputing
+  each other op's output there (one at a time) instead of storing it from the forward.
+  The input gradient flows through the active op only, as in the official code.
 - `argmax`: the op with the largest α; the derived network.
 
 The sampled indices are drawn by `sample()` and handed to `call()` by the caller, so the
@@ -26,7 +32,7 @@ import keras
 from proxyless_tf import blocks
 from proxyless_tf import space as space_lib
 
-MODES = ("single", "two", "full", "argmax")
+MODES = ("single", "two", "full", "full_v2", "argmax")
 
 
 def _check_mode(mode):
@@ -95,10 +101,10 @@ class MixedOp(keras.layers.Layer):
         return keras.ops.softmax(self.alpha)
 
     def sample(self, mode=None):
-        """Draw what `call(mode)` needs: an index (single), (pair, active slot) (two), None otherwise."""
+        """Draw what `call(mode)` needs: an index (single, full_v2), (pair, active slot) (two), None otherwise."""
         mode = _check_mode(mode or self.mode)
         n = self.num_candidates
-        if mode == "single":
+        if mode in ("single", "full_v2"):
             return keras.ops.cast(
                 keras.random.categorical(self.alpha[None, :], 1, seed=self.seed_generator)[0, 0], "int32")
         if mode == "argmax":
@@ -128,6 +134,11 @@ class MixedOp(keras.layers.Layer):
             sample = self.sample(mode)
         if mode in ("single", "argmax"):
             y = self._run(sample, inputs, training)
+        elif mode == "full_v2":
+            y = self._run(sample, inputs, training)
+            # value 0; in the backward it hands α the gate gradients of every op (see _gate_grads)
+            y = y + self._gate_grads(self.probs(), keras.ops.stop_gradient(inputs),
+                                     keras.ops.stop_gradient(y), sample, training)
         elif mode == "two":
             pair, active = sample
             o0 = self._run(pair[0], inputs, training)
@@ -140,6 +151,34 @@ class MixedOp(keras.layers.Layer):
             p = keras.ops.softmax(self.alpha)
             y = sum(p[j] * op(inputs, training=training) for j, op in enumerate(self.ops))
         return inputs + y if self.has_residual else y
+
+    def _gate_grads(self, p, x, o_active, index, training):
+        """Zeros whose gradient in p is ∂L/∂g_j = <∂L/∂y, o_j> for every op j (`full_v2`).
+
+        The other ops' outputs are recomputed inside the gradient function, one after the
+        other (control dependencies chain them), each reduced to a scalar at once, so the
+        backward holds one extra op's activations at a time, never all of them. The active
+        op's output is the (already live) forward value, not recomputed.
+        """
+        import tensorflow as tf
+
+        ops = self.ops
+
+        @tf.custom_gradient
+        def gates(p, x, o_active, index):
+            def grad(dy):
+                dg, prev = [], tf.zeros((), dy.dtype)
+                for j, op in enumerate(ops):
+                    with tf.control_dependencies([prev]):
+                        prev = tf.cond(tf.equal(index, j),
+                                       lambda: tf.reduce_sum(dy * o_active),
+                                       lambda op=op: tf.reduce_sum(dy * op(tf.identity(x), training=training)))
+                    dg.append(prev)
+                return tf.cast(tf.stack(dg), p.dtype), None, None, None
+
+            return tf.zeros_like(o_active), grad
+
+        return gates(p, x, o_active, index)
 
     # ---- after the architecture step ---------------------------------------------------------
     def rescale(self, alpha_before, pair):

@@ -17,6 +17,13 @@ One `fit` step on a batch ((x, y), (x_val, y_val)):
    validation batch for the `valid_acc` metric.
 
 In `full` mode (DARTS baseline) both steps use the softmax-weighted sum of all ops.
+In `full_v2` mode the architecture step runs one sampled path per layer and recomputes the
+other ops' outputs in the backward pass, so α gets the gate gradient of every op with one
+path's activation memory (`MixedOp` explains how).
+In `reinforce` mode (Proxyless-R) the architecture step samples one architecture, runs it
+on the validation batch without any gradient, and moves α by REINFORCE with the reward
+acc × (T / lat)^w against a moving-average baseline (`reinforce.py`); the baseline and its
+step count are non-trainable variables, so checkpoints keep them.
 
 Both optimizers are built on their variables in `compile`, so they exist under any
 strategy scope and are written to (and restored from) `.weights.h5` checkpoints and
@@ -30,12 +37,13 @@ import numpy as np
 import tensorflow as tf
 
 from proxyless_tf import blocks
+from proxyless_tf import reinforce
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.mixed_op import MixedOp
 
 LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
-SEARCH_MODES = ("two", "full")
+SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
 DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
                        "add#abs": {"lambda": 0.1}}
 
@@ -72,8 +80,10 @@ class SuperNet(keras.Model):
         space: a `SearchSpace` (or its dict).
         num_classes: classifier width.
         latency_table: a `LatencyTable` covering every block of `space` (None: accuracy only).
-        mode: `two` (ProxylessNAS binary gates, one path per weight step) or `full`
-            (DARTS: every op in every step; the memory baseline).
+        mode: `two` (ProxylessNAS binary gates, one path per weight step), `full`
+            (DARTS: every op in every step; the memory baseline), `full_v2` (gate gradients
+            of every op, one path's memory, recomputation in the backward) or `reinforce`
+            (Proxyless-R: REINFORCE on a sampled architecture's reward).
         seed: seed of the path sampling (layer i uses seed + i); None: random.
     """
 
@@ -120,6 +130,8 @@ class SuperNet(keras.Model):
             LastValue("argmax_ms"),
             LastValue("entropy"),
         ]
+        if mode == "reinforce":
+            self._init_reinforce()
         self.build((None,) + tuple(space.input_shape))
 
     # ---- structure --------------------------------------------------------------------------
@@ -180,9 +192,69 @@ class SuperNet(keras.Model):
         ent = [-keras.ops.sum(keras.ops.softmax(m.alpha) * keras.ops.log_softmax(m.alpha)) for m in self.mixed_ops]
         return keras.ops.mean(keras.ops.stack(ent))
 
+    # ---- Proxyless-R (mode `reinforce`) ------------------------------------------------------
+    def _init_reinforce(self):
+        """Baseline state as non-trainable variables (saved with the weights) and two metrics."""
+        self.reward_baseline = keras.Variable(0.0, dtype="float32", trainable=False, name="reward_baseline")
+        self.reward_steps = keras.Variable(0, dtype="int32", trainable=False, name="reward_steps")
+        self._metric_list += [keras.metrics.Mean(name="reward"), LastValue("baseline")]
+        self.reinforce_w, self.baseline_decay, self.latency_fn = 0.1, 0.99, None
+
+    def sampled_latency(self, samples):
+        """Latency (ms) of the architecture `samples` (one index per layer), no gradient.
+
+        `latency_fn(arch) -> ms` from `compile` when given (any Python code: a device
+        measurement, a model), else the table's calibrated prediction.
+        """
+        idx = keras.ops.stack([keras.ops.cast(s, "int32") for s in samples])
+        if self.latency_fn is not None:
+            def measure(a):
+                arch = space_lib.Arch(self.space, [m.candidates[int(i)] for m, i in zip(self.mixed_ops, a)])
+                return np.float32(self.latency_fn(arch))
+
+            ms = tf.numpy_function(measure, [idx], tf.float32, stateful=True)
+            return tf.reshape(ms, ())
+        raw = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
+        n_blocks = keras.ops.zeros((), "float32")
+        for m, lat, s in zip(self.mixed_ops, self._lat, samples):
+            raw = raw + keras.ops.take(lat, s)
+            nonzero = np.asarray([c != space_lib.ZERO for c in m.candidates], np.float32)
+            n_blocks = n_blocks + keras.ops.take(nonzero, s)
+        return self.latency_table.calibrate(raw, n_blocks)
+
+    def reinforce_step(self, x_val, y_val, samples=None):
+        """One REINFORCE update of α on a validation batch; returns the step's numbers.
+
+        One architecture is sampled (each layer's SeedGenerator), run forward without a
+        tape (no gradient reaches the weights), rewarded, compared with the baseline; then
+        Adam (the architecture optimizer) minimises −(R − b)·Σ_l log p_l(a_l).
+        """
+        if samples is None:
+            samples = [m.sample("single") for m in self.mixed_ops]
+        logits = self._forward(x_val, True, "single", samples)
+        acc = reinforce.batch_accuracy(y_val, keras.ops.stop_gradient(logits))
+        use_lat = self.latency_loss is not None and (self.latency_table is not None or self.latency_fn is not None)
+        lat = self.sampled_latency(samples) if use_lat else None
+        r = reinforce.reward(acc, lat, self.target_ms if use_lat else None, self.reinforce_w)
+        adv, b_new = reinforce.advantage_and_baseline(r, self.reward_baseline, self.reward_steps,
+                                                      self.baseline_decay)
+        alphas = self.arch_variables
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([a.value for a in alphas])
+            loss = reinforce.surrogate_loss(adv, [a.value for a in alphas], samples)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, [a.value for a in alphas])]
+        self.arch_optimizer.apply(grads, alphas)
+        self.reward_baseline.assign(b_new)
+        self.reward_steps.assign_add(1)
+        self._metric("reward").update_state(r)
+        self._metric("baseline").update_state(b_new)
+        return {"loss": loss, "reward": r, "advantage": adv, "acc": acc, "samples": samples,
+                "latency_ms": lat if lat is not None else keras.ops.zeros(())}
+
     # ---- compile ------------------------------------------------------------------------------
     def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss="mul#log", target_ms=None,
-                loss_params=None, arch_every=1, warmup_epochs=0, **kwargs):
+                loss_params=None, arch_every=1, warmup_epochs=0, reinforce_w=0.1, baseline_decay=0.99,
+                latency_fn=None, **kwargs):
         """Set both optimizers (built here), the latency loss and the schedule of arch steps.
 
         Args:
@@ -194,6 +266,11 @@ class SuperNet(keras.Model):
             loss_params: overrides of {alpha, beta} / {lambda}.
             arch_every: an architecture step every this many weight steps.
             warmup_epochs: epochs of weight-only training first.
+            reinforce_w: `reinforce` mode: w of the reward acc × (T / lat)^w. There any
+                latency_loss but None means this latency-weighted reward (None: accuracy).
+            baseline_decay: `reinforce` mode: decay of the moving-average reward baseline.
+            latency_fn: `reinforce` mode: optional `fn(arch) -> ms` used instead of the table
+                (non-differentiable: a measurement on a device, say).
         """
         weight_optimizer = weight_optimizer or keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True)
         super().compile(optimizer=weight_optimizer, **kwargs)
@@ -201,7 +278,8 @@ class SuperNet(keras.Model):
         if latency_loss is not None and latency_loss not in LATENCY_LOSSES:
             raise ConfigError("<compile>", "latency_loss", f"unknown latency loss {latency_loss!r}",
                               f"use one of {LATENCY_LOSSES}")
-        if latency_loss is not None and self.latency_table is None:
+        reinforce_fn = self.mode == "reinforce" and latency_fn is not None
+        if latency_loss is not None and self.latency_table is None and not reinforce_fn:
             raise ConfigError("<compile>", "latency_table", "a latency loss needs a latency table",
                               "pass latency_table= to SuperNet, or latency_loss=None")
         if int(arch_every) < 1 or int(warmup_epochs) < 0:
@@ -211,8 +289,12 @@ class SuperNet(keras.Model):
         self.latency_loss = latency_loss
         self.loss_params = dict(DEFAULT_LOSS_PARAMS.get(latency_loss, {}))
         self.loss_params.update(loss_params or {})
-        if latency_loss is not None:
-            self.target_ms = self._check_target(target_ms, latency_loss)
+        if self.mode == "reinforce":
+            self.reinforce_w, self.baseline_decay, self.latency_fn = float(reinforce_w), float(baseline_decay), latency_fn
+        if latency_loss is not None and self.mode == "reinforce" and self.latency_table is None:
+            self.target_ms = self._check_target_value(target_ms)
+        elif latency_loss is not None:
+            self.target_ms = self._check_target(target_ms, "reward" if self.mode == "reinforce" else latency_loss)
         else:
             self.target_ms = target_ms
         self.arch_every = int(arch_every)
@@ -220,6 +302,13 @@ class SuperNet(keras.Model):
         self.arch_enabled.assign(1 if self.warmup_epochs == 0 else 0)
         self.optimizer.build(self.weight_variables)
         self.arch_optimizer.build(self.arch_variables)
+
+    @staticmethod
+    def _check_target_value(target_ms):
+        if target_ms is None or not math.isfinite(float(target_ms)) or float(target_ms) <= 0:
+            raise ConfigError("target_ms", "value", f"needs a positive target latency, got {target_ms!r}",
+                              "pass target_ms (the reward's reference latency)")
+        return float(target_ms)
 
     def _check_target(self, target_ms, latency_loss):
         lo, hi = self.latency_table.latency_range(self.space, self.num_classes)
@@ -296,7 +385,9 @@ class SuperNet(keras.Model):
         return ce, logits, samples
 
     def arch_step(self, x_val, y_val):
-        """Binary-gate (or full) step of α on a validation batch, then the pair rescale."""
+        """Binary-gate (two, full_v2), full or REINFORCE step of α on a validation batch."""
+        if self.mode == "reinforce":
+            return self.reinforce_step(x_val, y_val)["loss"]
         amode = self.mode
         alphas = self.arch_variables
         samples = [m.sample(amode) for m in self.mixed_ops]

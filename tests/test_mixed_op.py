@@ -102,3 +102,35 @@ def test_keras_saving_round_trip(tmp_path):
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError):
         MixedOp((6, 6), 8, 8, 1, CANDS, mode="dart")
+
+
+def test_full_v2_alpha_gradient_is_the_full_gate_gradient_with_one_path_forward():
+    """Every op's ∂L/∂g_j = <∂L/∂y, o_j> reaches α, though only the active op ran forward."""
+    op = small_op()
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)
+    w = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)  # dL/dy
+
+    @tf.function
+    def step(active):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y = op(x, training=True, mode="full_v2", sample=active)
+            loss = tf.reduce_sum(y * w)
+        return y, tape.gradient(loss, op.alpha), tape.gradient(loss, x)
+
+    # `full`-style reference: every output stored, the same gate formula over all ops
+    outs = [op.ops[j](x, training=True).numpy() for j in range(4)]
+    dg = np.array([np.sum(w.numpy() * o) for o in outs], np.float64)
+    p = tf.nn.softmax(op.alpha).numpy().astype(np.float64)
+    expect = np.array([sum(dg[j] * p[j] * ((i == j) - p[i]) for j in range(4)) for i in range(4)])
+    for active in (1, 3):
+        y, g_alpha, g_x = step(tf.constant(active, tf.int32))
+        np.testing.assert_allclose(tf.convert_to_tensor(g_alpha).numpy(), expect, rtol=1e-5,
+                                   atol=1e-5 * np.abs(dg).max())
+        np.testing.assert_allclose(y.numpy(), x.numpy() + outs[active], atol=1e-5)  # forward: the active op
+        # the input gradient flows through the active op (and the shortcut) only, as in the official code
+        with tf.GradientTape() as t2:
+            t2.watch(x)
+            ref = tf.reduce_sum((x + op.ops[active](x, training=True)) * w)
+        np.testing.assert_allclose(g_x.numpy(), t2.gradient(ref, x).numpy(), atol=1e-5)
