@@ -38,7 +38,12 @@ flags.DEFINE_string("latency_loss", "mul#log", "mul#log, add#linear, add#abs or 
 flags.DEFINE_float("loss_alpha", 0.2, "mul#log alpha.")
 flags.DEFINE_float("loss_beta", 0.3, "mul#log beta.")
 flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs lambda.")
-flags.DEFINE_enum("mode", "two", ["two", "full"], "two: ProxylessNAS binary gates; full: DARTS baseline.")
+flags.DEFINE_enum("mode", "two", ["two", "full", "full_v2", "reinforce"],
+                  "two: ProxylessNAS binary gates; full: DARTS baseline; full_v2: gate gradients of every op "
+                  "with one path's memory (recomputed in the backward); reinforce: Proxyless-R (REINFORCE).")
+flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
+                   "(--latency_loss=none: reward = accuracy).")
+flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")
 flags.DEFINE_integer("epochs", 1, "Search epochs (warm-up included).")
 flags.DEFINE_integer("warmup_epochs", 0, "Weight-only epochs first.")
 flags.DEFINE_integer("arch_every", 1, "An architecture step every this many weight steps.")

@@ -44,6 +44,8 @@ class SearchConfig:
     loss_beta: float = 0.3
     loss_lambda: float = 0.1
     mode: str = "two"
+    reinforce_w: float = 0.1
+    reinforce_baseline_decay: float = 0.99
     epochs: int = 1
     warmup_epochs: int = 0
     arch_every: int = 1
@@ -181,7 +183,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
         f"{space.num_architectures():.3g} architectures), mode {cfg.mode}",
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)",
-        f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; loss {cfg.latency_loss}",
+        f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; "
+        + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}" if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
         f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation changed "
         f"{changes} layer(s))",
@@ -231,7 +234,8 @@ def run_search(cfg):
         arch_optimizer=keras.optimizers.Adam(cfg.arch_lr, beta_1=0.0, beta_2=cfg.arch_beta2),
         latency_loss=loss, target_ms=target,
         loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
-        arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs)
+        arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,
+        reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay)
     history = []
     guard, ckpt, alphas = make_callbacks(out, history)
     callbacks = [
