@@ -7,7 +7,10 @@ Configurations, all at the same batch and resolution:
   weight  the supernet weight step (one sampled path, only its weights updated)
   two     the binary-gate architecture step (two paths per layer, α only)
   full    a DARTS step (softmax-weighted sum of every op, all weights)
-at 7 candidates (6 MBConv + zero, the paper's set) and, for weight/two/full, at 4, 8 and 12
+  full_v2 the official code's full_v2 architecture step (one path forward, every op's gate
+          gradient; the other ops' outputs recomputed in the backward), α only
+  reinforce  a Proxyless-R architecture step (one sampled path forward, no tape, α only)
+at 7 candidates (6 MBConv + zero, the paper's set) and, for weight/two/full/full_v2, at 4 and 12
 MBConv candidates (each set contains mb_k7_e6, so the biggest path is the same).
 
 Each configuration runs in a fresh subprocess: build, trace and one warm-up step, then the
@@ -93,9 +96,10 @@ def run_child(cfg):
             opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
             return loss
     else:
-        net = SuperNet(space, 10, None, mode="full" if kind == "full" else "two", seed=0)
+        mode = kind if kind in ("full", "full_v2", "reinforce") else "two"
+        net = SuperNet(space, 10, None, mode=mode, seed=0)
         net.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), latency_loss=None)
-        fn = net.arch_step if kind == "two" else (lambda a, b: net.weight_step(a, b)[0])
+        fn = net.arch_step if kind in ("two", "full_v2", "reinforce") else (lambda a, b: net.weight_step(a, b)[0])
         step = tf.function(lambda: fn(x, y))
     t0 = time.perf_counter()
     step()
@@ -115,10 +119,10 @@ def run_child(cfg):
 
 def configs():
     out = [("plain", 7, {"kind": "plain", "candidates": PAPER6, "allow_zero": True})]
-    for kind in ("weight", "two", "full"):
+    for kind in ("weight", "two", "full", "full_v2", "reinforce"):
         out.append((kind, 7, {"kind": kind, "candidates": PAPER6, "allow_zero": True}))
     for n in (4, 12):
-        for kind in ("weight", "two", "full"):
+        for kind in ("weight", "two", "full", "full_v2"):
             out.append((kind, n, {"kind": kind, "candidates": SETS[n], "allow_zero": False}))
     return out
 
@@ -159,12 +163,13 @@ def report(r):
 
     print(f"\nbatch {FLAGS.batch}, resolution {FLAGS.resolution}: ratios to the plain step of the biggest path")
     print(f"{'step':12s} {'memory':>8s} {'time':>8s}   target")
-    targets = {"weight@7": "<=1.2x mem and time", "two@7": "<=2.2x mem", "full@7": ">=3x mem"}
-    for name in ("weight@7", "two@7", "full@7"):
+    targets = {"weight@7": "<=1.2x mem and time", "two@7": "<=2.2x mem", "full@7": ">=3x mem",
+               "full_v2@7": "mem near two, time higher", "reinforce@7": "-"}
+    for name in ("weight@7", "two@7", "full@7", "full_v2@7", "reinforce@7"):
         print(f"{name:12s} {ratio(name, 'plain@7', 'mem_mib'):7.2f}x {ratio(name, 'plain@7', 'step_s'):7.2f}x   "
               f"{targets[name]}")
     print("growth 4 -> 12 candidates (memory): target two/single <= 1.15x, full >= 2x")
-    for kind in ("weight", "two", "full"):
+    for kind in ("weight", "two", "full", "full_v2"):
         print(f"{kind:12s} {ratio(f'{kind}@12', f'{kind}@4', 'mem_mib'):7.2f}x  "
               f"(time {ratio(f'{kind}@12', f'{kind}@4', 'step_s'):.2f}x)")
 
