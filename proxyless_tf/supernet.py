@@ -206,8 +206,9 @@ class SuperNet(keras.Model):
         `latency_fn(arch) -> ms` from `compile` when given (any Python code: a device
         measurement, a model), else the table's calibrated prediction.
         """
-        idx = keras.ops.stack([keras.ops.cast(s, "int32") for s in samples])
         if self.latency_fn is not None:
+            idx = keras.ops.stack([keras.ops.cast(s, "int32") for s in samples])
+
             def measure(a):
                 arch = space_lib.Arch(self.space, [m.candidates[int(i)] for m, i in zip(self.mixed_ops, a)])
                 return np.float32(self.latency_fn(arch))
