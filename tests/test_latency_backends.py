@@ -44,7 +44,7 @@ def test_time_calls_counts_and_measures_ms():
 
 
 def test_contention_check_keeps_the_least_disturbed_try(monkeypatch):
-    b = LiteRTBackend(threads=1, warmup_runs=0, num_runs=3, max_busy=0.3, retries=2, retry_wait_s=0.0)
+    b = LiteRTBackend(threads=1, warmup_runs=0, num_runs=3, rounds=1, max_busy=0.3, retries=2, retry_wait_s=0.0)
     busy = iter([0.9, 0.5, 0.7])
     monkeypatch.setattr(backends, "others_busy", lambda before, after: next(busy))
     medians = iter([3.0, 2.0, 1.0])

@@ -102,3 +102,28 @@ def test_bad_calibration_in_file_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         LatencyTable.from_dict(d, source="t.json")
     assert e.value.field == "calibration.per_block"
+
+
+def test_floor_is_the_median_of_round_minima_and_round_trips(tmp_path):
+    from proxyless_tf.latency.table import LatencyStats
+
+    s = LatencyStats.from_rounds([[2.0, 1.0, 3.0], [5.0, 4.0, 6.0], [1.5, 2.5, 9.0]])
+    assert s.floor == 1.5 and s.count == 9 and s.median == 3.0
+    t = LatencyTable({"backend": "x"}, {"k": s}, statistic="floor")
+    t.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json")
+    assert back.statistic == "floor" and back.entries["k"] == s and back.lookup("k") == 1.5
+
+
+def test_floor_table_without_floor_entries_is_refused(tmp_path):
+    import json
+
+    from proxyless_tf.errors import ConfigError
+    from proxyless_tf.latency.table import LatencyStats
+
+    t = LatencyTable({"backend": "x"}, {"k": LatencyStats(1.0, 0.9, 1.2, 10)})
+    d = t.to_dict()
+    d["statistic"] = "floor"
+    (tmp_path / "t.json").write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"entries\['k'\]\.floor"):
+        LatencyTable.load(tmp_path / "t.json")

@@ -33,7 +33,7 @@ FIT = flags.DEFINE_bool("fit", False, "fit the calibration on --fit_samples othe
 FIT_SAMPLES = flags.DEFINE_integer("fit_samples", 30, "architectures for the fit (with --fit)")
 KIND = flags.DEFINE_enum("kind", "linear_blocks", ["linear", "linear_blocks"],
                          "calibration: scale*sum+offset, or also a per-block term")
-STATISTIC = flags.DEFINE_enum("statistic", None, ["median", "p5"],
+STATISTIC = flags.DEFINE_enum("statistic", None, ["median", "p5", "floor"],
                               "entry summary to predict and validate with (stored in the table with --fit; "
                               "default: the table's own, median for new tables)")
 SEED = flags.DEFINE_integer("seed", 0, "first architecture seed")

@@ -83,7 +83,7 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
         check_resumable(table, space, backend, num_classes, out_path)
     if table is None:
         table = LatencyTable(backend.describe(), {}, num_classes, space.name, space.fingerprint(),
-                             calibration=None, path=out_path)
+                             calibration=None, path=out_path, statistic=getattr(backend, "statistic", "median"))
     todo = [k for k in keys if k not in table.entries]
     bar = None
     if progress and todo:
@@ -97,7 +97,7 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
         table.entries[key] = backend.measure(model_for_key(key, space, num_classes))
         table.save(out_path)  # after every key: a kill loses at most the block in progress
         if bar is not None:
-            bar.update(i + 1, values=[("last_ms", table.entries[key].median)] + _busy(backend))
+            bar.update(i + 1, values=[("last_ms", getattr(table.entries[key], table.statistic))] + _busy(backend))
     if todo:
         table.device["finished"] = backend.describe().get("date")
         table.device["build_seconds"] = round(time.perf_counter() - t0, 1)

@@ -20,8 +20,11 @@ from proxyless_tf.latency import keys as keys_lib
 FORMAT_VERSION = 1
 # Which summary of each entry predictions use. The median is the default; p5 (the fast
 # tail) is far less sensitive to other processes on a shared machine, where the median of
-# a run depends on how many of its invocations were disturbed.
-STATISTICS = ("median", "p5")
+# a run depends on how many of its invocations were disturbed. `floor` (the median over
+# timing rounds of each round's fastest run) is what the host LiteRT backend uses: on this
+# VM whole seconds run 20-50 % slower at random (the hypervisor), which moves every
+# percentile of a round, while the fastest run of an undisturbed round repeats to ~2 %.
+STATISTICS = ("median", "p5", "floor")
 FILL_COMMAND = "python tools/build_latency_table.py --space=SPACE.json --out={path}"
 
 
@@ -33,14 +36,26 @@ class LatencyStats:
     p5: float
     p95: float
     count: int
+    floor: float | None = None  # median over rounds of each round's minimum (None: not recorded)
 
     @classmethod
     def from_samples(cls, samples_ms):
         a = np.asarray(samples_ms, dtype=np.float64)
-        return cls(float(np.median(a)), float(np.percentile(a, 5)), float(np.percentile(a, 95)), int(a.size))
+        return cls(float(np.median(a)), float(np.percentile(a, 5)), float(np.percentile(a, 95)), int(a.size),
+                   float(a.min()))
+
+    @classmethod
+    def from_rounds(cls, rounds_ms):
+        """Stats of timings taken in separate rounds: floor = median of the rounds' minima."""
+        stats = cls.from_samples(np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds_ms]))
+        stats.floor = float(np.median([np.min(r) for r in rounds_ms]))
+        return stats
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["floor"] is None:
+            del d["floor"]
+        return d
 
 
 def _entry_from_dict(d, source, key):
@@ -48,13 +63,17 @@ def _entry_from_dict(d, source, key):
     if not isinstance(d, dict):
         raise ConfigError(source, field, "expected an object with median/p5/p95/count", "rebuild the table")
     vals = {}
-    for name in ("median", "p5", "p95", "count"):
+    for name in ("median", "p5", "p95", "count", "floor"):
         v = d.get(name)
+        if name == "floor" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ConfigError(source, f"{field}.{name}", f"expected a non-negative number, got {v!r}",
                               "rebuild this entry with tools/build_latency_table.py")
         vals[name] = v
-    return LatencyStats(float(vals["median"]), float(vals["p5"]), float(vals["p95"]), int(vals["count"]))
+    floor = vals.get("floor")
+    return LatencyStats(float(vals["median"]), float(vals["p5"]), float(vals["p95"]), int(vals["count"]),
+                        None if floor is None else float(floor))
 
 
 class LatencyTable:
@@ -70,7 +89,7 @@ class LatencyTable:
             ...): predicted = a * sum_of_medians + c * non_zero_layers + b. Other keys (fit
             set size, held-out metrics) are kept as they are.
         path: where it was loaded from / will be saved to (used in error messages).
-        statistic: 'median' (default) or 'p5': the summary of each entry that lookups,
+        statistic: 'median' (default), 'p5' or 'floor': the summary of each entry that lookups,
             predictions and the calibration use; whole networks are validated with the same.
     """
 
@@ -130,7 +149,13 @@ class LatencyTable:
         stat = d.get("statistic", "median")
         if stat not in STATISTICS:
             raise ConfigError(source, "statistic", f"expected one of {list(STATISTICS)}, got {stat!r}",
-                              "write \"median\" or \"p5\"")
+                              "write \"median\", \"p5\" or \"floor\"")
+        if stat == "floor":
+            missing = [k for k, v in entries.items() if v.floor is None]
+            if missing:
+                raise ConfigError(source, f"entries[{missing[0]!r}].floor",
+                                  "the table's statistic is 'floor' but this entry has none",
+                                  "rebuild the entry with tools/build_latency_table.py, or set \"statistic\": \"median\"")
         return cls(device, entries, nc, sp.get("name"), sp.get("fingerprint"), cal, path=source,
                    statistic=stat)
 

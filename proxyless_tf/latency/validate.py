@@ -76,7 +76,7 @@ class SampleCache:
                             for k, v in sorted(self.samples.items())}})
 
 
-def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True):
+def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True, statistic="median"):
     """{seed: (Arch, LatencyStats)} of whole networks, measuring only seeds not in the cache."""
     todo = [s for s in seeds if cache is None or s not in cache.samples]
     bar = None
@@ -94,7 +94,7 @@ def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True)
             cache.save()
         out[seed] = (arch, stats)
         if bar is not None:
-            bar.update(i + 1, values=[("last_ms", stats.median)] + _busy(backend))
+            bar.update(i + 1, values=[("last_ms", getattr(stats, statistic) or stats.median)] + _busy(backend))
     for seed in seeds:
         if seed not in out:
             s = cache.samples[seed]
@@ -127,7 +127,7 @@ def validate(table, space, backend, num_classes, holdout, fit_samples=0, seed0=0
     fit_seeds = list(range(seed0, seed0 + fit_samples))
     hold_seeds = list(range(seed0 + fit_samples, seed0 + fit_samples + holdout))
     t0 = time.perf_counter()
-    measured = measure_archs(space, backend, num_classes, fit_seeds + hold_seeds, cache, progress)
+    measured = measure_archs(space, backend, num_classes, fit_seeds + hold_seeds, cache, progress, table.statistic)
     seconds = time.perf_counter() - t0
 
     def split(seeds):
