@@ -25,9 +25,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proxyless_tf.errors import run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 32, "Batch size of every configuration.")
@@ -170,4 +170,4 @@ def report(r):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

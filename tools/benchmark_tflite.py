@@ -18,10 +18,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 import latency_flags  # noqa: E402,F401  (defines --backend and the per-backend flags)
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("table", None, "LatencyTable JSON to predict with (needs --arch).")
@@ -79,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

@@ -11,13 +11,14 @@ the same command again continues where it stopped. --noresume starts over.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import latency_flags  # noqa: E402  (tools/ is on sys.path when run as a script)
 from proxyless_tf import space as space_lib  # noqa: E402
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 SPACE = flags.DEFINE_string("space", None, "search space JSON")
 OUT = flags.DEFINE_string("out", None, "latency table JSON to write (resumed if it exists)")
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

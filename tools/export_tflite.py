@@ -18,9 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 ALL_MODES = ("float32", "float16", "dynamic", "int8", "int8_io", "qat")
 FLAGS = flags.FLAGS
@@ -115,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

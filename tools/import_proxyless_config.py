@@ -11,12 +11,13 @@ published networks keep their own channel counts.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxyless_tf import space as space_lib  # noqa: E402
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 PAPER_CANDIDATES = ["mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6"]
 
@@ -100,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

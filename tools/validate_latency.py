@@ -18,13 +18,14 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import latency_flags  # noqa: E402
 from proxyless_tf import space as space_lib  # noqa: E402
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 TABLE = flags.DEFINE_string("table", None, "latency table JSON")
 SPACE = flags.DEFINE_string("space", None, "search space JSON the table was built for")
@@ -107,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)
