@@ -81,11 +81,13 @@ def find_fashion_dir(data_dir=None):
 
 
 def check_data_dir(data_dir, name="fashion_mnist"):
-    """A given --data_dir must exist and hold the IDX files or a tfds folder of the dataset."""
+    """A given --data_dir must be a directory; for Fashion-MNIST it must hold the IDX files or a tfds folder."""
     if not data_dir:
         return
-    if not os.path.isdir(data_dir):
-        raise ConfigError(data_dir, "--data_dir", "is not a directory", "pass the directory of the dataset files")
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError(data_dir, "--data_dir", "is a file, not a directory", "pass the directory of the dataset")
+    if name == "fashion_mnist" and not os.path.isdir(data_dir):  # (tfds creates a missing data_dir for others)
+        raise ConfigError(data_dir, "--data_dir", "does not exist", "pass the directory of the .gz files")
     if name == "fashion_mnist" and not find_fashion_dir(data_dir) and not os.path.isdir(
             os.path.join(data_dir, name)):
         raise ConfigError(data_dir, "--data_dir", f"has no Fashion-MNIST IDX files ({', '.join(FASHION_FILES)}) "

@@ -24,7 +24,7 @@ def load_keras_model(path):
     if not os.path.exists(path):
         raise ConfigError(path, "<file>", "model does not exist", "pass the .keras file saved by proxyless_tf.train")
     try:
-        return keras.saving.load_model(path)
+        return keras.saving.load_model(path, safe_mode=True)  # explicit: never run code from a model file
     except Exception as e:  # keras raises many types for bad archives; the user needs one line
         first = str(e).splitlines()[0][:160] if str(e) else ""
         raise ConfigError(path, "<file>", f"cannot be loaded as a .keras model ({type(e).__name__}: {first})",

@@ -234,6 +234,9 @@ def check_config(cfg):
 
         # the space check here; the class count is checked once the data says it
         LatencyTable.load(os.path.expanduser(cfg.latency_table)).check_space(space)
+    from proxyless_tf import data as data_lib
+
+    data_lib.check_data_dir(cfg.data_dir, cfg.dataset)
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise ConfigError(cfg.out_dir, "--out_dir", "is a file, not a directory", "pass a directory path")
     return space

@@ -149,8 +149,9 @@ def main(argv):
               f"(trace+first step {r['trace_s']:.0f} s)", flush=True)
     report(results)
     if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+        from proxyless_tf.space import write_json_atomic
+
+        write_json_atomic(FLAGS.json_out, results)
 
 
 def report(r):

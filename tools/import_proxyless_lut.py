@@ -27,13 +27,20 @@ flags.DEFINE_string("out", None, "Output LatencyTable JSON.")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        from proxyless_tf.errors import ConfigError
+        raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}", "pass only --flags")
     from proxyless_tf.errors import ConfigError
     from proxyless_tf.latency.official import import_table
     from proxyless_tf.space import SearchSpace
 
     if not FLAGS.out:
         raise ConfigError("<flags>", "--out", "missing", "pass --out=TABLE.json")
+    from proxyless_tf.space import check_output_path
+
+    check_output_path(FLAGS.out)
+    if FLAGS.num_classes < 1:
+        raise ConfigError("<flags>", "--num_classes", f"must be positive, got {FLAGS.num_classes}", "pass e.g. 1000")
     space = SearchSpace.from_json(FLAGS.space)
     table = import_table(FLAGS.yaml, space, FLAGS.num_classes)
     table.save(FLAGS.out)
