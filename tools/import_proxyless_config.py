@@ -62,7 +62,7 @@ def convert(cfg, source, name):
         raise ConfigError(source, "blocks[0]", "the first block must be an MBInvertedConvLayer",
                           "pass an official ProxylessNAS net.config")
     stages, ops = [], []
-    width = _int(first, "out_channels", source, "blocks[0].mobile_inverted_conv")
+    width = first_out = _int(first, "out_channels", source, "blocks[0].mobile_inverted_conv")
     for i, b in enumerate(blocks[1:], start=1):
         conv = _get(b, "mobile_inverted_conv", source, f"blocks[{i}]")
         kind = conv.get("name") if isinstance(conv, dict) else None
@@ -97,7 +97,7 @@ def convert(cfg, source, name):
               "stride": _int(fc, "stride", source, "first_conv")},
         first_block={"op": space_lib.op_name(_int(first, "kernel_size", source, "blocks[0].mobile_inverted_conv"),
                                              _ratio(first, "expand_ratio", source, "blocks[0].mobile_inverted_conv")),
-                     "out_channels": width},
+                     "out_channels": first_out},
         stages=stages,
         head={"out_channels": _int(fm, "out_channels", source, "feature_mix_layer")},
         candidates=cands,
