@@ -44,6 +44,9 @@ def main(argv):
         raise ConfigError("<flags>", "--arch", "missing", "pass --arch=RUN/arch.json")
     arch = Arch.from_json(FLAGS.arch)  # before TensorFlow loads: a bad file fails in a fraction of a second
     check_flags()
+    from proxyless_tf import data
+
+    data.check_data_dir(FLAGS.data_dir, FLAGS.dataset)
     from proxyless_tf import training
 
     want = training.DATASET_INPUT_SHAPES.get(FLAGS.dataset)

@@ -56,11 +56,6 @@ def find_arch(model_path):
 
 
 def main(argv):
-    import numpy as np
-
-    from proxyless_tf import export, export_report, training
-    from proxyless_tf.space import write_bytes_atomic, write_json_atomic
-
     logging.set_verbosity(logging.WARNING)  # the converter's INFO lines would bury the table
     if len(argv) != 2:
         raise ConfigError("<args>", "MODEL", "expected exactly one .keras model path", "tools/export_tflite.py MODEL.keras")
@@ -72,6 +67,11 @@ def main(argv):
         if getattr(FLAGS, name) < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {getattr(FLAGS, name)}",
                               f"pass a positive --{name}")
+    import numpy as np  # TensorFlow loads only once the flags are known to be good
+
+    from proxyless_tf import export, export_report, training
+    from proxyless_tf.space import write_bytes_atomic, write_json_atomic
+
     model = export.load_keras_model(model_path)
     splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir)
     if tuple(model.input_shape[1:]) != tuple(splits.x_test.shape[1:]):
