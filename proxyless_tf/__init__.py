@@ -6,14 +6,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep CUDA-probe noise out 
 
 from proxyless_tf.errors import ConfigError  # noqa: E402
 from proxyless_tf.space import Arch, SearchSpace, parse_op  # noqa: E402
-from proxyless_tf.nets import build_model  # noqa: E402
-from proxyless_tf.profile import count_macs  # noqa: E402
 
 __all__ = ["Arch", "ConfigError", "SearchSpace", "build_model", "count_macs", "parse_op"]
 
 
 def __getattr__(name):
-    # Heavier parts load on first use so `import proxyless_tf` stays quick.
+    # Heavier parts load on first use so `import proxyless_tf` (and so every entry point that
+    # only reads a JSON file) stays quick and can reject a bad file before TensorFlow loads.
+    if name == "build_model":
+        from proxyless_tf.nets import build_model
+        return build_model
+    if name == "count_macs":
+        from proxyless_tf.profile import count_macs
+        return count_macs
     if name == "LatencyTable":
         from proxyless_tf.latency.table import LatencyTable
         return LatencyTable

@@ -52,11 +52,18 @@ class SearchData:
 def read_idx(path):
     """An IDX file (optionally gzip) as a numpy array."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:  # missing, unreadable, not gzip, truncated gzip
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(path, "<file>", f"cannot be read as an IDX file ({why})",
+                          "re-download the dataset") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise ConfigError(path, "<file>", "is not an unsigned-byte IDX file", "re-download the dataset")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ConfigError(path, "<file>", "truncated IDX header", "re-download the dataset")
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -65,16 +72,51 @@ def read_idx(path):
 
 
 def find_fashion_dir(data_dir=None):
-    for d in ([data_dir] if data_dir else []) + list(FASHION_DIRS):
+    """The directory with the Fashion-MNIST IDX files: `data_dir` when given (never silently
+    another one: a user who names a directory means that one), else the system's."""
+    for d in [data_dir] if data_dir else FASHION_DIRS:
         if d and all(os.path.exists(os.path.join(d, f)) for f in FASHION_FILES):
             return d
     return None
 
 
+def check_data_dir(data_dir, name="fashion_mnist"):
+    """A given --data_dir must be a directory; for Fashion-MNIST it must hold the IDX files or a tfds folder."""
+    if not data_dir:
+        return
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError(data_dir, "--data_dir", "is a file, not a directory", "pass the directory of the dataset")
+    if name == "fashion_mnist" and not os.path.isdir(data_dir):  # (tfds creates a missing data_dir for others)
+        raise ConfigError(data_dir, "--data_dir", "does not exist", "pass the directory of the .gz files")
+    if name == "fashion_mnist" and not find_fashion_dir(data_dir) and not os.path.isdir(
+            os.path.join(data_dir, name)):
+        raise ConfigError(data_dir, "--data_dir", f"has no Fashion-MNIST IDX files ({', '.join(FASHION_FILES)}) "
+                          "and no tfds fashion_mnist/ folder",
+                          f"point --data_dir at the .gz files, or leave it out to use {FASHION_DIRS[0]}")
+
+
+def check_labels(labels, num_classes, source, num_images=None):
+    """Labels must be integers in [0, num_classes), one per image: a label of 12 among 10 classes
+    would otherwise train on an all-zero one-hot target, or fail deep inside the loss."""
+    labels = np.asarray(labels)
+    if num_images is not None and len(labels) != num_images:
+        raise ConfigError(source, "labels", f"{len(labels)} labels for {num_images} images",
+                          "use the labels file that belongs to the images file")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise ConfigError(source, "labels", f"label {int(labels[bad[0]])} at index {int(bad[0])} is out of range "
+                          f"[0, {num_classes}) ({len(bad)} such labels)", "re-download the dataset")
+    return labels
+
+
 def load_fashion_local(directory):
-    x = read_idx(os.path.join(directory, FASHION_FILES[0]))[..., None]
+    x = read_idx(os.path.join(directory, FASHION_FILES[0]))
+    if x.ndim != 3:
+        raise ConfigError(os.path.join(directory, FASHION_FILES[0]), "<file>", f"images of shape {x.shape}",
+                          "expected N x 28 x 28 images; re-download the dataset")
     y = read_idx(os.path.join(directory, FASHION_FILES[1])).astype(np.int64)
-    return x, y
+    check_labels(y, 10, os.path.join(directory, FASHION_FILES[1]), len(x))
+    return x[..., None], y
 
 
 # ---- the split -------------------------------------------------------------------------------------
@@ -169,9 +211,11 @@ def _labels_of(ds, cache_path):
     if cache_path and os.path.exists(cache_path):
         return np.load(cache_path)  # the file name carries the split size, so a stale cache is not reused
     labels = np.concatenate([b.numpy() for b in ds.map(lambda x, y: y).batch(65536)])
-    if cache_path:
+    if cache_path:  # to a temporary name, then renamed: a killed scan never leaves half a cache
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        np.save(cache_path, labels)
+        tmp = f"{cache_path}.tmp.{os.getpid()}.npy"
+        np.save(tmp, labels)
+        os.replace(tmp, cache_path)
     del tf
     return labels
 
@@ -196,6 +240,7 @@ def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size
     input_shape = tuple(int(v) for v in input_shape)
     valid_batch_size = valid_batch_size or batch_size
     valid_size = valid_size or DEFAULT_VALID_SIZE.get(name, 5000)
+    check_data_dir(data_dir, name)
     local = find_fashion_dir(data_dir) if name == "fashion_mnist" else None
     if local:
         x, y = load_fashion_local(local)

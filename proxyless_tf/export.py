@@ -7,6 +7,7 @@ quantization-aware path lives in `proxyless_tf.qat` because TFMOT needs Keras 2.
 """
 
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -23,10 +24,16 @@ def load_keras_model(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ConfigError(path, "<file>", "model does not exist", "pass the .keras file saved by proxyless_tf.train")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # keras would say "File not found"
+        raise ConfigError(path, "<file>", "is not a .keras archive (not a zip file: empty, truncated or "
+                          "another format)", "pass the .keras file saved by proxyless_tf.train")
     try:
-        return keras.saving.load_model(path)
+        return keras.saving.load_model(path, safe_mode=True)  # explicit: never run code from a model file
     except Exception as e:  # keras raises many types for bad archives; the user needs one line
         first = str(e).splitlines()[0][:160] if str(e) else ""
+        if "arbitrary code execution" in str(e):
+            raise ConfigError(path, "<file>", "holds Python code (a Lambda layer) that safe_mode refuses to run",
+                              "rebuild the network with proxyless_tf.build_model; our networks need no code") from None
         raise ConfigError(path, "<file>", f"cannot be loaded as a .keras model ({type(e).__name__}: {first})",
                           "re-save it with model.save()") from None
 

@@ -12,9 +12,10 @@ resolves in the project's configs/ (argv is rewritten before absl reads it), and
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from proxyless_tf.errors import ConfigError, run_cli
+from proxyless_tf import cli
+from proxyless_tf.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -100,10 +101,6 @@ def main(argv):
     if len(argv) > 1:
         raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}",
                           "pass options as --flag=value")
-    import tensorflow as tf
-
-    if not FLAGS.graph_optimizer:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from proxyless_tf import search_run
 
     names = [f.name for f in search_run.dataclasses.fields(search_run.SearchConfig)]
@@ -114,11 +111,17 @@ def main(argv):
         if os.path.exists(os.path.join(ROOT, table)):  # flag files name paths from the repo root
             table = os.path.join(ROOT, table)
     values["latency_table"] = table
-    search_run.run_search(search_run.SearchConfig(**values))
+    cfg = search_run.SearchConfig(**values)
+    search_run.check_config(cfg)  # bad files and flags fail here, before TensorFlow takes seconds to load
+    import tensorflow as tf
+
+    if not FLAGS.graph_optimizer:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    search_run.run_search(cfg)
 
 
 def entry():
-    app.run(run_cli(main), argv=resolve_flagfiles(sys.argv))
+    cli.run(main, argv=resolve_flagfiles(sys.argv))
 
 
 if __name__ == "__main__":

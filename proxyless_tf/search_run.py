@@ -200,6 +200,51 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
     return "\n".join(lines)
 
 
+def check_config(cfg):
+    """Every check that needs neither TensorFlow nor the data, so a typo fails in a second.
+
+    Returns the space. Called by the CLI before TensorFlow is imported and again by
+    `run_search`; nothing is written before it passes.
+    """
+    space = load_space(cfg.space, cfg.resolution)
+    if cfg.latency_loss not in (None, "none", "mul#log", "add#linear", "add#abs"):
+        raise ConfigError("<flags>", "latency_loss", f"unknown latency loss {cfg.latency_loss!r}",
+                          "use mul#log, add#linear, add#abs or none")
+    if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
+                          "use epochs >= 1 and 0 <= warmup_epochs < epochs")
+    for name in ("batch_size", "valid_batch_size", "valid_size", "max_train", "steps_per_epoch", "arch_every"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
+    if cfg.bn_recalibration_steps < 0:
+        raise ConfigError("<flags>", "--bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}",
+                          "pass 0 or more")
+    for name in ("weight_lr", "arch_lr", "weight_momentum", "weight_decay", "arch_beta2", "loss_alpha",
+                 "loss_beta", "loss_lambda", "derive_tolerance", "target_ms", "target_frac"):
+        v = getattr(cfg, name)
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise ConfigError("<flags>", f"--{name}", f"must be a finite number >= 0, got {v}",
+                              f"pass a valid --{name}")
+    if cfg.target_ms is not None and cfg.target_ms <= 0:
+        raise ConfigError("<flags>", "--target_ms", f"must be positive, got {cfg.target_ms}",
+                          "pass a latency in milliseconds, or --target_frac")
+    if cfg.target_ms is None and cfg.target_frac is not None and not 0.0 <= cfg.target_frac <= 1.0:
+        raise ConfigError("<flags>", "target_frac", f"{cfg.target_frac} is not in [0, 1]",
+                          "0 is the fastest architecture of the space, 1 the slowest")
+    if cfg.latency_table and os.path.exists(os.path.expanduser(cfg.latency_table)):
+        from proxyless_tf.latency.table import LatencyTable
+
+        # the space check here; the class count is checked once the data says it
+        LatencyTable.load(os.path.expanduser(cfg.latency_table)).check_space(space)
+    from proxyless_tf import data as data_lib
+
+    data_lib.check_data_dir(cfg.data_dir, cfg.dataset)
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        raise ConfigError(cfg.out_dir, "--out_dir", "is a file, not a directory", "pass a directory path")
+    return space
+
+
 # ---- the search ----------------------------------------------------------------------------------------
 def run_search(cfg):
     """Run one search; returns a dict of the results (also written to the run directory)."""
@@ -210,21 +255,15 @@ def run_search(cfg):
 
     t_start = time.time()
     out = cfg.out_dir
-    os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    space = load_space(cfg.space, cfg.resolution)
-    if cfg.latency_loss not in (None, "none", "mul#log", "add#linear", "add#abs"):
-        raise ConfigError("<flags>", "latency_loss", f"unknown latency loss {cfg.latency_loss!r}",
-                          "use mul#log, add#linear, add#abs or none")
-    if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
-        raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
-                          "use epochs >= 1 and 0 <= warmup_epochs < epochs")
+    space = check_config(cfg)
     data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
                                 cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
                                 label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
     table = load_table(cfg, space, data.num_classes)
     target, rng = resolve_target(cfg, table, space, data.num_classes)
     loss = None if cfg.latency_loss in (None, "none") else cfg.latency_loss
+    os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
     net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed)
     steps = cfg.steps_per_epoch or data.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
@@ -265,8 +304,7 @@ def run_search(cfg):
     wall = time.time() - t_start
     text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch,
                         argmax_pred, changes)
-    with open(os.path.join(out, "summary.txt"), "w") as f:
-        f.write(text + "\n")
+    space_lib.write_text_atomic(os.path.join(out, "summary.txt"), text + "\n")
     result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
               "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
               "ops": arch.ops, "wall_s": wall, "latency_table": table.path}
@@ -276,5 +314,4 @@ def run_search(cfg):
 
 
 def dump_flags_json(path, values):
-    with open(path, "w") as f:
-        json.dump(values, f, indent=2, default=str)
+    space_lib.write_text_atomic(path, json.dumps(values, indent=2, default=str) + "\n")

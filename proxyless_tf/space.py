@@ -24,10 +24,17 @@ from proxyless_tf.errors import ConfigError
 ZERO = "zero"
 _MB_RE = re.compile(r"^mb_k(\d+)_e(\d+(?:\.\d+)?)$")
 
-# Limits checked before anything is allocated; generous for real use, fatal for typos.
-MAX_CHANNELS = 8192
-MAX_RESOLUTION = 4096
-MAX_DEPTH = 64
+# Limits checked by `SearchSpace` validation, before any layer or tensor is allocated: a typo
+# such as 2560000 channels or a 100000-pixel input must be one error line, not a process that
+# swallows all memory. Generous for real use: the published ProxylessNAS networks use at most
+# 1792 channels, 224x224 inputs and 21 searchable layers.
+MAX_CHANNELS = 4096      # any stem / block / stage / head width
+MAX_RESOLUTION = 1024    # input height and width
+MAX_DEPTH = 64           # layers of one stage
+MAX_LAYERS = 64          # searchable layers of the whole space
+MAX_WEIGHTS = 250_000_000  # weights of the supernet (every candidate of every layer): 1 GB float32
+MAX_ACTIVATION = 1 << 27   # elements of the largest feature map of one image (512 MB float32)
+MAX_JSON_BYTES = 64 << 20  # spaces, archs and latency tables are kilobytes; refuse to read a huge file
 ALLOWED_KERNELS = (1, 3, 5, 7, 9)
 ALLOWED_STRIDES = (1, 2)
 
@@ -139,6 +146,10 @@ def read_json(path, what="file"):
     """Read a JSON file with one clear line for a missing, non-UTF-8, truncated or malformed file."""
     path = os.fspath(path)
     try:
+        size = os.path.getsize(path)
+        if size > MAX_JSON_BYTES:
+            raise ConfigError(path, "<file>", f"{what} is {size} bytes, more than the {MAX_JSON_BYTES} allowed",
+                              "pass the right file (these files are kilobytes)")
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
@@ -148,7 +159,7 @@ def read_json(path, what="file"):
     except OSError as e:
         raise ConfigError(path, "<file>", f"cannot be read ({e.strerror})", "check permissions") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is harmless
     except UnicodeDecodeError as e:
         raise ConfigError(path, "<file>", f"is not UTF-8 (byte {e.start})",
                           "save the file as UTF-8 JSON") from None
@@ -160,24 +171,52 @@ def read_json(path, what="file"):
         raise ConfigError(path, f"line {e.lineno} column {e.colno}",
                           f"malformed or truncated JSON ({e.msg})",
                           "fix the JSON or regenerate the file") from None
+    except RecursionError:
+        raise ConfigError(path, "<file>", "JSON nested too deeply", "pass a real file of this kind") from None
+
+
+def check_output_path(path, field="--out"):
+    """Fail before any work if `path` cannot be written: it is a directory, or a parent is a file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(path, field, "is a directory", "pass a file name inside it")
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise ConfigError(path, field, f"{d} is a file, not a directory", "pass a path inside a directory")
+    if not os.access(d, os.W_OK):
+        raise ConfigError(path, field, f"{d} is not writable", "pass a path in a writable directory")
+
+
+def write_bytes_atomic(path, content):
+    """Write bytes to a temporary file beside `path` and rename it: readers (and a rerun) see the
+    old file or the whole new one, never half of one, even when the process is killed mid-write."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(path, "<file>", f"cannot be written ({e.strerror})",
+                          "check the directory exists and is writable") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_json_atomic(path, obj):
     """Write JSON to a temporary file and rename it, so a crash never leaves half a file."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def write_text_atomic(path, text):
+    """write_bytes_atomic for UTF-8 text (summaries, reports)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 class SearchSpace:
@@ -203,13 +242,14 @@ class SearchSpace:
         self.input_shape = tuple(int(v) for v in input_shape)
         self.stem = dict(stem)
         self.first_block = dict(first_block)
-        self.stages = [dict(s) for s in stages]
+        self.stages = [dict(s) if isinstance(s, dict) else s for s in stages]  # non-objects: _validate says so
         self.head = dict(head)
         self.candidates = tuple(candidates)
         self.allow_zero = bool(allow_zero)
         self.bn_eps = float(bn_eps)
         self._validate()
         self.layers = self._layout()
+        self._check_budget()
 
     # ---- construction and validation -------------------------------------------------
     @classmethod
@@ -266,6 +306,9 @@ class SearchSpace:
                      1, MAX_CHANNELS, src, "first_block.out_channels", "channels")
         if not self.stages:
             raise ConfigError(src, "stages", "no stages", "add at least one stage")
+        if len(self.stages) > MAX_LAYERS:
+            raise ConfigError(src, "stages", f"{len(self.stages)} stages, more than {MAX_LAYERS} layers in all",
+                              f"use at most {MAX_LAYERS} searchable layers")
         for i, st in enumerate(self.stages):
             p = f"stages[{i}]"
             _check_range(_require(st, "width", int, src, p), 1, MAX_CHANNELS, src, f"{p}.width", "width")
@@ -274,6 +317,10 @@ class SearchSpace:
             if s not in ALLOWED_STRIDES:
                 raise ConfigError(src, f"{p}.stride", f"stride {s} is not supported",
                                   f"use one of {ALLOWED_STRIDES}")
+        total = sum(st["depth"] for st in self.stages)
+        if total > MAX_LAYERS:
+            raise ConfigError(src, "stages", f"{total} searchable layers in all, more than {MAX_LAYERS}",
+                              f"lower the stage depths to at most {MAX_LAYERS} layers in all")
         _check_range(_require(self.head, "out_channels", int, src, "head"), 1, MAX_CHANNELS, src,
                      "head.out_channels", "channels")
         if not self.candidates:
@@ -305,6 +352,32 @@ class SearchSpace:
                 hw = tuple(conv_output_size(v, stride) for v in hw)
                 c = out
         return tuple(layers)
+
+    def _check_budget(self):
+        """Refuse spaces whose supernet or feature maps could not be allocated (each width alone may
+        be within limits while, say, 4096 channels x expand 16 at 1024x1024 is not)."""
+        c0 = self.stem["out_channels"]
+        weights = self.stem["kernel"] ** 2 * self.input_shape[2] * c0
+        acts = [self.stem_out_hw[0] * self.stem_out_hw[1] * c0]
+        fb = parse_op(self.first_block["op"])
+        mid = expanded_channels(c0, fb.expand)
+        weights += c0 * mid + fb.kernel ** 2 * mid + mid * self.first_block["out_channels"]
+        acts.append(self.stem_out_hw[0] * self.stem_out_hw[1] * mid)
+        for layer in self.layers:
+            for op in layer.candidates:
+                spec = parse_op(op)
+                if spec.is_zero:
+                    continue
+                mid = expanded_channels(layer.in_channels, spec.expand)
+                weights += layer.in_channels * mid + spec.kernel ** 2 * mid + mid * layer.out_channels
+                acts.append(layer.in_hw[0] * layer.in_hw[1] * mid)
+        weights += self.final_channels * self.head["out_channels"]
+        if weights > MAX_WEIGHTS:
+            raise ConfigError(self.source, "stages", f"the supernet would have {weights:,} weights, more than "
+                              f"{MAX_WEIGHTS:,}", "use fewer or narrower layers, or smaller expand ratios")
+        if max(acts) > MAX_ACTIVATION:
+            raise ConfigError(self.source, "input_shape", f"a feature map would have {max(acts):,} elements per "
+                              f"image, more than {MAX_ACTIVATION:,}", "use a smaller input or narrower layers")
 
     # ---- derived facts -------------------------------------------------------------------
     @property

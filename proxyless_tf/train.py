@@ -9,9 +9,10 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
-from proxyless_tf.errors import ConfigError, run_cli
+from proxyless_tf import cli
+from proxyless_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("arch", None, "Architecture JSON (e.g. RUN/arch.json from the search).")
@@ -34,13 +35,20 @@ flags.DEFINE_integer("val_examples", 0, "Hold out N training examples to pick be
 
 
 def main(argv):
-    del argv
-    from proxyless_tf import training
+    if len(argv) > 1:
+        raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}",
+                          "pass options as --flag=value")
     from proxyless_tf.space import Arch
 
     if not FLAGS.arch:
         raise ConfigError("<flags>", "--arch", "missing", "pass --arch=RUN/arch.json")
-    arch = Arch.from_json(FLAGS.arch)
+    arch = Arch.from_json(FLAGS.arch)  # before TensorFlow loads: a bad file fails in a fraction of a second
+    check_flags()
+    from proxyless_tf import data
+
+    data.check_data_dir(FLAGS.data_dir, FLAGS.dataset)
+    from proxyless_tf import training
+
     want = training.DATASET_INPUT_SHAPES.get(FLAGS.dataset)
     if want and tuple(arch.space.input_shape) != want:  # before loading 60,000 images
         raise ConfigError(FLAGS.arch, "space.input_shape",
@@ -62,8 +70,27 @@ def main(argv):
     print(json.dumps({k: result[k] for k in ("test_accuracy", "test_loss", "model_path", "epochs", "wall_s")}))
 
 
+def check_flags():
+    """Numbers that would otherwise fail deep inside fit (a zero batch divides by zero)."""
+    import math
+
+    for name in ("epochs", "batch_size"):
+        if getattr(FLAGS, name) < 1:
+            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {getattr(FLAGS, name)}",
+                              f"pass a positive --{name}")
+    for name in ("steps_per_epoch", "train_examples"):
+        v = getattr(FLAGS, name)
+        if v is not None and v < 1:
+            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
+    for name, lo, hi in (("lr", 0, 100), ("warmup_epochs", 0, 1e6), ("weight_decay", 0, 1),
+                         ("label_smoothing", 0, 1), ("dropout", 0, 0.999), ("pad", 0, 64), ("val_examples", 0, 1e9)):
+        v = getattr(FLAGS, name)
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise ConfigError("<flags>", f"--{name}", f"{v} is not in [{lo}, {hi:g}]", f"pass a valid --{name}")
+
+
 def run():
-    app.run(run_cli(main))
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,9 @@ def train(arch, splits, cfg, run_dir, verbose=2):
                         callbacks=make_callbacks(run_dir, val is not None), verbose=verbose)
     loss, acc = model.evaluate(eval_dataset(splits.x_test, splits.y_test, splits.num_classes), verbose=0)
     path = os.path.join(run_dir, "model.keras")
-    model.save(path)
+    tmp = os.path.join(run_dir, f"model.tmp{os.getpid()}.keras")
+    model.save(tmp)  # then renamed: a crash while saving never leaves a half-written model.keras
+    os.replace(tmp, path)
     return {"test_loss": float(loss), "test_accuracy": float(acc), "model_path": path,
             "epochs": len(history.epoch)}
 
@@ -200,11 +202,13 @@ def load_fashion_mnist(data_dir=None):
 
     d = data.find_fashion_dir(data_dir)
     if d is None or not all(os.path.exists(os.path.join(d, f)) for f in FASHION_TEST_FILES):
-        raise ConfigError(data_dir or data.FASHION_DIRS[0], "<dir>", "Fashion-MNIST IDX files not found",
-                          "install Debian's dataset-fashion-mnist or pass --data_dir")
+        raise ConfigError(data_dir or data.FASHION_DIRS[0], "--data_dir", "Fashion-MNIST IDX files not found "
+                          f"({', '.join(data.FASHION_FILES + FASHION_TEST_FILES)})",
+                          "install Debian's dataset-fashion-mnist or pass --data_dir=DIR with those files")
     xtr, ytr = data.load_fashion_local(d)
     xte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[0]))
     yte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[1]))
+    data.check_labels(yte, 10, os.path.join(d, FASHION_TEST_FILES[1]), len(xte))
     mean, std = data.NORMALIZATION["fashion_mnist"]
     return Splits(normalise(xtr, mean, std), ytr.astype(np.int32), normalise(xte, mean, std),
                   yte.astype(np.int32), 10, mean, std, list(FASHION_MNIST_LABELS))

@@ -28,9 +28,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proxyless_tf.errors import run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 32, "Batch size of every configuration.")
@@ -153,8 +153,9 @@ def main(argv):
               f"(trace+first step {r['trace_s']:.0f} s)", flush=True)
     report(results)
     if FLAGS.json_out:
-        with open(FLAGS.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+        from proxyless_tf.space import write_json_atomic
+
+        write_json_atomic(FLAGS.json_out, results)
 
 
 def report(r):
@@ -175,4 +176,4 @@ def report(r):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

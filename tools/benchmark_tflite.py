@@ -18,10 +18,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 import latency_flags  # noqa: E402,F401  (defines --backend and the per-backend flags)
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("table", None, "LatencyTable JSON to predict with (needs --arch).")
@@ -54,8 +55,9 @@ def main(argv):
         raise ConfigError("<args>", "MODEL", "expected exactly one model path",
                           "tools/benchmark_tflite.py MODEL.tflite --backend=litert")
     path = argv[1]
-    if not os.path.exists(path):
-        raise ConfigError(path, "<file>", "model does not exist", "check the path")
+    if not os.path.isfile(path):
+        raise ConfigError(path, "<file>", "model does not exist" if not os.path.exists(path) else
+                          "is not a file", "pass the .tflite or .keras file")
     if bool(FLAGS.table) != bool(FLAGS.arch):
         raise ConfigError("<flags>", "--table/--arch", "a prediction needs both", "pass --table and --arch together")
     table = arch = None
@@ -64,6 +66,7 @@ def main(argv):
         from proxyless_tf.space import Arch
 
         table, arch = LatencyTable.load(FLAGS.table), Arch.from_json(FLAGS.arch)
+        table.check_space(arch.space)  # a table of another space names itself, not a missing block
         predicted = table.predict(arch)
     backend = latency_flags.make_backend_from_flags()
     st = _measure(path, backend)
@@ -79,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

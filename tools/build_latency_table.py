@@ -11,13 +11,14 @@ the same command again continues where it stopped. --noresume starts over.
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import latency_flags  # noqa: E402  (tools/ is on sys.path when run as a script)
 from proxyless_tf import space as space_lib  # noqa: E402
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 SPACE = flags.DEFINE_string("space", None, "search space JSON")
 OUT = flags.DEFINE_string("out", None, "latency table JSON to write (resumed if it exists)")
@@ -36,7 +37,18 @@ def main(argv):
         raise ConfigError("<flags>", "--out", "missing", "pass --out=PATH.json")
     if NUM_CLASSES.value < 1:
         raise ConfigError("<flags>", "--num_classes", f"must be positive, got {NUM_CLASSES.value}", "pass e.g. 10")
+    space_lib.check_output_path(OUT.value)
     space = space_lib.SearchSpace.from_json(SPACE.value)
+    if RESUME.value and os.path.exists(OUT.value):  # a broken or foreign table fails before TensorFlow loads
+        from proxyless_tf.latency.table import LatencyTable
+
+        existing, fix = LatencyTable.load(OUT.value), f"delete {OUT.value} or pass another --out"
+        if existing.space_fingerprint != space.fingerprint():
+            raise ConfigError(OUT.value, "space.fingerprint", f"existing table is for space "
+                              f"{existing.space_name!r}, not {space.name!r}", fix)
+        if existing.num_classes != NUM_CLASSES.value:
+            raise ConfigError(OUT.value, "num_classes", f"existing table's head is for {existing.num_classes} "
+                              f"classes, not {NUM_CLASSES.value}", fix)
     backend = latency_flags.make_backend_from_flags()
     from proxyless_tf.latency.builder import build_table
 
@@ -48,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

@@ -10,13 +10,13 @@ import glob
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from proxyless_tf import space as space_lib  # noqa: E402
-from proxyless_tf.errors import run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.profile import count_macs  # noqa: E402
 
 PUBLISHED_MMACS = {"proxyless_mobile": 320.4, "proxyless_gpu": 465.3, "proxyless_cpu": 439.2,
@@ -27,6 +27,9 @@ PARAMS = flags.DEFINE_bool("params", False, "also build each model and count tra
 
 
 def main(argv):
+    if NUM_CLASSES.value < 1:
+        from proxyless_tf.errors import ConfigError
+        raise ConfigError("<flags>", "--num_classes", f"must be positive, got {NUM_CLASSES.value}", "pass e.g. 1000")
     paths = argv[1:] or sorted(glob.glob(os.path.join(ROOT, "configs", "archs", "proxyless_*.json")))
     print(f"{'architecture':28s} {'MMACs':>9s} {'published':>9s} {'diff %':>7s}" + (
         f" {'params':>11s}" if PARAMS.value else ""))
@@ -45,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

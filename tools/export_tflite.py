@@ -18,9 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 ALL_MODES = ("float32", "float16", "dynamic", "int8", "int8_io", "qat")
 FLAGS = flags.FLAGS
@@ -55,11 +56,6 @@ def find_arch(model_path):
 
 
 def main(argv):
-    import numpy as np
-
-    from proxyless_tf import export, export_report, training
-    from proxyless_tf.space import write_json_atomic
-
     logging.set_verbosity(logging.WARNING)  # the converter's INFO lines would bury the table
     if len(argv) != 2:
         raise ConfigError("<args>", "MODEL", "expected exactly one .keras model path", "tools/export_tflite.py MODEL.keras")
@@ -67,6 +63,15 @@ def main(argv):
     bad = [m for m in FLAGS.modes if m not in ALL_MODES]
     if bad:
         raise ConfigError("<flags>", "--modes", f"unknown mode(s) {bad}", f"use any of {','.join(ALL_MODES)}")
+    for name in ("batch_size", "num_test", "num_representative", "qat_examples"):
+        if getattr(FLAGS, name) < 1:
+            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {getattr(FLAGS, name)}",
+                              f"pass a positive --{name}")
+    import numpy as np  # TensorFlow loads only once the flags are known to be good
+
+    from proxyless_tf import export, export_report, training
+    from proxyless_tf.space import write_bytes_atomic, write_json_atomic
+
     model = export.load_keras_model(model_path)
     splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir)
     if tuple(model.input_shape[1:]) != tuple(splits.x_test.shape[1:]):
@@ -94,13 +99,12 @@ def main(argv):
                                      freeze_bn=FLAGS.qat_freeze_bn,
                                      seed=FLAGS.seed, verbose=FLAGS.verbose)
         else:
-            idx = rng.choice(len(splits.x_train), FLAGS.num_representative, replace=False)
+            idx = rng.choice(len(splits.x_train), min(FLAGS.num_representative, len(splits.x_train)), replace=False)
             content = export.convert(model, "int8" if mode == "int8_io" else mode, FLAGS.batch_size,
                                      representative=splits.x_train[idx], int8_io=mode == "int8_io")
         fname = f"{stem}_{mode}.tflite"
         path = os.path.join(out_dir, fname)
-        with open(path, "wb") as f:
-            f.write(content)
+        write_bytes_atomic(path, content)  # a killed export never leaves a truncated .tflite for an app
         checks, io = export_report.check_export(content, keras_logits, x_test, y_test, path)
         checks["seconds"] = round(time.time() - t0, 1)
         write_json_atomic(os.path.join(out_dir, f"{stem}_{mode}.json"),
@@ -115,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

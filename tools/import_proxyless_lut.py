@@ -13,9 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proxyless_tf.errors import run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -27,13 +27,20 @@ flags.DEFINE_string("out", None, "Output LatencyTable JSON.")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        from proxyless_tf.errors import ConfigError
+        raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}", "pass only --flags")
     from proxyless_tf.errors import ConfigError
     from proxyless_tf.latency.official import import_table
     from proxyless_tf.space import SearchSpace
 
     if not FLAGS.out:
         raise ConfigError("<flags>", "--out", "missing", "pass --out=TABLE.json")
+    from proxyless_tf.space import check_output_path
+
+    check_output_path(FLAGS.out)
+    if FLAGS.num_classes < 1:
+        raise ConfigError("<flags>", "--num_classes", f"must be positive, got {FLAGS.num_classes}", "pass e.g. 1000")
     space = SearchSpace.from_json(FLAGS.space)
     table = import_table(FLAGS.yaml, space, FLAGS.num_classes)
     table.save(FLAGS.out)
@@ -42,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

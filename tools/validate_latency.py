@@ -18,13 +18,14 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import latency_flags  # noqa: E402
 from proxyless_tf import space as space_lib  # noqa: E402
-from proxyless_tf.errors import ConfigError, run_cli  # noqa: E402
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
 
 TABLE = flags.DEFINE_string("table", None, "latency table JSON")
 SPACE = flags.DEFINE_string("space", None, "search space JSON the table was built for")
@@ -72,12 +73,15 @@ def main(argv):
         raise ConfigError("<flags>", "--samples", "need at least 2 held-out and 3 fit architectures",
                           "pass e.g. --samples=50 --fit_samples=30")
     from proxyless_tf.latency.table import LatencyTable
-    from proxyless_tf.latency import validate as val
 
+    if REPORT.value:
+        space_lib.check_output_path(REPORT.value, "--report")
     table = LatencyTable.load(TABLE.value)
     space = space_lib.SearchSpace.from_json(SPACE.value)
     if table.num_classes is None:
         raise ConfigError(TABLE.value, "num_classes", "table does not say its class count", "rebuild the table")
+    table.check_space(space, table.num_classes)  # a table of another space fails before TensorFlow loads
+    from proxyless_tf.latency import validate as val
     if not FIT.value and not table.calibration:
         print("note: the table has no calibration yet; scoring the raw block sum (use --fit)")
     if STATISTIC.value:
@@ -107,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(run_cli(main))
+    cli.run(main)

@@ -71,9 +71,11 @@ def load_official_yaml(path):
     for k, v in d.items():
         ok = isinstance(v, dict) and all(
             isinstance(v.get(n), (int, float)) and not isinstance(v.get(n), bool) and math.isfinite(v[n])
-            for n in ("mean", "count"))
+            and v[n] >= 0 for n in ("mean", "count") + (("var",) if isinstance(v, dict) and "var" in v
+                                                        and v["var"] is not None else ()))
         if not ok:
-            raise ConfigError(path, k, "entry needs numeric mean and count", "restore the official file")
+            raise ConfigError(path, k, "entry needs a finite, non-negative mean and count (and var, if given)",
+                              "restore the official file")
     return d
 
 

@@ -1,0 +1,159 @@
+"""The hostile-input corpus: every case runs a real entry point and must fail like a good tool.
+
+tests/bad_inputs/ holds malformed and adversarial files (truncated or non-UTF-8 JSON,
+wrong types, absurd sizes, unknown ops, foreign latency tables, self-including flag files,
+corrupt models, unsafe .keras archives, poisoned YAML); tests/bad_inputs/cases.json says,
+per case, which entry point gets which arguments and what the one error line must name
+(the file, the field, the fix). Each case must exit with code 2, print exactly one `error:`
+line and no traceback, and leave no partial output: the paths in `absent` must not exist
+afterwards, and a good file named in `unchanged` (copied there before) must be
+byte-identical. Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
+{SHARED} ../shared/data/proxylessnas.
+
+Every case is a real subprocess, as a user would run it. Most fail before TensorFlow is
+imported (the entry points check files first); the selected cases are started two at a
+time when the first one is needed (the ~20 that must import TensorFlow dominate), and each
+test then checks its own result.
+"""
+
+import gzip
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED_DATA, assert_one_line_error, run_cli
+
+BAD = os.path.join(ROOT, "tests", "bad_inputs")
+ENTRY = {
+    "search": ["-m", "proxyless_tf.search"],
+    "train": ["-m", "proxyless_tf.train"],
+    "build_latency_table": ["tools/build_latency_table.py"],
+    "validate_latency": ["tools/validate_latency.py"],
+    "export_tflite": ["tools/export_tflite.py"],
+    "benchmark_tflite": ["tools/benchmark_tflite.py"],
+    "import_proxyless_config": ["tools/import_proxyless_config.py"],
+    "import_proxyless_lut": ["tools/import_proxyless_lut.py"],
+    "count_macs": ["tools/count_macs.py"],
+}
+
+with open(os.path.join(BAD, "cases.json"), encoding="utf-8") as _f:
+    CASES = json.load(_f)
+
+
+def _sub(value, tmp):
+    for k, v in (("{ROOT}", ROOT), ("{BAD}", BAD), ("{TMP}", tmp), ("{SHARED}", SHARED_DATA)):
+        value = value.replace(k, v)
+    return value
+
+
+def _idx(path, array, truncate=False):
+    """A gzip IDX file of uint8 `array` (optionally cut in half: a broken download)."""
+    a = np.asarray(array, np.uint8)
+    raw = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape) + a.tobytes()
+    blob = gzip.compress(raw)
+    with open(path, "wb") as f:
+        f.write(blob[: len(blob) // 2] if truncate else blob)
+
+
+def _fashion_dir(spec, tmp):
+    """Tiny Fashion-MNIST files: the labels of the case, valid test files."""
+    d = _sub(spec["dir"], tmp)
+    os.makedirs(d)
+    labels = spec["labels"]
+    n = spec.get("images", len(labels))
+    _idx(os.path.join(d, "train-images-idx3-ubyte.gz"), np.zeros((n, 28, 28)), spec.get("truncate_images", False))
+    _idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), labels)
+    _idx(os.path.join(d, "t10k-images-idx3-ubyte.gz"), np.zeros((10, 28, 28)))
+    _idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), np.arange(10))
+
+
+def _fake_adb(tmp):
+    """tests/fake_adb.py as `adb` first on PATH, with one attached phone FAKE01."""
+    state = os.path.join(tmp, "fake_adb_state")
+    os.makedirs(os.path.join(state, "fs"))
+    with open(os.path.join(state, "config.json"), "w") as f:
+        json.dump({"devices": [{"serial": "FAKE01", "state": "device"}], "format": "new"}, f)
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir)
+    adb = os.path.join(bindir, "adb")
+    with open(adb, "w") as f:
+        f.write(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = 'adb'\n"
+                f"runpy.run_path({os.path.join(ROOT, 'tests', 'fake_adb.py')!r}, run_name='__main__')\n")
+    os.chmod(adb, 0o755)
+    return {"PATH": bindir + os.pathsep + os.environ["PATH"], "FAKE_ADB_STATE": state, "ADB": adb}
+
+
+def _setup(case, tmp):
+    setup = case.get("setup", {})
+    for d in setup.get("mkdir", []):
+        os.makedirs(_sub(d, tmp))
+    for src, dst in setup.get("copy", []):
+        dst = _sub(dst, tmp)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(_sub(src, tmp), dst)
+    if "sparse" in setup:
+        path, size = setup["sparse"]
+        with open(_sub(path, tmp), "wb") as f:
+            f.truncate(size)  # sparse: no disk space, but a size no JSON reader should load
+    if "fashion" in setup:
+        _fashion_dir(setup["fashion"], tmp)
+    return _fake_adb(tmp) if case.get("fake_adb") else {}
+
+
+def test_corpus_is_big_and_every_case_names_an_entry_point():
+    files = [f for f in os.listdir(BAD) if f != "cases.json"]
+    assert len(files) >= 40, len(files)
+    assert len(CASES) >= 40
+    assert len({c["id"] for c in CASES}) == len(CASES)
+    assert {c["entry"] for c in CASES} == set(ENTRY)
+    used = " ".join(" ".join(c["args"] + c["needles"]) + json.dumps(c.get("setup", {})) for c in CASES)
+    unused = [f for f in files if f not in used]
+    assert not unused, f"corpus files no case uses: {unused}"
+
+
+class _Run:
+    """One case set up in its own directory and running (or finished) in the background."""
+
+    def __init__(self, case, tmp, pool):
+        self.tmp = tmp
+        env = _setup(case, tmp)
+        self.before = {}
+        for p in case.get("unchanged", []):
+            with open(_sub(p, tmp), "rb") as f:
+                self.before[p] = f.read()
+        args = ENTRY[case["entry"]] + [_sub(a, tmp) for a in case["args"]]
+        self.future = pool.submit(run_cli, args, cwd=ROOT, timeout=300, **env)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """Start every selected case (two processes at a time); tests wait for their own."""
+    selected = {item.callspec.params["case"]["id"] for item in request.session.items
+                if getattr(item, "callspec", None) and "case" in item.callspec.params}
+    pool = ThreadPoolExecutor(max_workers=2)
+    started = {c["id"]: _Run(c, str(tmp_path_factory.mktemp(c["id"][:40])), pool)
+               for c in CASES if c["id"] in selected}
+    yield started
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_bad_input_is_one_error_line(case, runs):
+    run = runs[case["id"]]
+    tmp, before = run.tmp, run.before
+    proc = run.future.result()
+    line = assert_one_line_error(proc, *[_sub(n, tmp) for n in case["needles"]])
+    assert "(fix: " in line, line
+    for p in case.get("absent", []):
+        path = os.path.join(ROOT, _sub(p, tmp))
+        assert not os.path.exists(path), f"{case['id']} left {path} behind"
+    for p, content in before.items():
+        with open(_sub(p, tmp), "rb") as f:
+            assert f.read() == content, f"{case['id']} changed {p}"
+    left = [f for f in os.listdir(tmp) if ".tmp." in f]
+    assert not left, left
