@@ -1,0 +1,205 @@
+"""`--strategy=default|mirrored|multi_worker|tpu`: one place that builds a `tf.distribute` strategy.
+
+Both entry points (`search`, `train`) take the same two flags and call `make_strategy`
+before any model exists, because a strategy only governs variables created inside its
+scope, and CPU logical devices can only be configured before TensorFlow touches a device.
+
+- `default`: no strategy (TensorFlow's default one), one device.
+- `mirrored`: `MirroredStrategy` over the GPUs, or, without GPUs or with `cpu_devices`,
+  over N logical CPU devices carved from the one physical CPU (for tests and for trying
+  the distributed path on a laptop; it is not faster: the devices share the same cores).
+- `multi_worker`: `MultiWorkerMirroredStrategy` from `TF_CONFIG`; every worker runs the
+  same command. A worker that never comes up would make TensorFlow wait for it without
+  end, so the cluster must form within `timeout_s` (a watchdog ends the process with one
+  line naming the workers that are not reachable).
+- `tpu`: `TPUStrategy` through `TPUClusterResolver`; without a TPU, one line.
+
+The batch size every flag speaks of is the *global* batch: Keras splits each batch of the
+dataset across the replicas, so a run on N devices sees the same batches as on one.
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+
+from proxyless_tf.errors import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+DEFAULT_TIMEOUT_S = 120
+
+
+def split_cpu(n):
+    """Split the physical CPU into `n` logical devices (must run before TF initialises devices)."""
+    import tensorflow as tf
+
+    if n is None or int(n) <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    want = [tf.config.LogicalDeviceConfiguration() for _ in range(int(n))]
+    try:
+        tf.config.set_logical_device_configuration(cpu, want)
+    except RuntimeError:  # already initialised: fine if it already has that many
+        if len(tf.config.list_logical_devices("CPU")) != int(n):
+            raise ConfigError("--cpu_devices", "value", f"TensorFlow already initialised its devices, cannot "
+                              f"split the CPU into {n}", "pass --cpu_devices before anything runs on TF") from None
+
+
+def tf_config():
+    """The parsed TF_CONFIG, or raise one line saying what is wrong with it."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ConfigError("TF_CONFIG", "<env>", "is not set; --strategy=multi_worker needs the cluster",
+                          'set TF_CONFIG={"cluster": {"worker": ["host:port", ...]}, '
+                          '"task": {"type": "worker", "index": I}} on every worker')
+    try:
+        cfg = json.loads(raw)
+        workers = cfg["cluster"]["worker"]
+        task = cfg["task"]
+        index = int(task["index"])
+        kind = task["type"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError("TF_CONFIG", "<env>", f"not a valid cluster description ({type(e).__name__}: {e})",
+                          'use {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": I}}') from None
+    if kind == "worker" and not 0 <= index < len(workers):
+        raise ConfigError("TF_CONFIG", "task.index", f"{index} is not a worker of the {len(workers)} listed",
+                          f"use an index in 0..{len(workers) - 1}")
+    return cfg
+
+
+def _reachable(address, timeout=1.0):
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class ClusterWatchdog:
+    """Ends the process with one line if the multi-worker cluster has not formed in time.
+
+    TensorFlow's collective setup waits for every worker of TF_CONFIG indefinitely; a typo
+    in an address or a worker that died would hang the run. `start()` arms a timer; the
+    caller `stop()`s it once the first training step has gone through (every worker has
+    then joined). On expiry the workers whose ports do not answer are named, and the
+    process exits with code 2 (the ConfigError convention of the entry points).
+    """
+
+    def __init__(self, cfg, timeout_s):
+        self.cfg = cfg
+        self.timeout_s = float(timeout_s)
+        self._timer = None
+
+    def _expire(self):
+        cluster = self.cfg["cluster"]
+        me = self.cfg["task"]
+        mine = cluster.get(me["type"], [])[int(me["index"])] if cluster.get(me["type"]) else None
+        dead = [a for job in ("chief", "worker") for a in cluster.get(job, []) if a != mine and not _reachable(a)]
+        who = (f"not reachable: {', '.join(dead)}" if dead
+               else "every address answers, but not every worker joined")
+        sys.stderr.write(f"error: TF_CONFIG: cluster: the {sum(len(v) for v in cluster.values())} workers did not "
+                         f"all join within {self.timeout_s:g} s ({who}) (fix: start every worker of TF_CONFIG "
+                         f"with the same command, or fix the addresses; --cluster_timeout sets the wait)\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+    def start(self):
+        if self.timeout_s > 0:
+            self._timer = threading.Timer(self.timeout_s, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def stop(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def make_strategy(name="default", cpu_devices=None, timeout_s=DEFAULT_TIMEOUT_S):
+    """A `tf.distribute.Strategy` by name; `strategy.watchdog` is armed for `multi_worker`.
+
+    Args:
+        name: default, mirrored, multi_worker or tpu.
+        cpu_devices: for `mirrored`, the number of logical CPU devices to split the CPU into
+            (default: the GPUs when there are any, else 2 logical CPUs).
+        timeout_s: for `multi_worker`, how long the cluster may take to form (0: no limit).
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ConfigError("--strategy", "value", f"unknown strategy {name!r}", f"use one of {STRATEGIES}")
+    watchdog = None
+    if name == "default":
+        if cpu_devices and int(cpu_devices) > 1:
+            raise ConfigError("--cpu_devices", "value", "needs --strategy=mirrored", "add --strategy=mirrored")
+        strategy = tf.distribute.get_strategy()
+    elif name == "mirrored":
+        gpus = tf.config.list_physical_devices("GPU")
+        if cpu_devices or not gpus:
+            n = int(cpu_devices or 2)
+            if n < 1:
+                raise ConfigError("--cpu_devices", "value", f"{n}", "use 1 or more")
+            split_cpu(n)
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")][:n]
+            strategy = tf.distribute.MirroredStrategy(devices)
+        else:
+            strategy = tf.distribute.MirroredStrategy()
+    elif name == "multi_worker":
+        cfg = tf_config()
+        watchdog = ClusterWatchdog(cfg, timeout_s).start()
+        # The constructor starts this worker's server; collectives block until all have joined.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except Exception as e:  # ValueError / NotFoundError / RuntimeError depending on the machine
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ConfigError("--strategy", "tpu", f"no TPU found ({first})",
+                              "run on a TPU VM (or set TPU_NAME), or use --strategy=mirrored") from None
+        strategy = tf.distribute.TPUStrategy(resolver)
+    strategy.watchdog = watchdog
+    return strategy
+
+
+def is_chief(strategy):
+    """True on the worker that writes the run directory (every non-multi-worker run)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None):
+        return True
+    spec = resolver.cluster_spec().as_dict()
+    if not spec:
+        return True
+    kind, index = resolver.task_type, resolver.task_id
+    if "chief" in spec:
+        return kind == "chief"
+    return kind == "worker" and int(index or 0) == 0
+
+
+def worker_dir(out_dir, strategy):
+    """`out_dir` on the chief; a side directory `out_dir/workers/<task>` on the other workers.
+
+    Every worker of a multi-worker run executes the same callbacks; letting them write the
+    same checkpoint file would race. The chief's files are the run's; the others are kept
+    for comparison (and are identical when the run is in sync).
+    """
+    if is_chief(strategy):
+        return out_dir
+    r = strategy.cluster_resolver
+    return os.path.join(out_dir, "workers", f"{r.task_type}{r.task_id}")
+
+
+def cluster_joined_callback(watchdog):
+    """A Keras callback that disarms the watchdog after the first step (the cluster has formed)."""
+    import keras
+
+    class ClusterJoined(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if watchdog is not None:
+                watchdog.stop()
+
+    return ClusterJoined()
