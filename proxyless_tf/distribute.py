@@ -153,6 +153,11 @@ def make_strategy(name="default", cpu_devices=None, timeout_s=DEFAULT_TIMEOUT_S)
         # The constructor starts this worker's server; collectives block until all have joined.
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
+        # Without a local TPU or TPU_NAME the resolver would ask the GCE metadata server and
+        # wait on the network; say it at once instead.
+        if not tf.config.list_physical_devices("TPU") and not os.environ.get("TPU_NAME"):
+            raise ConfigError("--strategy", "tpu", "no TPU found (no local TPU device, TPU_NAME is not set)",
+                              "run on a TPU VM or set TPU_NAME, or use --strategy=mirrored")
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
             tf.config.experimental_connect_to_cluster(resolver)
@@ -191,6 +196,39 @@ def worker_dir(out_dir, strategy):
         return out_dir
     r = strategy.cluster_resolver
     return os.path.join(out_dir, "workers", f"{r.task_type}{r.task_id}")
+
+
+def is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def for_strategy(ds, strategy):
+    """Shard a multi-worker input by data, never by file.
+
+    Every worker builds the same seeded pipeline; with DATA sharding each takes its part of
+    every global batch. File sharding (TF's first guess for tfds inputs) would give each
+    worker other files and break the index-based train/valid split of `data.search_data`.
+    """
+    import tensorflow as tf
+
+    if not is_multi_worker(strategy):
+        return ds
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(opts)
+
+
+def define_flags(flags):
+    """The flags both entry points share (`search`, `train`)."""
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: default (one device), mirrored (GPUs, or --cpu_devices logical "
+                      "CPUs), multi_worker (TF_CONFIG), tpu. Batch sizes are global.")
+    flags.DEFINE_integer("cpu_devices", None, "With --strategy=mirrored: split the CPU into this many logical "
+                         "devices (default: the GPUs, or 2 CPUs when there is no GPU).")
+    flags.DEFINE_integer("cluster_timeout", DEFAULT_TIMEOUT_S, "With --strategy=multi_worker: seconds the workers "
+                         "of TF_CONFIG may take to join before the run stops with an error (0: wait forever).")
 
 
 def cluster_joined_callback(watchdog):
