@@ -220,6 +220,50 @@ def for_strategy(ds, strategy):
     return ds.with_options(opts)
 
 
+def fix_multi_worker_fit(model, strategy):
+    """Work around two Keras 3.15 bugs that break `fit` under MultiWorkerMirroredStrategy.
+
+    With more than one worker, Keras 3.15 reduces across workers with `strategy.reduce`:
+    1. before the first step, the whole first batch, to build compiled metrics from it;
+       `strategy.reduce` takes one distributed value, not a nest, so every (x, y) batch
+       fails ("Attempt to convert a value (PerReplica ...) to a Tensor");
+    2. after every step, each log value with `axis=0`, which fails for the scalar losses
+       and metrics every step returns ("Invalid reduction dimension 0 for input with 0
+       dimensions").
+    The fixes, on this model instance only: build from this worker's local slice of the
+    batch (only shapes and dtypes are used, no collective is needed), and return scalar
+    logs as shape-(1,) vectors, whose mean over axis 0 across workers is the scalar again.
+    Nothing changes for any other strategy.
+    """
+    if not is_multi_worker(strategy):
+        return model
+    import keras
+    import tensorflow as tf
+
+    def local(v):
+        return strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = keras.tree.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def vector_logs(step):
+        def wrapped(data):
+            logs = step(data)
+            return keras.tree.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+
+        return wrapped
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    model.train_step = vector_logs(model.train_step)
+    model.test_step = vector_logs(model.test_step)
+    return model
+
+
 def define_flags(flags):
     """The flags both entry points share (`search`, `train`)."""
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES),

@@ -238,6 +238,7 @@ def run_search(cfg):
             latency_loss=loss, target_ms=target,
             loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
             arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs)
+    distribute.fix_multi_worker_fit(net, strategy)
     history = []
     guard, ckpt, alphas = make_callbacks(out, history)
     callbacks = [

@@ -173,6 +173,7 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
     with strategy.scope():
         model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
         compile_model(model, cfg, steps)
+    distribute.fix_multi_worker_fit(model, strategy)
     callbacks = make_callbacks(run_dir, val is not None)
     if getattr(strategy, "watchdog", None) is not None:
         callbacks.append(distribute.cluster_joined_callback(strategy.watchdog))
