@@ -11,7 +11,8 @@ scope, and CPU logical devices can only be configured before TensorFlow touches 
 - `multi_worker`: `MultiWorkerMirroredStrategy` from `TF_CONFIG`; every worker runs the
   same command. A worker that never comes up would make TensorFlow wait for it without
   end, so the cluster must form within `timeout_s` (a watchdog ends the process with one
-  line naming the workers that are not reachable).
+  line naming the workers that are not reachable; the process is killed, so its exit
+  status is that of SIGKILL, not 2).
 - `tpu`: `TPUStrategy` through `TPUClusterResolver`; without a TPU, one line.
 
 The batch size every flag speaks of is the *global* batch: Keras splits each batch of the
@@ -20,9 +21,7 @@ dataset across the replicas, so a run on N devices sees the same batches as on o
 
 import json
 import os
-import socket
 import sys
-import threading
 
 from proxyless_tf.errors import ConfigError
 
@@ -68,54 +67,67 @@ def tf_config():
     return cfg
 
 
-def _reachable(address, timeout=1.0):
-    host, port = address.rsplit(":", 1)
+# Runs in a separate small interpreter: TensorFlow holds the GIL while it waits for the
+# cluster, so a thread of the stuck process could never run. Exits quietly when the parent
+# closes the pipe (cluster formed) or dies; otherwise names the unreachable workers on the
+# shared stderr and kills the parent (SIGKILL: the stuck process has a SIGTERM handler of
+# TensorFlow's, which never gets to run either).
+_WATCHDOG = r"""
+import os, select, signal, socket, sys
+pid, timeout, me, total = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+peers = sys.argv[5:]
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)
+def up(a):
+    host, port = a.rsplit(":", 1)
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+        return True
     except OSError:
         return False
+dead = [a for a in peers if a != me and not up(a)]
+who = "not reachable: " + ", ".join(dead) if dead else "every address answers, but not every worker joined"
+sys.stderr.write("error: TF_CONFIG: cluster: the %d workers did not all join within %g s (%s) (fix: start every "
+                 "worker of TF_CONFIG with the same command, or fix the addresses; --cluster_timeout sets the "
+                 "wait)\n" % (total, timeout, who))
+sys.stderr.flush()
+os.kill(pid, signal.SIGKILL)
+"""
 
 
 class ClusterWatchdog:
-    """Ends the process with one line if the multi-worker cluster has not formed in time.
+    """Stops the process with one line if the multi-worker cluster has not formed in time.
 
-    TensorFlow's collective setup waits for every worker of TF_CONFIG indefinitely; a typo
-    in an address or a worker that died would hang the run. `start()` arms a timer; the
-    caller `stop()`s it once the first training step has gone through (every worker has
-    then joined). On expiry the workers whose ports do not answer are named, and the
-    process exits with code 2 (the ConfigError convention of the entry points).
+    TensorFlow waits for every worker of TF_CONFIG indefinitely, inside C++ and holding
+    the GIL: a typo in an address or a worker that died would hang the run, and neither
+    a Python thread nor a signal handler of this process could step in. So `start()`
+    launches a tiny watcher interpreter (no TensorFlow in it); the caller `stop()`s it once
+    the first training step has gone through (every worker has then joined). On expiry it
+    names the workers whose ports do not answer and kills this process.
     """
 
     def __init__(self, cfg, timeout_s):
         self.cfg = cfg
         self.timeout_s = float(timeout_s)
-        self._timer = None
-
-    def _expire(self):
-        cluster = self.cfg["cluster"]
-        me = self.cfg["task"]
-        mine = cluster.get(me["type"], [])[int(me["index"])] if cluster.get(me["type"]) else None
-        dead = [a for job in ("chief", "worker") for a in cluster.get(job, []) if a != mine and not _reachable(a)]
-        who = (f"not reachable: {', '.join(dead)}" if dead
-               else "every address answers, but not every worker joined")
-        sys.stderr.write(f"error: TF_CONFIG: cluster: the {sum(len(v) for v in cluster.values())} workers did not "
-                         f"all join within {self.timeout_s:g} s ({who}) (fix: start every worker of TF_CONFIG "
-                         f"with the same command, or fix the addresses; --cluster_timeout sets the wait)\n")
-        sys.stderr.flush()
-        os._exit(2)
+        self._proc = None
 
     def start(self):
-        if self.timeout_s > 0:
-            self._timer = threading.Timer(self.timeout_s, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+        import subprocess
+
+        if self.timeout_s <= 0:
+            return self
+        cluster, task = self.cfg["cluster"], self.cfg["task"]
+        peers = [a for job in ("chief", "worker") for a in cluster.get(job, [])]
+        me = cluster.get(task["type"], [""] * (int(task["index"]) + 1))[int(task["index"])]
+        self._proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.timeout_s), me,
+                                       str(len(peers)), *peers], stdin=subprocess.PIPE)
         return self
 
     def stop(self):
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._proc is not None:
+            self._proc.stdin.close()  # EOF: the watcher exits quietly
+            self._proc.wait()
+            self._proc = None
 
 
 def make_strategy(name="default", cpu_devices=None, timeout_s=DEFAULT_TIMEOUT_S):
