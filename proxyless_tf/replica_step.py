@@ -37,7 +37,6 @@ each replica keeps are its own. Gradient clipping, EMA, loss scaling and gradien
 accumulation are not applied on this path: a strategy run with them is refused.
 """
 
-import keras
 import tensorflow as tf
 
 from proxyless_tf.errors import ConfigError

@@ -53,7 +53,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.p.kill()
             raise
-        self.seconds = time.time() - self.t0
+        self.seconds = os.path.getmtime(self.err) - self.t0  # its last output, ~ when it ended
         self.returncode, self.stdout, self.stderr = self.p.returncode, self.out.read_text(), self.err.read_text()
         return self
 
