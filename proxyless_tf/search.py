@@ -14,7 +14,7 @@ import sys
 
 from absl import flags
 
-from proxyless_tf import cli
+from proxyless_tf import cli, distribute
 from proxyless_tf.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +62,7 @@ flags.DEFINE_float("derive_tolerance", 0.1, "If the argmax net misses target_ms 
 flags.DEFINE_string("out_dir", "runs/search", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Seed of the split, shuffles and path sampling.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
+distribute.define_flags(flags)
 flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search graph (slow to start, "
                      "no measurable gain on this branchy graph).")
 

@@ -61,6 +61,9 @@ class SearchConfig:
     derive_tolerance: float = 0.1
     seed: int = 0
     verbose: int = 2
+    strategy: str = "default"
+    cpu_devices: int = None
+    cluster_timeout: int = 120
 
 
 # ---- callbacks ---------------------------------------------------------------------------------------
@@ -251,10 +254,12 @@ def run_search(cfg):
     import keras
 
     from proxyless_tf import data as data_lib
+    from proxyless_tf import distribute
     from proxyless_tf.supernet import SuperNet
 
     t_start = time.time()
-    out = cfg.out_dir
+    strategy = distribute.make_strategy(cfg.strategy, cfg.cpu_devices, cfg.cluster_timeout)  # before any TF op
+    out = distribute.worker_dir(cfg.out_dir, strategy)
     keras.utils.set_random_seed(cfg.seed)
     space = check_config(cfg)
     data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
@@ -264,17 +269,19 @@ def run_search(cfg):
     target, rng = resolve_target(cfg, table, space, data.num_classes)
     loss = None if cfg.latency_loss in (None, "none") else cfg.latency_loss
     os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
-    net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed)
     steps = cfg.steps_per_epoch or data.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
-    net.compile(
-        weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
-                                              weight_decay=cfg.weight_decay or None),
-        arch_optimizer=keras.optimizers.Adam(cfg.arch_lr, beta_1=0.0, beta_2=cfg.arch_beta2),
-        latency_loss=loss, target_ms=target,
-        loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
-        arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,
-        reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay)
+    with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
+        net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed)
+        net.compile(
+            weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
+                                                  weight_decay=cfg.weight_decay or None),
+            arch_optimizer=keras.optimizers.Adam(cfg.arch_lr, beta_1=0.0, beta_2=cfg.arch_beta2),
+            latency_loss=loss, target_ms=target,
+            loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
+            arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,
+            reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay)
+    distribute.fix_multi_worker_fit(net, strategy)
     history = []
     guard, ckpt, alphas = make_callbacks(out, history)
     callbacks = [
@@ -282,9 +289,13 @@ def run_search(cfg):
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False),
         keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
     ]
+    if strategy.watchdog is not None:
+        callbacks.append(distribute.cluster_joined_callback(strategy.watchdog))
     search_ds = data.search.repeat() if cfg.steps_per_epoch else data.search
+    search_ds = distribute.for_strategy(search_ds, strategy)
     print(f"search: {data.num_train} train / {data.num_valid} valid images ({data.source}), {steps} steps "
-          f"per epoch; target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms", flush=True)
+          f"per epoch of global batch {cfg.batch_size} on {strategy.num_replicas_in_sync} replica(s); "
+          f"target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms", flush=True)
     net.fit(search_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks,
             verbose=cfg.verbose)
     if guard.bad:

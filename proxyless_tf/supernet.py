@@ -53,7 +53,8 @@ class LastValue(keras.metrics.Metric):
 
     def __init__(self, name, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        # "mean": every replica holds the same value, and a cross-replica read must not sum them
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value", aggregation="mean")
 
     def update_state(self, value):
         self.value.assign(keras.ops.cast(value, self.value.dtype))
@@ -407,6 +408,10 @@ class SuperNet(keras.Model):
         return loss
 
     def train_step(self, data):
+        if tf.distribute.has_strategy():  # Mirrored / MultiWorker: sync points outside control flow
+            from proxyless_tf import replica_step
+
+            return replica_step.train_step(self, data)
         (x, y), (x_val, y_val) = data
         ce, logits, _ = self.weight_step(x, y)
         step = self.optimizer.iterations - 1

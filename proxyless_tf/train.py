@@ -11,7 +11,7 @@ import time
 
 from absl import flags
 
-from proxyless_tf import cli
+from proxyless_tf import cli, distribute
 from proxyless_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -32,6 +32,7 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs).")
 flags.DEFINE_integer("train_examples", None, "Use only the first N training examples (smoke runs).")
 flags.DEFINE_integer("val_examples", 0, "Hold out N training examples to pick best.keras by.")
+distribute.define_flags(flags)
 
 
 def main(argv):
@@ -47,6 +48,7 @@ def main(argv):
     from proxyless_tf import data
 
     data.check_data_dir(FLAGS.data_dir, FLAGS.dataset)
+    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices, FLAGS.cluster_timeout)  # before any TF op
     from proxyless_tf import training
 
     want = training.DATASET_INPUT_SHAPES.get(FLAGS.dataset)
@@ -62,11 +64,11 @@ def main(argv):
         val_examples=FLAGS.val_examples)
     out_dir = FLAGS.out_dir or os.path.join("runs", "train_" + os.path.splitext(os.path.basename(FLAGS.arch))[0])
     t0 = time.time()
-    result = training.train(arch, splits, cfg, out_dir)
+    result = training.train(arch, splits, cfg, out_dir, strategy=strategy)
     result.update(arch=os.path.abspath(FLAGS.arch), dataset=FLAGS.dataset, wall_s=round(time.time() - t0, 1),
                   config=vars(cfg) if not hasattr(cfg, "__dataclass_fields__") else cfg.__dict__)
     from proxyless_tf.space import write_json_atomic
-    write_json_atomic(os.path.join(out_dir, "result.json"), result)
+    write_json_atomic(os.path.join(distribute.worker_dir(out_dir, strategy), "result.json"), result)
     print(json.dumps({k: result[k] for k in ("test_accuracy", "test_loss", "model_path", "epochs", "wall_s")}))
 
 

@@ -141,15 +141,23 @@ def make_callbacks(run_dir, has_val):
     return cbs
 
 
-def train(arch, splits, cfg, run_dir, verbose=2):
+def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
     """Build the network of `arch`, fit it on `splits`, evaluate on the test split, save it.
 
     Returns a dict with the test loss/accuracy, the path of the saved `.keras` model and the
     number of epochs run. A run interrupted and started again with the same `run_dir`
     resumes from its last finished epoch (BackupAndRestore).
+
+    With a `tf.distribute` `strategy` the model and its optimizer are created in its scope
+    and `cfg.batch_size` is the global batch (Keras splits it across the replicas; its loss
+    objects scale by 1/num_replicas themselves). On a multi-worker run only the chief
+    writes `run_dir`; the other workers write `run_dir/workers/<task>`.
     """
+    from proxyless_tf import distribute
     from proxyless_tf.nets import build_model
 
+    strategy = strategy or tf.distribute.get_strategy()
+    run_dir = distribute.worker_dir(run_dir, strategy)
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     x, y = splits.x_train, splits.y_train
@@ -162,11 +170,16 @@ def train(arch, splits, cfg, run_dir, verbose=2):
     if steps < 1:
         raise ConfigError("<train config>", "batch_size", f"{cfg.batch_size} is larger than the "
                           f"{len(x)} training examples", "use a smaller batch size")
-    model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
-    compile_model(model, cfg, steps)
-    history = model.fit(train_dataset(x, y, splits.num_classes, cfg), epochs=cfg.epochs,
-                        steps_per_epoch=steps, validation_data=val,
-                        callbacks=make_callbacks(run_dir, val is not None), verbose=verbose)
+    with strategy.scope():
+        model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
+        compile_model(model, cfg, steps)
+    distribute.fix_multi_worker_fit(model, strategy)
+    callbacks = make_callbacks(run_dir, val is not None)
+    if getattr(strategy, "watchdog", None) is not None:
+        callbacks.append(distribute.cluster_joined_callback(strategy.watchdog))
+    history = model.fit(distribute.for_strategy(train_dataset(x, y, splits.num_classes, cfg), strategy),
+                        epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val,
+                        callbacks=callbacks, verbose=verbose)
     loss, acc = model.evaluate(eval_dataset(splits.x_test, splits.y_test, splits.num_classes), verbose=0)
     path = os.path.join(run_dir, "model.keras")
     tmp = os.path.join(run_dir, f"model.tmp{os.getpid()}.keras")

@@ -1,0 +1,299 @@
+"""`--strategy=default|mirrored|multi_worker|tpu`: one place that builds a `tf.distribute` strategy.
+
+Both entry points (`search`, `train`) take the same two flags and call `make_strategy`
+before any model exists, because a strategy only governs variables created inside its
+scope, and CPU logical devices can only be configured before TensorFlow touches a device.
+
+- `default`: no strategy (TensorFlow's default one), one device.
+- `mirrored`: `MirroredStrategy` over the GPUs, or, without GPUs or with `cpu_devices`,
+  over N logical CPU devices carved from the one physical CPU (for tests and for trying
+  the distributed path on a laptop; it is not faster: the devices share the same cores).
+- `multi_worker`: `MultiWorkerMirroredStrategy` from `TF_CONFIG`; every worker runs the
+  same command. A worker that never comes up would make TensorFlow wait for it without
+  end, so the cluster must form within `timeout_s` (a watchdog ends the process with one
+  line naming the workers that are not reachable; the process is killed, so its exit
+  status is that of SIGKILL, not 2).
+- `tpu`: `TPUStrategy` through `TPUClusterResolver`; without a TPU, one line.
+
+The batch size every flag speaks of is the *global* batch: Keras splits each batch of the
+dataset across the replicas, so a run on N devices sees the same batches as on one.
+"""
+
+import json
+import os
+import sys
+
+from proxyless_tf.errors import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+DEFAULT_TIMEOUT_S = 120
+
+
+def split_cpu(n):
+    """Split the physical CPU into `n` logical devices (must run before TF initialises devices)."""
+    import tensorflow as tf
+
+    if n is None or int(n) <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    want = [tf.config.LogicalDeviceConfiguration() for _ in range(int(n))]
+    try:
+        tf.config.set_logical_device_configuration(cpu, want)
+    except RuntimeError:  # already initialised: fine if it already has that many
+        if len(tf.config.list_logical_devices("CPU")) != int(n):
+            raise ConfigError("--cpu_devices", "value", f"TensorFlow already initialised its devices, cannot "
+                              f"split the CPU into {n}", "pass --cpu_devices before anything runs on TF") from None
+
+
+def tf_config():
+    """The parsed TF_CONFIG, or raise one line saying what is wrong with it."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ConfigError("TF_CONFIG", "<env>", "is not set; --strategy=multi_worker needs the cluster",
+                          'set TF_CONFIG={"cluster": {"worker": ["host:port", ...]}, '
+                          '"task": {"type": "worker", "index": I}} on every worker')
+    try:
+        cfg = json.loads(raw)
+        workers = cfg["cluster"]["worker"]
+        task = cfg["task"]
+        index = int(task["index"])
+        kind = task["type"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError("TF_CONFIG", "<env>", f"not a valid cluster description ({type(e).__name__}: {e})",
+                          'use {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": I}}') from None
+    if kind == "worker" and not 0 <= index < len(workers):
+        raise ConfigError("TF_CONFIG", "task.index", f"{index} is not a worker of the {len(workers)} listed",
+                          f"use an index in 0..{len(workers) - 1}")
+    return cfg
+
+
+# Runs in a separate small interpreter: TensorFlow holds the GIL while it waits for the
+# cluster, so a thread of the stuck process could never run. Exits quietly when the parent
+# closes the pipe (cluster formed) or dies; otherwise names the unreachable workers on the
+# shared stderr and kills the parent (SIGKILL: the stuck process has a SIGTERM handler of
+# TensorFlow's, which never gets to run either).
+_WATCHDOG = r"""
+import os, select, signal, socket, sys
+pid, timeout, me, total = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+peers = sys.argv[5:]
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)
+def up(a):
+    host, port = a.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
+dead = [a for a in peers if a != me and not up(a)]
+who = "not reachable: " + ", ".join(dead) if dead else "every address answers, but not every worker joined"
+sys.stderr.write("error: TF_CONFIG: cluster: the %d workers did not all join within %g s (%s) (fix: start every "
+                 "worker of TF_CONFIG with the same command, or fix the addresses; --cluster_timeout sets the "
+                 "wait)\n" % (total, timeout, who))
+sys.stderr.flush()
+os.kill(pid, signal.SIGKILL)
+"""
+
+
+class ClusterWatchdog:
+    """Stops the process with one line if the multi-worker cluster has not formed in time.
+
+    TensorFlow waits for every worker of TF_CONFIG indefinitely, inside C++ and holding
+    the GIL: a typo in an address or a worker that died would hang the run, and neither
+    a Python thread nor a signal handler of this process could step in. So `start()`
+    launches a tiny watcher interpreter (no TensorFlow in it); the caller `stop()`s it once
+    the first training step has gone through (every worker has then joined). On expiry it
+    names the workers whose ports do not answer and kills this process.
+    """
+
+    def __init__(self, cfg, timeout_s):
+        self.cfg = cfg
+        self.timeout_s = float(timeout_s)
+        self._proc = None
+
+    def start(self):
+        import subprocess
+
+        if self.timeout_s <= 0:
+            return self
+        cluster, task = self.cfg["cluster"], self.cfg["task"]
+        peers = [a for job in ("chief", "worker") for a in cluster.get(job, [])]
+        me = cluster.get(task["type"], [""] * (int(task["index"]) + 1))[int(task["index"])]
+        self._proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.timeout_s), me,
+                                       str(len(peers)), *peers], stdin=subprocess.PIPE)
+        return self
+
+    def stop(self):
+        if self._proc is not None:
+            self._proc.stdin.close()  # EOF: the watcher exits quietly
+            self._proc.wait()
+            self._proc = None
+
+
+def make_strategy(name="default", cpu_devices=None, timeout_s=DEFAULT_TIMEOUT_S):
+    """A `tf.distribute.Strategy` by name; `strategy.watchdog` is armed for `multi_worker`.
+
+    Args:
+        name: default, mirrored, multi_worker or tpu.
+        cpu_devices: for `mirrored`, the number of logical CPU devices to split the CPU into
+            (default: the GPUs when there are any, else 2 logical CPUs).
+        timeout_s: for `multi_worker`, how long the cluster may take to form (0: no limit).
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ConfigError("--strategy", "value", f"unknown strategy {name!r}", f"use one of {STRATEGIES}")
+    watchdog = None
+    if name == "default":
+        if cpu_devices and int(cpu_devices) > 1:
+            raise ConfigError("--cpu_devices", "value", "needs --strategy=mirrored", "add --strategy=mirrored")
+        strategy = tf.distribute.get_strategy()
+    elif name == "mirrored":
+        gpus = tf.config.list_physical_devices("GPU")
+        if cpu_devices or not gpus:
+            n = int(cpu_devices or 2)
+            if n < 1:
+                raise ConfigError("--cpu_devices", "value", f"{n}", "use 1 or more")
+            split_cpu(n)
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")][:n]
+            strategy = tf.distribute.MirroredStrategy(devices)
+        else:
+            strategy = tf.distribute.MirroredStrategy()
+    elif name == "multi_worker":
+        cfg = tf_config()
+        watchdog = ClusterWatchdog(cfg, timeout_s).start()
+        # The constructor starts this worker's server; collectives block until all have joined.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        # Without a local TPU or TPU_NAME the resolver would ask the GCE metadata server and
+        # wait on the network; say it at once instead.
+        if not tf.config.list_physical_devices("TPU") and not os.environ.get("TPU_NAME"):
+            raise ConfigError("--strategy", "tpu", "no TPU found (no local TPU device, TPU_NAME is not set)",
+                              "run on a TPU VM or set TPU_NAME, or use --strategy=mirrored")
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except Exception as e:  # ValueError / NotFoundError / RuntimeError depending on the machine
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ConfigError("--strategy", "tpu", f"no TPU found ({first})",
+                              "run on a TPU VM (or set TPU_NAME), or use --strategy=mirrored") from None
+        strategy = tf.distribute.TPUStrategy(resolver)
+    strategy.watchdog = watchdog
+    return strategy
+
+
+def is_chief(strategy):
+    """True on the worker that writes the run directory (every non-multi-worker run)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None):
+        return True
+    spec = resolver.cluster_spec().as_dict()
+    if not spec:
+        return True
+    kind, index = resolver.task_type, resolver.task_id
+    if "chief" in spec:
+        return kind == "chief"
+    return kind == "worker" and int(index or 0) == 0
+
+
+def worker_dir(out_dir, strategy):
+    """`out_dir` on the chief; a side directory `out_dir/workers/<task>` on the other workers.
+
+    Every worker of a multi-worker run executes the same callbacks; letting them write the
+    same checkpoint file would race. The chief's files are the run's; the others are kept
+    for comparison (and are identical when the run is in sync).
+    """
+    if is_chief(strategy):
+        return out_dir
+    r = strategy.cluster_resolver
+    return os.path.join(out_dir, "workers", f"{r.task_type}{r.task_id}")
+
+
+def is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def for_strategy(ds, strategy):
+    """Shard a multi-worker input by data, never by file.
+
+    Every worker builds the same seeded pipeline; with DATA sharding each takes its part of
+    every global batch. File sharding (TF's first guess for tfds inputs) would give each
+    worker other files and break the index-based train/valid split of `data.search_data`.
+    """
+    import tensorflow as tf
+
+    if not is_multi_worker(strategy):
+        return ds
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(opts)
+
+
+def fix_multi_worker_fit(model, strategy):
+    """Work around two Keras 3.15 bugs that break `fit` under MultiWorkerMirroredStrategy.
+
+    With more than one worker, Keras 3.15 reduces across workers with `strategy.reduce`:
+    1. before the first step, the whole first batch, to build compiled metrics from it;
+       `strategy.reduce` takes one distributed value, not a nest, so every (x, y) batch
+       fails ("Attempt to convert a value (PerReplica ...) to a Tensor");
+    2. after every step, each log value with `axis=0`, which fails for the scalar losses
+       and metrics every step returns ("Invalid reduction dimension 0 for input with 0
+       dimensions").
+    The fixes, on this model instance only: build from this worker's local slice of the
+    batch (only shapes and dtypes are used, no collective is needed), and return scalar
+    logs as shape-(1,) vectors, whose mean over axis 0 across workers is the scalar again.
+    Nothing changes for any other strategy.
+    """
+    if not is_multi_worker(strategy):
+        return model
+    import keras
+    import tensorflow as tf
+
+    def local(v):
+        return strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = keras.tree.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def vector_logs(step):
+        def wrapped(data):
+            logs = step(data)
+            return keras.tree.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+
+        return wrapped
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    model.train_step = vector_logs(model.train_step)
+    model.test_step = vector_logs(model.test_step)
+    return model
+
+
+def define_flags(flags):
+    """The flags both entry points share (`search`, `train`)."""
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: default (one device), mirrored (GPUs, or --cpu_devices logical "
+                      "CPUs), multi_worker (TF_CONFIG), tpu. Batch sizes are global.")
+    flags.DEFINE_integer("cpu_devices", None, "With --strategy=mirrored: split the CPU into this many logical "
+                         "devices (default: the GPUs, or 2 CPUs when there is no GPU).")
+    flags.DEFINE_integer("cluster_timeout", DEFAULT_TIMEOUT_S, "With --strategy=multi_worker: seconds the workers "
+                         "of TF_CONFIG may take to join before the run stops with an error (0: wait forever).")
+
+
+def cluster_joined_callback(watchdog):
+    """A Keras callback that disarms the watchdog after the first step (the cluster has formed)."""
+    import keras
+
+    class ClusterJoined(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if watchdog is not None:
+                watchdog.stop()
+
+    return ClusterJoined()

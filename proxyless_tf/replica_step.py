@@ -1,0 +1,177 @@
+"""The search step under a `tf.distribute` strategy (Mirrored, MultiWorkerMirrored).
+
+Why it is not the one-device step: that step applies the weight optimizer per layer inside
+a `tf.switch_case` on the sampled op (so unsampled ops' weights and slots never move) and
+the architecture step inside a `tf.cond`. Under a strategy, `optimizer.apply` in replica
+context synchronises the replicas with `merge_call` (all-reduce, then the update of every
+copy in cross-replica context), and TensorFlow refuses a `merge_call` inside control flow
+("merge_call called while defining a new graph or a tf.function ... control flow statement
+which contains a synchronization point"): each replica thread builds its own branch graph,
+and the merge function cannot use tensors of several branch graphs.
+
+So the synchronisation points are hoisted out of the control flow, and the control flow is
+moved to where no synchronisation happens:
+
+    replica context (each replica: its slice of the global batch)
+      1. sample one path per layer (the SeedGenerator state is a mirrored variable updated
+         locally, so every replica draws the same paths)
+      2. gradients of CE / num_replicas (a hand-written mean: the SUM all-reduce then gives
+         the gradient of the global-batch mean, as on one device)
+      3. all-reduce SUM, at the top level
+    one merge_call -> cross-replica context (no synchronisation inside: control flow is fine)
+      4. weight decay + `optimizer.update_step` through `strategy.extended.update` on every
+         copy — what Keras' own TF optimizer does inside its merge_call — for the shared
+         weights always and, per layer inside a `tf.switch_case`, for the sampled op only
+    replica context
+      5. if an architecture step is due (`tf.cond`, no synchronisation inside): sample pairs,
+         forward on the validation slice, gradients of the arch loss / num_replicas in α
+      6. all-reduce SUM of the α gradients (always; zeros when no arch step: a few floats)
+    one merge_call
+      7. inside `tf.cond`: the α optimizer's update on every copy, its step counter, the
+         pair rescale of `MixedOp.rescale`
+
+The learning rate and step counter follow the one-device step: every update of a step
+sees the same schedule point and the counter advances once. Batch-norm statistics are
+per replica (as in the official PyTorch code under DataParallel); the moving averages
+each replica keeps are its own. Gradient clipping, EMA, loss scaling and gradient
+accumulation are not applied on this path: a strategy run with them is refused.
+"""
+
+import tensorflow as tf
+
+from proxyless_tf.errors import ConfigError
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def check_optimizer(opt, which):
+    unsupported = [n for n in ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
+                               "gradient_accumulation_steps") if getattr(opt, n, None)]
+    if unsupported:
+        raise ConfigError("<compile>", which, f"{', '.join(unsupported)} is not applied by the distributed "
+                          "search step", "drop it, or search without --strategy")
+
+
+def _local(value):
+    """This worker's first replica's copy of a value that is identical on every replica."""
+    return tf.distribute.get_strategy().experimental_local_results(value)[0]
+
+
+def _update(strategy, opt, grads, variables, lr):
+    """Weight decay then `opt.update_step` on every copy of every variable (cross-replica)."""
+    for g, v in zip(grads, variables):
+        if g is None:
+            continue
+        if opt.weight_decay is not None and opt._use_weight_decay(v):
+            def decay(var):
+                var.assign_sub(var * tf.cast(opt.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
+
+            strategy.extended.update(v.value, decay, group=False)
+        strategy.extended.update(v.value, lambda var, grad: opt.update_step(grad, var, lr), args=(g,),
+                                 group=False)
+
+
+def _apply_weights(strategy, net, grads, wvars, samples):
+    """Cross-replica: shared weights always; of each layer only the sampled op's weights and slots."""
+    opt = net.optimizer
+    lr = tf.identity(opt.learning_rate)  # the schedule at this step, for every update below
+    grad_of = {id(v): g for g, v in zip(grads, wvars)}
+    cand = {id(v) for m in net.mixed_ops for v in m.trainable_variables}
+    shared = [v for v in wvars if id(v) not in cand]
+    _update(strategy, opt, [grad_of[id(v)] for v in shared], shared, lr)
+    for m, index in zip(net.mixed_ops, samples):
+        branches = []
+        for j in range(m.num_candidates):
+            def branch(vs=m.candidate_variables(j)):
+                _update(strategy, opt, [grad_of[id(v)] for v in vs], vs, lr)
+                return tf.constant(0)
+
+            branches.append(branch)
+        tf.switch_case(_local(index), branches)
+    opt.iterations.assign_add(1)
+
+
+def _apply_all(strategy, net, grads, wvars):
+    """Cross-replica, `full` mode: every op ran, every weight is updated."""
+    opt = net.optimizer
+    _update(strategy, opt, grads, wvars, tf.identity(opt.learning_rate))
+    opt.iterations.assign_add(1)
+
+
+def _apply_arch(strategy, net, grads, pairs, do_arch):
+    """Cross-replica: the α optimizer's step and the pair rescale, when an arch step ran."""
+    opt = net.arch_optimizer
+    alphas = net.arch_variables
+
+    def step():
+        before = [tf.identity(a.value) for a in alphas]
+        _update(strategy, opt, grads, alphas, tf.identity(opt.learning_rate))
+        opt.iterations.assign_add(1)
+        if net.mode == "two":
+            for m, pair, b in zip(net.mixed_ops, pairs, before):
+                m.rescale(b, _local(pair))
+        return tf.constant(0)
+
+    tf.cond(_local(do_arch), step, lambda: tf.constant(0))
+
+
+def train_step(net, data):
+    """One search step of `SuperNet` `net` in replica context; returns the metrics dict."""
+    (x, y), (x_val, y_val) = data
+    ctx = tf.distribute.get_replica_context()
+    n = ctx.num_replicas_in_sync
+    if net.mode not in ("two", "full"):
+        raise ConfigError("<compile>", "mode", f"{net.mode!r} has no distributed step", "search without --strategy")
+    check_optimizer(net.optimizer, "weight_optimizer")
+    check_optimizer(net.arch_optimizer, "arch_optimizer")
+
+    # ---- weight step
+    wmode = "full" if net.mode == "full" else "single"
+    samples = [m.sample(wmode) for m in net.mixed_ops]
+    wvars = net.weight_variables
+    with tf.GradientTape() as tape:
+        logits = net._forward(x, True, wmode, samples)
+        ce = net._ce(y, logits)
+        scaled = ce / n
+    grads = ctx.all_reduce(SUM, tape.gradient(scaled, wvars))
+    if wmode == "full":
+        ctx.merge_call(lambda s, g: _apply_all(s, net, g, wvars), args=(grads,))
+    else:
+        ctx.merge_call(lambda s, g, i: _apply_weights(s, net, g, wvars, i), args=(grads, samples))
+
+    # ---- architecture step
+    step = net.optimizer.iterations - 1
+    do_arch = tf.logical_and(tf.equal(net.arch_enabled, 1), tf.equal(step % net.arch_every, 0))
+    alphas = net.arch_variables
+
+    def arch_grads():
+        pairs = [m.sample(net.mode) for m in net.mixed_ops]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([a.value for a in alphas])
+            out = net._forward(x_val, True, net.mode, pairs)
+            loss = net.arch_loss(net._ce(y_val, out), net.expected_latency())
+            scaled = loss / n  # inside the tape, or it has no gradient
+        g = tape.gradient(scaled, [a.value for a in alphas])
+        net._metric("arch_loss").update_state(loss)
+        pair_idx = [p[0] if p is not None else tf.zeros((2,), tf.int32) for p in pairs]
+        return [tf.convert_to_tensor(v) for v in g], pair_idx
+
+    def no_arch():
+        return [tf.zeros_like(a.value) for a in alphas], [tf.zeros((2,), tf.int32) for _ in alphas]
+
+    agrads, pairs = tf.cond(do_arch, arch_grads, no_arch)
+    agrads = ctx.all_reduce(SUM, agrads)
+    ctx.merge_call(lambda s, g, p, d: _apply_arch(s, net, g, p, d), args=(agrads, pairs, do_arch))
+
+    def valid_acc():  # after the α update, as on one device: the argmax network of the new α
+        net._metric("valid_acc").update_state(y_val, net._forward(x_val, False, "argmax"))
+        return tf.constant(0)
+
+    tf.cond(do_arch, valid_acc, lambda: tf.constant(0))
+
+    net._metric("loss").update_state(ce)
+    net._metric("accuracy").update_state(y, logits)
+    net._metric("expected_ms").update_state(net.expected_latency())
+    net._metric("argmax_ms").update_state(net.argmax_latency())
+    net._metric("entropy").update_state(net.mean_entropy())
+    return {m.name: m.result() for m in net.metrics}

@@ -1,0 +1,125 @@
+"""Run by tests/test_distribute.py in a fresh interpreter: one device vs MirroredStrategy on 2 CPUs.
+
+A subprocess because the CPU can be split into logical devices only before TensorFlow
+initialises them, which the test session has long done. Prints one JSON line.
+
+Each global batch is two copies of the same half batch. Then the per-replica batch-norm
+statistics (replica r sees one copy) equal the one-device statistics of the whole batch,
+and the mean loss and its gradient are the same too: the two runs compute the same
+numbers, only summed in a different order, so they must agree to float32 rounding.
+"""
+
+import contextlib
+import json
+import os
+import sys
+import time
+
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
+
+from proxyless_tf import distribute  # noqa: E402
+
+STRATEGY = distribute.make_strategy("mirrored", cpu_devices=2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from proxyless_tf.supernet import SuperNet  # noqa: E402
+from search_helpers import micro_space, synthetic_table  # noqa: E402
+
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+SPACE = micro_space()
+TABLE = synthetic_table(SPACE, 4)
+HALF, STEPS = 4, 3
+
+
+def duplicated_halves_data():
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((STEPS, HALF) + tuple(SPACE.input_shape)).astype(np.float32)
+    ys = rng.integers(0, 4, (STEPS, HALF)).astype(np.int32)
+    dup = lambda a: np.concatenate([a, a], 1).reshape((-1,) + a.shape[2:])  # noqa: E731
+    x, y = dup(xs), dup(ys)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(2 * HALF)
+    valid = tf.data.Dataset.from_tensor_slices((x[::-1], y[::-1])).batch(2 * HALF).repeat()
+    return tf.data.Dataset.zip((train, valid))
+
+
+def make(scope, warmup_epochs=1):
+    keras.utils.set_random_seed(0)
+    lo, hi = TABLE.latency_range(SPACE, 4)
+    with scope:
+        net = SuperNet(SPACE, 4, TABLE, seed=0)
+        net.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+                    keras.optimizers.Adam(0.1, beta_1=0.0), latency_loss="add#linear", target_ms=(lo + hi) / 2,
+                    warmup_epochs=warmup_epochs)
+    return net
+
+
+def copies(v):
+    v = getattr(v, "value", v)
+    return [c.numpy() for c in getattr(v, "values", [v])]
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+
+
+def slots_of(opt, var):
+    prefix = var.path.replace("/", "_") + "_"
+    return [s for s in opt.variables if s.path.split("/", 1)[-1].startswith(prefix)]
+
+
+class FirstStepMoves(keras.callbacks.Callback):
+    """Which candidates of each layer moved (weights or optimizer slots) in the first step.
+
+    The first epoch is the warm-up (weight steps only), so this is the weight step's
+    invariant on the distributed path: at most one candidate per layer may move.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0 and not hasattr(self, "moved"):
+            self.before = {id(v): copies(v) for v in self._watched()}
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0 and not hasattr(self, "moved"):
+            self.moved = [[m.candidates[j] for j, op in enumerate(m.ops)
+                           if any(max_diff(copies(v), self.before[id(v)]) > 0 for v in self._watched(op))]
+                          for m in self.model.mixed_ops]
+
+    def _watched(self, op=None):
+        ops = [op] if op is not None else [o for m in self.model.mixed_ops for o in m.ops]
+        opt = self.model.optimizer
+        return [v for o in ops for v in list(o.variables) + [s for w in o.trainable_variables
+                                                              for s in slots_of(opt, w)]]
+
+
+def main():
+    t0 = time.time()
+    one = make(contextlib.nullcontext())
+    h1 = one.fit(duplicated_halves_data(), epochs=2, verbose=0).history
+    t1 = time.time()
+    two = make(STRATEGY.scope())
+    first = FirstStepMoves()
+    h2 = two.fit(duplicated_halves_data(), epochs=2, verbose=0, callbacks=[first]).history
+    t2 = time.time()
+    all_vars = lambda n: n.weights + n.optimizer.variables + n.arch_optimizer.variables  # noqa: E731
+    print(json.dumps({
+        "replicas": STRATEGY.num_replicas_in_sync,
+        "alpha_one": [m.alpha.numpy().tolist() for m in one.mixed_ops],
+        "alpha_two": [m.alpha.numpy().tolist() for m in two.mixed_ops],
+        "weight_gap": max_diff([np.asarray(v) for v in one.weights], [copies(v)[0] for v in two.weights]),
+        "slot_gap": max_diff([np.asarray(v) for v in one.optimizer.variables + one.arch_optimizer.variables],
+                             [copies(v)[0] for v in two.optimizer.variables + two.arch_optimizer.variables]),
+        "replica_gap": max(max_diff(copies(v)[:1], copies(v)[1:]) for v in all_vars(two) if len(copies(v)) == 2),
+        "iterations": [int(copies(o.iterations)[0]) for o in (one.optimizer, two.optimizer, one.arch_optimizer,
+                                                               two.arch_optimizer)],
+        "history_one": h1, "history_two": h2,
+        "accuracy_total_count": [float(np.asarray(v)) for v in two._metric("accuracy").variables],
+        "moved_in_first_weight_step": first.moved,
+        "seconds": {"one_device": round(t1 - t0, 1), "mirrored": round(t2 - t1, 1)},
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""tf.distribute: the search on 2 mirrored CPUs equals one device; 2 workers agree; bad clusters fail fast.
+
+Every distributed run is a subprocess (logical CPUs and multi-worker servers need a fresh
+TensorFlow). They are all started at once by a module fixture, so their start-up and
+tracing overlap; each test then waits for its own.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, cli_env
+from search_helpers import MICRO, synthetic_table
+from train_helpers import write_tiny_arch
+
+from proxyless_tf import distribute
+from proxyless_tf.errors import ConfigError
+from proxyless_tf.space import SearchSpace
+
+DEAD_TIMEOUT_S = 8
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tf_config(ports, index):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+class Proc:
+    """A started subprocess whose output goes to files (no pipe to fill up while we wait)."""
+
+    def __init__(self, tmp, name, args, **env):
+        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
+        self.t0 = time.time()
+        with open(self.out, "w") as o, open(self.err, "w") as e:
+            self.p = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=cli_env(**env), stdout=o, stderr=e,
+                                      text=True)
+
+    def wait(self, timeout=300):
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise
+        self.seconds = os.path.getmtime(self.err) - self.t0  # its last output, ~ when it ended
+        self.returncode, self.stdout, self.stderr = self.p.returncode, self.out.read_text(), self.err.read_text()
+        return self
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
+    space.to_json(tmp / "micro.json")
+    synthetic_table(space, 10).save(tmp / "table.json")
+    search = ["-m", "proxyless_tf.search", f"--space={tmp}/micro.json", f"--latency_table={tmp}/table.json",
+              "--target_frac=0.5", "--latency_loss=add#linear", "--max_train=64", "--valid_size=20",
+              "--batch_size=16", "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
+              "--bn_recalibration_steps=1", "--verbose=0", "--strategy=multi_worker"]
+    ports = [free_port(), free_port()]
+    dead = [free_port(), free_port()]  # nothing ever listens on dead[1]
+    procs = {
+        "compare": Proc(tmp, "compare", [os.path.join(ROOT, "tests", "dist_compare.py")]),
+        **{f"worker{i}": Proc(tmp, f"worker{i}", search + ["--cluster_timeout=240", f"--out_dir={tmp}/mw"],
+                              TF_CONFIG=tf_config(ports, i)) for i in range(2)},
+        "dead": Proc(tmp, "dead", search + [f"--cluster_timeout={DEAD_TIMEOUT_S}", f"--out_dir={tmp}/dead"],
+                     TF_CONFIG=tf_config(dead, 0)),
+        "train": Proc(tmp, "train", ["-m", "proxyless_tf.train", "--flagfile=configs/train_fashion_mnist.flags",
+                                     f"--arch={write_tiny_arch(str(tmp))}", "--epochs=1", "--train_examples=512",
+                                     "--batch_size=64", "--steps_per_epoch=3", "--strategy=mirrored",
+                                     "--cpu_devices=2", f"--out_dir={tmp}/train"]),
+    }
+    yield tmp, procs
+    print("\nsubprocess seconds:", {k: round(getattr(pr, "seconds", -1), 1) for k, pr in procs.items()})
+    for pr in procs.values():
+        if pr.p.poll() is None:
+            pr.p.kill()
+
+
+def test_search_on_two_mirrored_cpus_matches_one_device(runs):
+    _, procs = runs
+    pr = procs["compare"].wait()
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    r = json.loads(pr.stdout.strip().splitlines()[-1])
+    assert r["replicas"] == 2
+    # Same global batch (8), same seeds; each batch is two copies of one half, so both runs
+    # compute the same numbers and differ only in float32 summation order (~1e-7 relative;
+    # observed ≤ 4e-7). 1e-5 is far below the α step of Adam at lr 0.1 (≈ 0.1 per step).
+    np.testing.assert_allclose(np.concatenate(r["alpha_two"]), np.concatenate(r["alpha_one"]), atol=1e-5)
+    assert max(abs(v) for a in r["alpha_one"] for v in a) > 0.01  # α did move (3 arch steps)
+    assert r["weight_gap"] < 1e-5 and r["slot_gap"] < 1e-5
+    assert r["replica_gap"] == 0.0  # both replicas hold bit-identical copies of every variable
+    assert r["iterations"] == [6, 6, 3, 3]  # 6 weight steps; 3 arch steps after the warm-up epoch
+    for key, one in r["history_one"].items():
+        np.testing.assert_allclose(r["history_two"][key], one, rtol=1e-5, atol=1e-6, err_msg=key)
+    # the global batch was split, not copied: the last epoch's 3 steps x 8 images counted once
+    assert r["accuracy_total_count"][1] == 24.0
+    # the weight step's invariant on the distributed path: at most one candidate per layer moved
+    assert all(len(m) <= 1 for m in r["moved_in_first_weight_step"]), r["moved_in_first_weight_step"]
+    assert sum(len(m) for m in r["moved_in_first_weight_step"]) >= 1
+
+
+def test_two_worker_processes_finish_with_identical_alpha(runs):
+    tmp, procs = runs
+    w = [procs[f"worker{i}"].wait() for i in range(2)]
+    for pr in w:
+        assert pr.returncode == 0, pr.stderr[-3000:]
+    assert "on 2 replica(s)" in w[0].stdout
+    chief, other = tmp / "mw", tmp / "mw" / "workers" / "worker1"
+    h0 = json.loads((chief / "alpha_history.json").read_text())
+    h1 = json.loads((other / "alpha_history.json").read_text())
+    assert h0 == h1  # α probabilities (6 decimals), argmax ops and every epoch metric
+    assert h0[-1]["probs"] != h0[0]["probs"]  # the second epoch's arch steps moved α
+    r0, r1 = (json.loads((d / "result.json").read_text()) for d in (chief, other))
+    # (valid_acc may differ: batch-norm moving statistics are per replica, and the final
+    # evaluation re-estimates them on only one batch here)
+    assert r0["ops"] == r1["ops"]
+    assert (chief / "checkpoints" / "last.weights.h5").exists()
+
+
+def test_dead_worker_fails_with_one_line_in_bounded_time(runs):
+    _, procs = runs
+    pr = procs["dead"].wait(timeout=DEAD_TIMEOUT_S + 120)
+    assert pr.returncode != 0
+    lines = [l for l in pr.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, pr.stderr[-3000:]
+    assert "did not all join within 8 s" in lines[0] and "not reachable: 127.0.0.1:" in lines[0]
+    assert "Traceback" not in pr.stderr
+
+
+def test_retraining_on_two_mirrored_cpus(runs):
+    tmp, procs = runs
+    pr = procs["train"].wait()
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    res = json.loads((tmp / "train" / "result.json").read_text())
+    assert res["epochs"] == 1 and 0.0 <= res["test_accuracy"] <= 1.0 and np.isfinite(res["test_loss"])
+    assert (tmp / "train" / "model.keras").exists()
+
+
+def test_strategy_errors_are_one_line(monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(ConfigError, match="no TPU found"):
+        distribute.make_strategy("tpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG.*not set"):
+        distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}')
+    with pytest.raises(ConfigError, match="index"):
+        distribute.make_strategy("multi_worker")
+    with pytest.raises(ConfigError, match="needs --strategy=mirrored"):
+        distribute.make_strategy("default", cpu_devices=2)
