@@ -118,3 +118,27 @@ def test_bad_entry_or_unknown_backend_is_a_config_error(tmp_path):
         make_backend("litert", serial="abc")
     with pytest.raises(ConfigError, match="threads=0"):
         make_backend("litert", threads=0)
+
+
+def test_reference_clock_stores_its_scale_and_a_resume_keeps_it(tmp_path):
+    """clock='ref': entries are target/reference ratios x the table's reference_ms, fixed once."""
+    from proxyless_tf.latency.backends import LiteRTBackend
+    from proxyless_tf.latency.builder import build_table
+    from proxyless_tf.latency.table import LatencyTable
+
+    space = tiny_space()
+    out = tmp_path / "t.json"
+    b = LiteRTBackend(threads=1, clock="ref", warmup_runs=2, num_runs=10, rounds=2, retries=0, round_pause_s=0)
+    table = build_table(space, b, out, num_classes=4, progress=False)
+    ref_ms = table.device["reference_ms"]
+    assert ref_ms > 0 and table.statistic == "floor" and "interleaved" in table.device["timer"]
+    assert all(e.floor > 0 and e.count == 10 for e in table.entries.values())
+    # resume with a fresh backend: the stored scale is adopted, not re-measured
+    data = json.loads(out.read_text())
+    dropped = sorted(data["entries"])[0]
+    del data["entries"][dropped]
+    out.write_text(json.dumps(data))
+    b2 = LiteRTBackend(threads=1, clock="ref", warmup_runs=2, num_runs=10, rounds=2, retries=0, round_pause_s=0)
+    again = build_table(space, b2, out, num_classes=4, progress=False)
+    assert b2.reference_ms == ref_ms and LatencyTable.load(out).device["reference_ms"] == ref_ms
+    assert dropped in again.entries

@@ -11,8 +11,9 @@ THREADS = flags.DEFINE_integer("threads", 1, "interpreter threads (litert, adb)"
 WARMUP = flags.DEFINE_integer("warmup_runs", None, "untimed runs before timing (backend default if unset)")
 NUM_RUNS = flags.DEFINE_integer("num_runs", None, "timed runs per measurement (backend default if unset)")
 ROUNDS = flags.DEFINE_integer("rounds", None, "litert: split the timed runs into this many rounds")
-CLOCK = flags.DEFINE_enum("clock", None, ["cpu", "wall"],
-                          "litert: time CPU time of the invoking thread (default with 1 thread) or wall time")
+CLOCK = flags.DEFINE_enum("clock", None, ["cpu", "wall", "ref"],
+                          "litert: time CPU time of the invoking thread (default with 1 thread), wall time, or "
+                          "wall time relative to a reference network interleaved run by run (most repeatable)")
 MAX_BUSY = flags.DEFINE_float("max_busy", None, "litert: repeat a measurement when other processes used "
                               "more than this many CPUs during it")
 RETRIES = flags.DEFINE_integer("retries", None, "litert: how often to repeat a disturbed measurement")

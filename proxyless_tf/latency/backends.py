@@ -26,7 +26,7 @@ from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency.table import LatencyStats
 
 # Fields of describe() that may differ between two runs of the same set-up.
-VOLATILE_FIELDS = ("date", "finished", "build_seconds", "hostname", "load_average")
+VOLATILE_FIELDS = ("date", "finished", "build_seconds", "hostname", "load_average", "reference_ms")
 
 
 def host_cpu_model():
@@ -101,6 +101,16 @@ def others_busy(before, after):
     return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
 
 
+REFERENCE_DESCRIPTION = "MBConv mb_k3_e6 32x32x32 -> 32, stride 1, float32 (nets.build_block_model)"
+
+
+def reference_model():
+    """The fixed network that clock='ref' interleaves with every measurement (~1 ms here)."""
+    from proxyless_tf import nets
+
+    return nets.build_block_model((32, 32), 32, "mb_k3_e6", 1, 32)
+
+
 class LiteRTBackend(Backend):
     """Float32 TFLite on this machine: ai_edge_litert Interpreter (XNNPACK), fixed threads.
 
@@ -132,7 +142,11 @@ class LiteRTBackend(Backend):
             timed in 8 rounds of 200 runs: round medians 1.35-2.23 ms, round minima
             1.28-1.31 ms except one slow round at 1.90). The minimum of an undisturbed round
             is what repeats; the median over rounds drops the disturbed ones.
-        clock: 'cpu' or 'wall' (default: 'cpu' for one thread, else 'wall').
+        clock: 'cpu', 'wall' or 'ref' (default: 'cpu' for one thread, else 'wall'). 'ref'
+            times every run right after a run of a fixed reference network and stores
+            target/reference x reference_ms: the only clock that repeated to a few percent on
+            this VM (see docs/latency.md). reference_ms is measured once per table and kept
+            in its device description, so later validations use the same scale.
         max_busy, retries, retry_wait_s: the contention check (retries=0 turns it off).
     """
 
@@ -143,14 +157,15 @@ class LiteRTBackend(Backend):
     def __init__(self, threads=1, warmup_runs=20, num_runs=100, rounds=None, clock=None, max_busy=0.3,
                  retries=2, retry_wait_s=1.0, round_pause_s=0.2):
         clock = clock or ("cpu" if threads == 1 else "wall")
+        self.reference_ms = None  # clock='ref': the reference's own latency, the table's ms scale
         rounds = min(5, max(1, num_runs)) if rounds is None else rounds
         if (threads < 1 or warmup_runs < 0 or num_runs < rounds or rounds < 1 or retries < 0 or round_pause_s < 0
-                or clock not in ("cpu", "wall") or (clock == "cpu" and threads != 1)):
+                or clock not in ("cpu", "wall", "ref") or (clock == "cpu" and threads != 1)):
             raise ConfigError("<flags>", "backend", f"bad litert settings threads={threads} "
                               f"warmup_runs={warmup_runs} num_runs={num_runs} rounds={rounds} "
                               f"clock={clock!r} retries={retries}",
                               "use threads>=1, warmup_runs>=0, rounds>=1, num_runs>=rounds, retries>=0, "
-                              "clock 'wall' or 'cpu' (cpu only with threads=1)")
+                              "clock 'wall', 'ref' or 'cpu' (cpu only with threads=1)")
         self.threads = int(threads)
         self.warmup_runs = int(warmup_runs)
         self.num_runs = int(num_runs)
@@ -174,8 +189,11 @@ class LiteRTBackend(Backend):
             "round_pause_s": self.round_pause_s,
             "statistic": self.statistic,
             "clock": self.clock,
-            "timer": "time.thread_time (CPU time of the invoking thread)" if self.clock == "cpu"
-                     else "time.perf_counter (wall)",
+            "timer": {"cpu": "time.thread_time (CPU time of the invoking thread)",
+                      "wall": "time.perf_counter (wall)",
+                      "ref": "time.perf_counter, each run interleaved with a reference network; "
+                             "stored as ratio x reference_ms"}[self.clock],
+            **({"reference": REFERENCE_DESCRIPTION, "reference_ms": self.reference_ms} if self.clock == "ref" else {}),
             "ai_edge_litert": _version("ai-edge-litert"),
             "tensorflow": _version("tensorflow"),
             "keras": _version("keras"),
@@ -199,7 +217,45 @@ class LiteRTBackend(Backend):
         interp.set_tensor(inp["index"], x)
         return interp, x
 
+    def _reference(self):
+        """The reference interpreter (built once) and, unless a table already fixed it, its latency."""
+        if getattr(self, "_ref_interp", None) is None:
+            self._ref_interp, _ = self.interpreter(reference_model())
+            if self.reference_ms is None:  # the floor of its own timing: the table's ms scale from now on
+                samples = [time_calls(self._ref_interp.invoke, self.warmup_runs if r == 0 else 2,
+                                      max(20, self._round_runs(r)), time.perf_counter) for r in range(self.rounds)]
+                self.reference_ms = LatencyStats.from_rounds(samples).floor
+        return self._ref_interp
+
+    def _time_interleaved(self, interp):
+        """Target runs, each right after a reference run; samples = target/median(ref) x reference_ms.
+
+        A slow spell of the machine slows both alike, so the ratio repeats where the times do not
+        (same networks, fresh interpreters, 3 tries: times 5-69 % apart, ratios 1.3-3.7 %).
+        """
+        ref = self._reference()
+        for _ in range(self.warmup_runs):
+            ref.invoke()
+            interp.invoke()
+        rounds = []
+        for r in range(self.rounds):
+            if r:
+                time.sleep(self.round_pause_s)
+            n = self._round_runs(r)
+            t_ref, t_x = np.empty(n), np.empty(n)
+            for i in range(n):
+                t0 = time.perf_counter()
+                ref.invoke()
+                t1 = time.perf_counter()
+                interp.invoke()
+                t2 = time.perf_counter()
+                t_ref[i], t_x[i] = t1 - t0, t2 - t1
+            rounds.append(t_x / np.median(t_ref) * self.reference_ms)
+        return LatencyStats.from_rounds(rounds)
+
     def _time_once(self, interp):
+        if self.clock == "ref":
+            return self._time_interleaved(interp)
         timer = time.thread_time if self.clock == "cpu" else time.perf_counter
         samples = []
         for r in range(self.rounds):

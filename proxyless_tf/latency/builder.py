@@ -63,6 +63,12 @@ def check_resumable(table, space, backend, num_classes, path):
                               f"this run uses {want.get(field)!r}", fix)
 
 
+def adopt_reference(backend, table):
+    """clock='ref': measure on the table's own ms scale (its reference_ms), not a fresh one."""
+    if table.device.get("reference_ms") is not None and hasattr(backend, "reference_ms"):
+        backend.reference_ms = float(table.device["reference_ms"])
+
+
 def build_table(space, backend, out_path, num_classes, progress=True, resume=True):
     """Measure every required key of `space` with `backend`; returns the complete LatencyTable.
 
@@ -81,10 +87,14 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
     if resume and os.path.exists(out_path):
         table = LatencyTable.load(out_path)
         check_resumable(table, space, backend, num_classes, out_path)
+        adopt_reference(backend, table)
     if table is None:
         table = LatencyTable(backend.describe(), {}, num_classes, space.name, space.fingerprint(),
                              calibration=None, path=out_path, statistic=getattr(backend, "statistic", "median"))
     todo = [k for k in keys if k not in table.entries]
+    if todo and getattr(backend, "clock", None) == "ref" and table.device.get("reference_ms") is None:
+        backend._reference()  # fixes reference_ms before the first entry is stored
+        table.device["reference_ms"] = backend.reference_ms
     bar = None
     if progress and todo:
         import keras

@@ -123,6 +123,9 @@ def validate(table, space, backend, num_classes, holdout, fit_samples=0, seed0=0
     """
     table.check_space(space, num_classes)
     check_same_device(table, backend, table.path or "<latency table>")
+    from proxyless_tf.latency.builder import adopt_reference
+
+    adopt_reference(backend, table)
     cache = SampleCache(cache_path, space, num_classes, table.device) if cache_path else None
     fit_seeds = list(range(seed0, seed0 + fit_samples))
     hold_seeds = list(range(seed0 + fit_samples, seed0 + fit_samples + holdout))
