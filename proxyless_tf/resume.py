@@ -180,18 +180,18 @@ def make_callback(state, steps, every, start_epoch, start_step, metrics=None, ex
     return Resume()
 
 
-def fit_resumable(model, make_dataset, epochs, steps, callbacks, start_epoch=0, start_step=0, verbose=1):
+def fit_resumable(model, make_dataset, epochs, steps, callbacks, start_epoch=0, start_step=0, verbose=1, **kwargs):
     """`fit` from (start_epoch, start_step) to the end: the partial epoch first, then the rest.
 
     `make_dataset(epoch, step)` must yield exactly the batches from that point to the end of
-    training, the same ones an uninterrupted run sees there.
+    training, the same ones an uninterrupted run sees there. `kwargs` go to both `fit` calls.
     """
     if start_step:
         model.fit(make_dataset(start_epoch, start_step), initial_epoch=start_epoch, epochs=start_epoch + 1,
-                  steps_per_epoch=steps - start_step, callbacks=callbacks, verbose=verbose)
+                  steps_per_epoch=steps - start_step, callbacks=callbacks, verbose=verbose, **kwargs)
         if model.stop_training:
             return
         start_epoch += 1
     if start_epoch < epochs:
         model.fit(make_dataset(start_epoch, 0), initial_epoch=start_epoch, epochs=epochs, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=verbose)
+                  callbacks=callbacks, verbose=verbose, **kwargs)

@@ -86,3 +86,35 @@ def test_diverging_alpha_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert all(np.all(a == 0) for a in alphas), (line, alphas)
     state = json.loads((out / "resume" / "state.json").read_text())
     assert (state["epoch"], state["step"]) == (1, 0)  # the resume state is the last good one too
+
+
+def test_killed_retraining_resumes_to_the_uninterrupted_weights(tmp_path):
+    import keras
+
+    from train_helpers import write_tiny_arch
+
+    arch = write_tiny_arch(tmp_path)
+    data_dir = write_fake_fashion(tmp_path)
+
+    def cmd(out):
+        return python_cmd("-m", "proxyless_tf.train", f"--arch={arch}", f"--data_dir={data_dir}", "--epochs=3",
+                          "--steps_per_epoch=5", "--batch_size=16", "--checkpoint_every=2", "--val_examples=40",
+                          "--deterministic", f"--out_dir={out}")
+
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    reference = subprocess.Popen(cmd(ref), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+    left, done = run_killed_then_resumed(cmd(cut), str(cut / "resume" / "state.json"), ready=lambda m: m["step"] > 0,
+                                         log=str(tmp_path / "killed.log"))
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert left["epoch"] < 3 and "train: resuming" in done.stdout, done.stdout[-2000:]
+    assert not (cut / "resume").exists()
+    w_cut, w_ref = (keras.saving.load_model(d / "model.keras").get_weights() for d in (cut, ref))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(w_cut, w_ref)) <= 1e-6
+    r_cut, r_ref = (json.loads((d / "result.json").read_text()) for d in (cut, ref))
+    assert r_cut["test_accuracy"] == r_ref["test_accuracy"]
+    assert abs(r_cut["test_loss"] - r_ref["test_loss"]) <= 1e-6
+    log_cut, log_ref = ((d / "train_log.csv").read_text().splitlines() for d in (cut, ref))
+    assert len(log_cut) == len(log_ref) == 4  # header + 3 epochs, no duplicate row from the killed run
