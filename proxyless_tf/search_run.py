@@ -72,9 +72,10 @@ class SearchConfig:
     max_abs_alpha: float = 50.0
 
     def fingerprint(self):
-        """What must not change between a run and its resume (verbosity and checkpointing may)."""
+        """What must not change between a run and its resume (verbosity, checkpointing, the run
+        directory's own path may: a moved run directory still resumes)."""
         d = dataclasses.asdict(self)
-        for k in ("verbose", "checkpoint_every"):
+        for k in ("verbose", "checkpoint_every", "out_dir"):
             d.pop(k)
         return d
 
