@@ -38,7 +38,7 @@ IMAGENET_HOWTO = ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar 
 class SearchData:
     """What a search needs: batches ((x, y), (x_val, y_val)) and the sizes behind them."""
 
-    search: object          # tf.data: one epoch of ((x, y), (x_val, y_val))
+    search: object          # tf.data: the first epoch of ((x, y), (x_val, y_val))
     valid: object           # tf.data: the whole validation split once, (x, y) batches
     num_classes: int
     input_shape: tuple
@@ -46,6 +46,7 @@ class SearchData:
     num_valid: int
     steps_per_epoch: int
     source: str
+    stream: object = None   # stream(epoch, step, epochs, steps): the batches from that position to the end
 
 
 # ---- local IDX files -----------------------------------------------------------------------------
@@ -143,7 +144,8 @@ def class_balanced_split(labels, valid_size, num_classes, seed=0):
 
 
 # ---- tf.data -----------------------------------------------------------------------------------------
-def _preprocess_fn(name, input_shape, train):
+def _preprocess_fn(name, input_shape, train, seed=0):
+    """(index, (image, label)) -> normalised (x, y); a training flip is seeded by (seed, index)."""
     import tensorflow as tf
 
     mean, std = NORMALIZATION.get(name, ((0.5,) * input_shape[2], (0.25,) * input_shape[2]))
@@ -151,32 +153,96 @@ def _preprocess_fn(name, input_shape, train):
     std = tf.constant(std, tf.float32)
     h, w, c = input_shape
 
-    def fn(image, label):
+    def fn(index, example):
+        image, label = example
         x = tf.cast(image, tf.float32) / 255.0
         if x.shape[-1] != c:
             x = tf.image.rgb_to_grayscale(x) if c == 1 else tf.image.grayscale_to_rgb(x)
         if x.shape[0] != h or x.shape[1] != w:
             x = tf.image.resize(x, (h, w), antialias=True)
         if train and name != "fashion_mnist" and name != "mnist":
-            x = tf.image.random_flip_left_right(x)
+            # stateless: the same image at the same place of the stream flips the same way after a resume
+            x = tf.image.stateless_random_flip_left_right(x, tf.stack([tf.constant(seed, tf.int64), index]))
         return (x - mean) / std, tf.cast(label, tf.int32)
 
     return fn
 
 
-def _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed, buffer, valid_buffer):
+def mix_seed(seed, *parts):
+    """An int64 seed that is a pure function of (seed, parts...): one shuffle order per epoch/pass."""
+    import tensorflow as tf
+
+    s = tf.constant(int(seed), tf.int64)
+    for p in parts:
+        s = s * 1000003 + tf.cast(p, tf.int64)
+    return s
+
+
+def seeded_pass(base, block, seed, *parts):
+    """One pass over `base` in an order fixed by (seed, parts) — tensors allowed, no state.
+
+    Blocks of `block` consecutive elements, each permuted by `stateless_shuffle`: with
+    `block` >= the dataset's size (arrays in memory) a full random permutation, for a
+    streamed dataset the same memory as a shuffle buffer of that size. (`Dataset.shuffle`
+    cannot take its seed from a tensor inside `flat_map`, and its reshuffles depend on how
+    many passes the process has made, which a resumed process has not.)
+    """
+    import tensorflow as tf
+
+    key = mix_seed(seed, *parts)
+
+    def permute(k, chunk):
+        n = tf.shape(tf.nest.flatten(chunk)[0])[0]
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([key, k]))
+        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda t: tf.gather(t, perm), chunk))
+
+    return base.batch(block).enumerate().flat_map(permute)
+
+
+def epoch_elements(base, n, block, seed, epoch, count):
+    """`count` elements of `base` (n of them) for `epoch`: seeded passes, as many as needed.
+
+    The order depends on (seed, epoch) only, never on how many epochs this process has already
+    iterated, so a run resumed at epoch e sees the same order as an uninterrupted one.
+    """
+    import tensorflow as tf
+
+    passes = -(-int(count) // int(n))
+    return tf.data.Dataset.range(passes).flat_map(lambda j: seeded_pass(base, block, seed, epoch, j)).take(count)
+
+
+def _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed, buffer, valid_buffer,
+               n_train, n_valid):
+    """(stream(epoch, step, epochs, steps), evaluation): batches from a training position on.
+
+    `stream` yields ((x, y), (x_val, y_val)) from step `step` of epoch `epoch` to the end of
+    epoch `epochs - 1`, `steps` batches an epoch. Both halves are functions of the position:
+    training epoch e is shuffled with a seed made of (seed, e); the validation batches are one
+    endless sequence of seeded passes, the t-th training step pairs with its t-th batch.
+    """
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
-    tr = (train_ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-          .map(_preprocess_fn(name, input_shape, True), num_parallel_calls=auto)
-          .batch(batch_size, drop_remainder=True))
-    va = (valid_ds.shuffle(valid_buffer, seed=seed + 1, reshuffle_each_iteration=True).repeat()
-          .map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto)
-          .batch(valid_batch_size, drop_remainder=True))
-    evaluation = valid_ds.map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto).batch(
+
+    def stream(epoch, step, epochs, steps):
+        per_epoch = steps * batch_size
+        first = epoch * per_epoch + step * batch_size
+        tr = (tf.data.Dataset.range(epoch, epochs)
+              .flat_map(lambda e: epoch_elements(train_ds, n_train, buffer, seed, e, per_epoch))
+              .enumerate(start=epoch * per_epoch).skip(step * batch_size)
+              .map(_preprocess_fn(name, input_shape, True, seed), num_parallel_calls=auto)
+              .batch(batch_size, drop_remainder=True))
+        v_first = (epoch * steps + step) * valid_batch_size
+        va = (tf.data.Dataset.counter(start=v_first // n_valid)
+              .flat_map(lambda r: seeded_pass(valid_ds, valid_buffer, seed + 1, r))
+              .skip(v_first % n_valid).enumerate()
+              .map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto)
+              .batch(valid_batch_size, drop_remainder=True))
+        return tf.data.Dataset.zip((tr, va)).prefetch(auto)
+
+    evaluation = valid_ds.enumerate().map(_preprocess_fn(name, input_shape, False), num_parallel_calls=auto).batch(
         valid_batch_size)
-    return tf.data.Dataset.zip((tr, va)).prefetch(auto), evaluation.prefetch(auto)
+    return stream, evaluation.prefetch(auto)
 
 
 def _tfds_train(name, data_dir, manual_dir):
@@ -251,6 +317,7 @@ def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size
         train_ds = tf.data.Dataset.from_tensor_slices((x[tr_idx], y[tr_idx]))
         valid_ds = tf.data.Dataset.from_tensor_slices((x[va_idx], y[va_idx]))
         n_train, source, buffer = len(tr_idx), f"IDX files in {local}", len(tr_idx)
+        valid_buffer = len(va_idx)  # in memory: whole-split permutations
     else:
         ds, num_classes, n_all = _tfds_train(name, data_dir, manual_dir)
         cache = None
@@ -272,10 +339,12 @@ def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size
 
         train_ds, valid_ds = pick(is_train), pick(is_valid)
         n_train, source, buffer = len(tr_idx), f"tfds {name}", 10000
+        valid_buffer = min(len(va_idx), 20000)
     if n_train < batch_size:
         raise ConfigError("<flags>", "batch_size", f"{batch_size} is larger than the {n_train} training images",
                           "use a smaller batch size")
-    search, evaluation = _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed,
-                                    min(buffer, n_train, 20000), min(len(va_idx), 20000))
-    return SearchData(search, evaluation, num_classes, input_shape, n_train, len(va_idx),
-                      n_train // batch_size, source)
+    stream, evaluation = _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed,
+                                    min(buffer, n_train), valid_buffer, n_train, len(va_idx))
+    steps = n_train // batch_size
+    return SearchData(stream(0, 0, 1, steps), evaluation, num_classes, input_shape, n_train, len(va_idx),
+                      steps, source, stream)

@@ -7,6 +7,9 @@ resolves in the project's configs/ (argv is rewritten before absl reads it), and
 
     python -m proxyless_tf.search --flagfile=quickstart.flags
     python -m proxyless_tf.search --flagfile=mobile.flags --manual_dir=/data/imagenet
+
+Killed (Ctrl-C, SIGKILL, a lost machine), the same command continues from the last
+resume checkpoint in OUT_DIR/resume/.
 """
 
 import os
@@ -63,6 +66,12 @@ flags.DEFINE_string("out_dir", "runs/search", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Seed of the split, shuffles and path sampling.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")
 distribute.define_flags(flags)
+flags.DEFINE_boolean("deterministic", False, "Bit-for-bit repeatable: seeds everything and enables TF op "
+                     "determinism, so a killed and resumed search ends with an uninterrupted run's arch.json and α.")
+flags.DEFINE_integer("checkpoint_every", 100, "Write the resume checkpoint every this many steps (and at every "
+                     "epoch end); a killed search rerun with the same flags continues from it. 0: epoch ends only.")
+flags.DEFINE_float("max_abs_alpha", 50.0, "Stop the search when any |alpha| exceeds this (a diverging "
+                   "architecture step); 0: only non-finite alpha stops it.")
 flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search graph (slow to start, "
                      "no measurable gain on this branchy graph).")
 

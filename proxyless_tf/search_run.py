@@ -2,9 +2,15 @@
 
 `run_search(SearchConfig(...))`: load the space, the latency table (building and caching it
 when asked), the data; check the target against the reachable range; fit the supernet with
-Keras callbacks (TensorBoard, BackupAndRestore, per-epoch α history, a checkpoint that is
-only written while the numbers are finite); derive the architecture and write the run
+Keras callbacks (TensorBoard, per-epoch α history, a checkpoint that is only written while
+the numbers are finite, a guard that stops at NaN/inf or a diverging α, and a resume
+checkpoint every `checkpoint_every` steps); derive the architecture and write the run
 directory: arch.json, alpha_history.json, tensorboard/, checkpoints/, summary.txt.
+
+Killed and started again with the same configuration, a search continues from its last
+resume checkpoint (`resume.py`: weights, α, both optimizers, the sampling generators, the
+metrics, the step counters, the α history) on the same data order, so with
+`deterministic=True` it ends with the arch.json and α of an uninterrupted run.
 """
 
 import dataclasses
@@ -64,6 +70,17 @@ class SearchConfig:
     strategy: str = "default"
     cpu_devices: int = None
     cluster_timeout: int = 120
+    deterministic: bool = False
+    checkpoint_every: int = 100
+    max_abs_alpha: float = 50.0
+
+    def fingerprint(self):
+        """What must not change between a run and its resume (verbosity, checkpointing, the run
+        directory's own path and the cluster wait may: a moved run directory still resumes)."""
+        d = dataclasses.asdict(self)
+        for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout"):
+            d.pop(k)
+        return d
 
 
 # ---- callbacks ---------------------------------------------------------------------------------------
@@ -76,24 +93,52 @@ def _finite(logs, names=WATCHED):
     return None
 
 
-def make_callbacks(out_dir, alpha_history):
+def alpha_divergence(model, bound):
+    """None, or (layer name, max |α|) of the first layer whose α is non-finite or beyond `bound`.
+
+    α of a healthy search stays within a few units (Adam moves it by about arch_lr a step);
+    |α| in the tens means the architecture step is running away, and soon exp(α) overflows.
+    """
+    for m in model.mixed_ops:
+        a = np.abs(np.asarray(m.alpha.numpy(), np.float64))
+        worst = float(np.max(a))
+        if not np.all(np.isfinite(a)) or (bound and worst > bound):
+            return m.name, worst
+    return None
+
+
+def make_callbacks(out_dir, alpha_history, max_abs_alpha=50.0):
     import keras
 
     class NaNGuard(keras.callbacks.Callback):
-        """Stops at the first non-finite loss; the checkpoint below then refuses to save."""
+        """Stops at the first non-finite loss or diverging α; the checkpoints then refuse to save.
+
+        `bad` is (epoch, step, what, detail); `offset(epoch)` (set by the resume callback)
+        gives the batches of a resumed epoch that ran before this process.
+        """
 
         def __init__(self):
             super().__init__()
             self.bad = None
             self.epoch = 0
+            self.offset = lambda epoch: 0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
+            if self.bad is not None:
+                return
+            step = batch + 1 + self.offset(self.epoch)
             bad = _finite(logs)
-            if bad and self.bad is None:
-                self.bad = (self.epoch + 1, batch + 1, bad[0])
+            if bad:
+                self.bad = (self.epoch + 1, step, bad[0], "became NaN/inf")
+            else:
+                div = alpha_divergence(self.model, max_abs_alpha)
+                if div:
+                    self.bad = (self.epoch + 1, step, "alpha",
+                                f"diverged (max |alpha| {div[1]:.4g} in {div[0]}, bound {max_abs_alpha:g})")
+            if self.bad:
                 self.model.stop_training = True
 
     guard = NaNGuard()
@@ -255,12 +300,15 @@ def run_search(cfg):
 
     from proxyless_tf import data as data_lib
     from proxyless_tf import distribute
+    from proxyless_tf import resume
     from proxyless_tf.supernet import SuperNet
 
     t_start = time.time()
     strategy = distribute.make_strategy(cfg.strategy, cfg.cpu_devices, cfg.cluster_timeout)  # before any TF op
     out = distribute.worker_dir(cfg.out_dir, strategy)
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        resume.enable_determinism(cfg.seed)
     space = check_config(cfg)
     data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
                                 cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
@@ -283,27 +331,40 @@ def run_search(cfg):
             reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay)
     distribute.fix_multi_worker_fit(net, strategy)
     history = []
-    guard, ckpt, alphas = make_callbacks(out, history)
+    guard, ckpt, alphas = make_callbacks(out, history, cfg.max_abs_alpha)
+    state = resume.ResumeState(os.path.join(out, "resume"), cfg.fingerprint())
+    meta = state.load()
+    start_epoch, start_step, metrics = 0, 0, None
+    if meta:
+        metrics = state.restore(net, meta)
+        start_epoch, start_step = meta["epoch"], meta["step"]
+        history.extend(meta["extra"].get("alpha_history", []))
+        ckpt.saved_epoch = meta["extra"].get("saved_epoch")
+        print(f"search: resuming {out} at epoch {start_epoch + 1} step {start_step} (of {steps})", flush=True)
+    saver = resume.make_callback(state, steps, cfg.checkpoint_every, start_epoch, start_step, metrics,
+                                 extra_fn=lambda: {"alpha_history": history, "saved_epoch": ckpt.saved_epoch},
+                                 ok_fn=lambda: guard.bad is None)
+    guard.offset = saver.offset
     callbacks = [
         guard, ckpt, alphas,
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False),
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        saver,  # last: an epoch's checkpoint includes that epoch's α history
     ]
     if strategy.watchdog is not None:
         callbacks.append(distribute.cluster_joined_callback(strategy.watchdog))
-    search_ds = data.search.repeat() if cfg.steps_per_epoch else data.search
-    search_ds = distribute.for_strategy(search_ds, strategy)
     print(f"search: {data.num_train} train / {data.num_valid} valid images ({data.source}), {steps} steps "
           f"per epoch of global batch {cfg.batch_size} on {strategy.num_replicas_in_sync} replica(s); "
           f"target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms", flush=True)
-    net.fit(search_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks,
-            verbose=cfg.verbose)
+    resume.fit_resumable(net, lambda e, s: distribute.for_strategy(data.stream(e, s, cfg.epochs, steps), strategy),
+                         cfg.epochs, steps, callbacks, start_epoch, start_step, verbose=cfg.verbose)
     if guard.bad:
-        epoch, step, name = guard.bad
+        epoch, step, name, what = guard.bad
         where = (f"kept at {ckpt.path} (epoch {ckpt.saved_epoch})" if ckpt.saved_epoch
                  else "none was written (it failed in the first epoch)")
-        raise ConfigError("<training>", name, f"became NaN/inf at epoch {epoch} step {step}; search stopped; "
-                          f"last good checkpoint {where}", "lower --weight_lr or --arch_lr and rerun")
+        fix = ("lower --arch_lr (or raise --max_abs_alpha) and rerun" if name == "alpha"
+               else "lower --weight_lr or --arch_lr and rerun")
+        raise ConfigError("<training>", name, f"{what} at epoch {epoch} step {step}; search stopped; "
+                          f"last good checkpoint {where}", f"{fix} with another --out_dir")
     argmax_arch = net.derive_arch()
     argmax_pred = table.predict(argmax_arch, data.num_classes)
     arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance) if cfg.derive_tolerance else argmax_arch
@@ -320,6 +381,7 @@ def run_search(cfg):
               "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
               "ops": arch.ops, "wall_s": wall, "latency_table": table.path}
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
+    state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)
     return result
 

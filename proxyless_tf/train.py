@@ -2,7 +2,8 @@
 
 Thin entry point: it reads flags (or a flag file such as configs/train_fashion_mnist.flags)
 and hands a `TrainConfig` to `proxyless_tf.training`, where the recipe lives. The run
-directory gets model.keras, best.keras, train_log.csv, a resumable backup and result.json.
+directory gets model.keras, best.keras, train_log.csv and result.json; while it runs,
+resume/ holds the checkpoint that the same command, run again after a kill, continues from.
 """
 
 import json
@@ -33,6 +34,10 @@ flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs
 flags.DEFINE_integer("train_examples", None, "Use only the first N training examples (smoke runs).")
 flags.DEFINE_integer("val_examples", 0, "Hold out N training examples to pick best.keras by.")
 distribute.define_flags(flags)
+flags.DEFINE_boolean("deterministic", False, "TF op determinism and every seed: a killed and resumed run ends "
+                     "with the weights of an uninterrupted one.")
+flags.DEFINE_integer("checkpoint_every", 100, "Resume checkpoint every this many steps (and at every epoch end); "
+                     "a killed run rerun with the same flags continues from it. 0: epoch ends only.")
 
 
 def main(argv):
@@ -61,7 +66,7 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr, warmup_epochs=FLAGS.warmup_epochs,
         weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing, dropout=FLAGS.dropout,
         augment=FLAGS.augment, pad=FLAGS.pad, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
-        val_examples=FLAGS.val_examples)
+        val_examples=FLAGS.val_examples, deterministic=FLAGS.deterministic, checkpoint_every=FLAGS.checkpoint_every)
     out_dir = FLAGS.out_dir or os.path.join("runs", "train_" + os.path.splitext(os.path.basename(FLAGS.arch))[0])
     t0 = time.time()
     result = training.train(arch, splits, cfg, out_dir, strategy=strategy)

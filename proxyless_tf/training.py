@@ -34,6 +34,8 @@ class TrainConfig:
     seed: int = 0
     steps_per_epoch: int = None    # None: one pass over the train split
     val_examples: int = 0          # held out from train for ModelCheckpoint's "best" (0: none)
+    deterministic: bool = False    # TF op determinism: a resumed run ends with the uninterrupted run's weights
+    checkpoint_every: int = 100    # resume checkpoint every this many steps (and at every epoch end)
 
 
 @dataclasses.dataclass
@@ -72,30 +74,48 @@ def make_optimizer(cfg, steps_per_epoch):
 # ---- data pipeline ----------------------------------------------------------------------
 
 def _augment_fn(cfg, shape):
+    """Stateless crop and flip seeded by (seed, the example's place in the stream): replayable on resume."""
+    from proxyless_tf.data import mix_seed
+
     h, w, c = shape
     pad = int(cfg.pad)
+    crop_key, flip_key = mix_seed(cfg.seed, 1), mix_seed(cfg.seed, 2)
 
-    def aug(x, y):
+    def aug(i, x, y):
         if pad:
             x = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]])  # zero = the normalised pad value 0
-            x = tf.image.random_crop(x, (h, w, c))
-        x = tf.image.random_flip_left_right(x)
+            x = tf.image.stateless_random_crop(x, (h, w, c), seed=tf.stack([crop_key, i]))
+        x = tf.image.stateless_random_flip_left_right(x, seed=tf.stack([flip_key, i]))
         return x, y
 
     return aug
 
 
-def train_dataset(x, y, num_classes, cfg):
-    """Shuffled, augmented, one-hot (for label smoothing) batches, repeated for fit."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(min(len(x), 60000), seed=cfg.seed, reshuffle_each_iteration=True)
-    if cfg.augment == "crop_flip":
-        ds = ds.map(_augment_fn(cfg, x.shape[1:]), num_parallel_calls=tf.data.AUTOTUNE)
-    elif cfg.augment != "none":
+def train_dataset(x, y, num_classes, cfg, steps=None, epoch=0, step=0):
+    """Shuffled, augmented, one-hot (for label smoothing) batches from (epoch, step) to the end.
+
+    Epoch e is a permutation seeded by (seed, e) and each augmentation is seeded by the
+    example's place in the stream, so the batches at a position do not depend on whether
+    the process started there (a resumed run) or at the beginning.
+    """
+    from proxyless_tf.data import epoch_elements
+
+    if cfg.augment not in ("crop_flip", "none"):
         raise ConfigError("<train config>", "augment", f"unknown augmentation {cfg.augment!r}",
                           "use 'crop_flip' or 'none'")
+    steps = steps or len(x) // cfg.batch_size
+    per_epoch = steps * cfg.batch_size
+    base = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = (tf.data.Dataset.range(epoch, cfg.epochs)
+          .flat_map(lambda e: epoch_elements(base, len(x), len(x), cfg.seed, e, per_epoch))
+          .enumerate(start=epoch * per_epoch).skip(step * cfg.batch_size))
+    if cfg.augment == "crop_flip":
+        aug = _augment_fn(cfg, x.shape[1:])
+        ds = ds.map(lambda i, ex: aug(i, *ex), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda i, ex: ex)
     ds = ds.map(lambda a, b: (a, tf.one_hot(b, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(cfg.batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
+    return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(x, y, num_classes, batch_size=512):
@@ -119,18 +139,19 @@ def tensorboard_available():
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def make_callbacks(run_dir, has_val):
-    """Checkpoints (resumable after a crash via BackupAndRestore), TensorBoard and a CSV log.
+def make_callbacks(run_dir, has_val, best=None, append=False):
+    """best.keras, TensorBoard and a CSV log (resuming is `train`'s business, `resume.py`).
 
+    `best`: the best monitored value so far (a resumed run must not overwrite best.keras
+    with a worse epoch); `append`: continue the CSV log of a resumed run.
     TensorBoard logging needs the `tensorboard` package, which TF 2.21 no longer pulls in;
     without it the run goes on with the CSV log alone instead of failing at the first epoch.
     """
     monitor = "val_accuracy" if has_val else "accuracy"
     cbs = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
-                                        mode="max", save_best_only=True),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=True),
+                                        mode="max", save_best_only=True, initial_value_threshold=best),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=append),
     ]
     if tensorboard_available():
         cbs.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch",
@@ -145,21 +166,27 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
     """Build the network of `arch`, fit it on `splits`, evaluate on the test split, save it.
 
     Returns a dict with the test loss/accuracy, the path of the saved `.keras` model and the
-    number of epochs run. A run interrupted and started again with the same `run_dir`
-    resumes from its last finished epoch (BackupAndRestore).
+    number of epochs run. A run killed and started again with the same `run_dir` and config
+    resumes from its last checkpoint (every `cfg.checkpoint_every` steps and every epoch end;
+    `resume.py`) on the same data order; with `cfg.deterministic` it ends with the same weights.
 
     With a `tf.distribute` `strategy` the model and its optimizer are created in its scope
     and `cfg.batch_size` is the global batch (Keras splits it across the replicas; its loss
     objects scale by 1/num_replicas themselves). On a multi-worker run only the chief
     writes `run_dir`; the other workers write `run_dir/workers/<task>`.
     """
+    import dataclasses
+
     from proxyless_tf import distribute
+    from proxyless_tf import resume
     from proxyless_tf.nets import build_model
 
     strategy = strategy or tf.distribute.get_strategy()
     run_dir = distribute.worker_dir(run_dir, strategy)
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        resume.enable_determinism(cfg.seed)
     x, y = splits.x_train, splits.y_train
     val = None
     if cfg.val_examples:
@@ -174,19 +201,50 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
         model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
         compile_model(model, cfg, steps)
     distribute.fix_multi_worker_fit(model, strategy)
-    callbacks = make_callbacks(run_dir, val is not None)
+    fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
+    fingerprint.update(arch=arch.to_dict() if hasattr(arch, "to_dict") else list(arch.ops), num_train=len(x),
+                       num_classes=splits.num_classes)
+    state = resume.ResumeState(os.path.join(run_dir, "resume"), fingerprint)
+    meta = state.load()
+    start_epoch, start_step, metrics, best = 0, 0, None, None
+    if meta:
+        metrics = state.restore(model, meta)
+        start_epoch, start_step, best = meta["epoch"], meta["step"], meta["extra"].get("best")
+        _truncate_log(os.path.join(run_dir, "train_log.csv"), start_epoch)
+        print(f"train: resuming {run_dir} at epoch {start_epoch + 1} step {start_step} (of {steps})", flush=True)
+    cbs = make_callbacks(run_dir, val is not None, best=best, append=meta is not None)
+    saver = resume.make_callback(state, steps, cfg.checkpoint_every, start_epoch, start_step, metrics,
+                                 extra_fn=lambda: {"best": _finite_or_none(cbs[0].best)})
     if getattr(strategy, "watchdog", None) is not None:
-        callbacks.append(distribute.cluster_joined_callback(strategy.watchdog))
-    history = model.fit(distribute.for_strategy(train_dataset(x, y, splits.num_classes, cfg), strategy),
-                        epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val,
-                        callbacks=callbacks, verbose=verbose)
+        cbs.append(distribute.cluster_joined_callback(strategy.watchdog))
+    resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
+                             train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
+                         cfg.epochs, steps, cbs + [saver], start_epoch, start_step, verbose=verbose,
+                         validation_data=val)
     loss, acc = model.evaluate(eval_dataset(splits.x_test, splits.y_test, splits.num_classes), verbose=0)
     path = os.path.join(run_dir, "model.keras")
     tmp = os.path.join(run_dir, f"model.tmp{os.getpid()}.keras")
     model.save(tmp)  # then renamed: a crash while saving never leaves a half-written model.keras
     os.replace(tmp, path)
-    return {"test_loss": float(loss), "test_accuracy": float(acc), "model_path": path,
-            "epochs": len(history.epoch)}
+    state.clear()  # finished: the same command now trains afresh
+    return {"test_loss": float(loss), "test_accuracy": float(acc), "model_path": path, "epochs": cfg.epochs}
+
+
+def _finite_or_none(v):
+    """ModelCheckpoint's best so far as JSON: None before its first epoch (or while infinite)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _truncate_log(path, epochs):
+    """Keep the CSV header and the rows of the `epochs` epochs the resumed checkpoint includes."""
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = f.readlines()
+        with open(path, "w") as f:
+            f.writelines(lines[:1 + epochs])
 
 
 # ---- data: the train and test splits as arrays, read with proxyless_tf.data -----------------

@@ -49,7 +49,7 @@ def test_cli_trains_evaluates_and_saves(tmp_path):
     for f in ("model.keras", "best.keras", "train_log.csv"):
         assert (out / f).exists(), f
     assert len((out / "train_log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
-    assert os.path.isdir(out / "backup") is False  # BackupAndRestore cleans up after a finished run
+    assert not os.path.isdir(out / "resume")  # the resume checkpoint is removed after a finished run
     # Loads back with safe_mode and gives the reported accuracy's logits shape.
     model = keras.saving.load_model(out / "model.keras")
     assert model.output_shape == (None, 10)

@@ -1,0 +1,197 @@
+"""Kill and resume a `fit` exactly: the whole training state at a step, written atomically.
+
+Why not `keras.callbacks.BackupAndRestore`: it writes `latest.weights.h5` in place (a kill
+during the write leaves a file that cannot be read), and with `save_freq=N` it restores
+mid-epoch weights but restarts the epoch from its first batch, so batches are seen twice.
+It also misses state that `.weights.h5` files leave out: the `SeedGenerator` states (the
+supernet's path sampling, dropout) and the metric accumulators (the epoch's averages).
+
+Here a checkpoint is (epoch, step) plus:
+- `state-E-S.weights.h5`: weights and every optimizer (Keras writes every `Optimizer`
+  attribute of the model, so the supernet's α optimizer too);
+- `state-E-S.npz`: the `SeedGenerator` states and the metric variables;
+- `state.json`: the pointer to both, the run's configuration and caller data (the α
+  history, ...), replaced atomically last, so a kill at any moment leaves either the old or
+  the new checkpoint, never half of one.
+
+A resumed fit starts at exactly that step: `fit_resumable` finishes the partial epoch with
+a first `fit(steps_per_epoch=steps - step)` and runs the remaining epochs in a second. The
+data must then be a function of (epoch, step) (`make_dataset(epoch, step)`), which
+`data.search_data` and `training.train_stream` provide.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from proxyless_tf.errors import ConfigError
+
+STATE = "state.json"
+
+
+def enable_determinism(seed):
+    """Same seed, same numbers: seeds Python/NumPy/TF and makes TF pick deterministic kernels.
+
+    `enable_op_determinism` costs speed only where an op has a faster non-deterministic
+    kernel (on CPU: few; on GPU: scatter/segment reductions, some convolution backprops).
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def rng_variables(model):
+    """State variables of every `SeedGenerator` in `model` (layers' sampling, dropout)."""
+    out, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for sg in getattr(layer, "_seed_generators", []) or []:
+            if id(sg.state) not in seen:
+                seen.add(id(sg.state))
+                out.append(sg.state)
+    return out
+
+
+def metric_variables(model):
+    return [v for m in model.metrics for v in m.variables]
+
+
+class ResumeState:
+    """The checkpoint of one run directory (`directory`), tied to the run's `config` dict.
+
+    A checkpoint written for another configuration is refused with one line that names the
+    differing fields: resuming it would mix two runs.
+    """
+
+    def __init__(self, directory, config):
+        self.dir = directory
+        self.config = json.loads(json.dumps(config, default=str))
+        self.path = os.path.join(directory, STATE)
+
+    def load(self):
+        """The checkpoint's metadata dict, or None when there is none."""
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(self.path, "<file>", f"resume state is unreadable ({e})",
+                              f"delete {self.dir} to start over") from None
+        changed = sorted(k for k in set(meta.get("config", {})) | set(self.config)
+                         if meta.get("config", {}).get(k) != self.config.get(k))
+        if changed:
+            raise ConfigError(self.path, "config", "this run directory holds a resumable run of another command "
+                              f"(differs in {', '.join(changed)})",
+                              f"rerun with the same flags, use another output directory, or delete {self.dir}")
+        return meta
+
+    def restore(self, model, meta):
+        """Weights, optimizers and SeedGenerator states into `model`; returns the metric arrays."""
+        opt = getattr(model, "optimizer", None)
+        if opt is not None and not opt.built:
+            opt.build(model.trainable_variables)
+        model.load_weights(os.path.join(self.dir, meta["weights"]))
+        arrays = np.load(os.path.join(self.dir, meta["arrays"]))
+        rng = rng_variables(model)
+        if len(rng) != int(arrays["num_rng"]):
+            raise ConfigError(self.path, "rng", f"{len(rng)} random generators, the checkpoint has "
+                              f"{int(arrays['num_rng'])}", f"delete {self.dir} to start over")
+        for i, v in enumerate(rng):
+            v.assign(arrays[f"rng{i}"])
+        return [arrays[f"metric{i}"] for i in range(int(arrays["num_metrics"]))]
+
+    def save(self, model, epoch, step, extra=None):
+        """Checkpoint after `step` batches of `epoch` (step 0: the epoch has not started)."""
+        import keras
+
+        os.makedirs(self.dir, exist_ok=True)
+        tag = f"{epoch:05d}-{step:08d}"
+        weights, arrays = f"state-{tag}.weights.h5", f"state-{tag}.npz"
+        tmp = os.path.join(self.dir, f"tmp-{tag}.weights.h5")
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, os.path.join(self.dir, weights))
+        rng, mets = rng_variables(model), metric_variables(model)
+        data = {f"rng{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(rng)}
+        data.update({f"metric{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(mets)})
+        with open(os.path.join(self.dir, "tmp.npz"), "wb") as f:
+            np.savez(f, num_rng=len(rng), num_metrics=len(mets), **data)
+        os.replace(os.path.join(self.dir, "tmp.npz"), os.path.join(self.dir, arrays))
+        meta = {"epoch": int(epoch), "step": int(step), "weights": weights, "arrays": arrays,
+                "config": self.config, "extra": extra or {}}
+        with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+        os.replace(self.path + ".tmp", self.path)
+        for name in os.listdir(self.dir):  # older checkpoints, and temporaries of a killed save
+            if name not in (STATE, weights, arrays) and (name.startswith("state-") or name.startswith("tmp")):
+                os.remove(os.path.join(self.dir, name))
+
+    def clear(self):
+        """Remove the checkpoint (after a finished run, so the same command runs afresh)."""
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_callback(state, steps, every, start_epoch, start_step, metrics=None, extra_fn=None, ok_fn=None):
+    """A callback that writes `state` every `every` steps and at every epoch end.
+
+    `metrics`: the arrays `ResumeState.restore` returned, put back at the first epoch's
+    start (after `fit` reset them), so the resumed epoch's averages are the uninterrupted
+    run's. `extra_fn()`: JSON data stored with each checkpoint; `ok_fn()`: False skips a
+    save (the numbers went bad; the last good checkpoint stays).
+    """
+    import keras
+
+    class Resume(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = start_epoch
+            self.pending = metrics
+
+        def offset(self, epoch):
+            """Batches of `epoch` done before this fit started (the partial epoch of a resume)."""
+            return start_step if epoch == start_epoch else 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            if self.pending is not None:
+                for v, a in zip(metric_variables(self.model), self.pending):
+                    v.assign(a)
+                if self.offset(epoch) == 0:  # an epoch-boundary checkpoint: averages start afresh
+                    for m in self.model.metrics:
+                        m.reset_state()
+                self.pending = None
+
+        def _save(self, epoch, step):
+            if ok_fn is None or ok_fn():
+                state.save(self.model, epoch, step, extra_fn() if extra_fn else None)
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = batch + 1 + self.offset(self.epoch)
+            if every and step < steps and (self.epoch * steps + step) % every == 0:
+                self._save(self.epoch, step)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._save(epoch + 1, 0)
+
+    return Resume()
+
+
+def fit_resumable(model, make_dataset, epochs, steps, callbacks, start_epoch=0, start_step=0, verbose=1, **kwargs):
+    """`fit` from (start_epoch, start_step) to the end: the partial epoch first, then the rest.
+
+    `make_dataset(epoch, step)` must yield exactly the batches from that point to the end of
+    training, the same ones an uninterrupted run sees there. `kwargs` go to both `fit` calls.
+    """
+    if start_step:
+        model.fit(make_dataset(start_epoch, start_step), initial_epoch=start_epoch, epochs=start_epoch + 1,
+                  steps_per_epoch=steps - start_step, callbacks=callbacks, verbose=verbose, **kwargs)
+        if model.stop_training:
+            return
+        start_epoch += 1
+    if start_epoch < epochs:
+        model.fit(make_dataset(start_epoch, 0), initial_epoch=start_epoch, epochs=epochs, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=verbose, **kwargs)
