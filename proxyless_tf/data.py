@@ -168,6 +168,29 @@ def _preprocess_fn(name, input_shape, train, seed=0):
     return fn
 
 
+def _fixed_shape_fn(input_shape):
+    """(image, label) -> (uint8 image of exactly input_shape, label).
+
+    Applied before the seeded permutations, which permute blocks of whole tensors (images of
+    different sizes cannot be stacked); resizing first also keeps those blocks smaller than
+    the decoded originals. A no-op for images that already have the shape (Fashion-MNIST).
+    """
+    import tensorflow as tf
+
+    h, w, c = input_shape
+
+    def fn(image, label):
+        x = image
+        if x.shape[-1] != c:
+            x = tf.image.rgb_to_grayscale(x) if c == 1 else tf.image.grayscale_to_rgb(x)
+        if x.shape[0] != h or x.shape[1] != w:
+            x = tf.image.resize(x, (h, w), antialias=True)
+            x = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+        return tf.ensure_shape(x, (h, w, c)), label
+
+    return fn
+
+
 def mix_seed(seed, *parts):
     """An int64 seed that is a pure function of (seed, parts...): one shuffle order per epoch/pass."""
     import tensorflow as tf
@@ -343,6 +366,9 @@ def search_data(name, input_shape, batch_size, valid_size=None, valid_batch_size
     if n_train < batch_size:
         raise ConfigError("<flags>", "batch_size", f"{batch_size} is larger than the {n_train} training images",
                           "use a smaller batch size")
+    shape_fn = _fixed_shape_fn(input_shape)
+    train_ds = train_ds.map(shape_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    valid_ds = valid_ds.map(shape_fn, num_parallel_calls=tf.data.AUTOTUNE)
     stream, evaluation = _pipelines(train_ds, valid_ds, name, input_shape, batch_size, valid_batch_size, seed,
                                     min(buffer, n_train), valid_buffer, n_train, len(va_idx))
     steps = n_train // batch_size
