@@ -35,6 +35,9 @@ flags.DEFINE_string("latency_table", None, "LatencyTable JSON ('~' allowed).")
 flags.DEFINE_boolean("build_table", False, "Build the table with --table_backend when it does not exist.")
 flags.DEFINE_string("table_backend", "litert", "Backend that builds a missing table.")
 flags.DEFINE_integer("table_threads", 1, "Threads of the table backend.")
+flags.DEFINE_enum("table_clock", None, ["cpu", "wall", "ref"],
+                  "litert: clock of a table built now (ref = relative to an interleaved reference network, "
+                  "the most repeatable on a busy machine; default: the backend's own).")
 flags.DEFINE_float("target_ms", None, "Latency target (ms); must be inside the space's reachable range.")
 flags.DEFINE_float("target_frac", None, "Target as a position in the reachable range (0 fastest, 1 slowest), "
                    "used when --target_ms is not given.")

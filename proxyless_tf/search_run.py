@@ -43,6 +43,7 @@ class SearchConfig:
     build_table: bool = False
     table_backend: str = "litert"
     table_threads: int = 1
+    table_clock: str = None
     target_ms: float = None
     target_frac: float = None
     latency_loss: str = "mul#log"
@@ -201,7 +202,8 @@ def load_table(cfg, space, num_classes):
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         t0 = time.time()
-        table = builder.build_table(space, backends.make_backend(cfg.table_backend, threads=cfg.table_threads),
+        table = builder.build_table(space, backends.make_backend(cfg.table_backend, threads=cfg.table_threads,
+                                                                   clock=cfg.table_clock),
                                     path, num_classes, progress=cfg.verbose > 0)
         print(f"latency table ready in {time.time() - t0:.0f} s: {path}", flush=True)
     else:

@@ -121,3 +121,20 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     assert {"reward", "baseline", "valid_acc"} <= set(hist[-1]["metrics"])
     assert "mode reinforce" in (out / "summary.txt").read_text()
     assert "reward acc*(T/lat)^0.2" in (out / "summary.txt").read_text()
+
+
+def test_missing_table_is_built_on_the_fly_with_the_reference_clock(tmp_path):
+    """--build_table --table_clock=ref: the search measures its own table (ratio clock) and uses it."""
+    _, _, sp, _ = write_micro(tmp_path)
+    tp = tmp_path / "built" / "table.json"
+    out = tmp_path / "run"
+    proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--build_table",
+                    "--table_clock=ref", "--target_frac=0.5", "--latency_loss=add#abs", "--max_train=64", "--valid_size=20",
+                    "--batch_size=16", "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
+                    "--bn_recalibration_steps=1", "--verbose=0", f"--out_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.load(open(tp))
+    assert table["device"]["clock"] == "ref" and table["device"]["reference_ms"] > 0
+    assert table["statistic"] == "median"
+    result = json.load(open(out / "result.json"))
+    assert result["latency_table"] == str(tp) and result["predicted_ms"] > 0
