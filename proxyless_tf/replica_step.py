@@ -169,9 +169,4 @@ def train_step(net, data):
 
     tf.cond(do_arch, valid_acc, lambda: tf.constant(0))
 
-    net._metric("loss").update_state(ce)
-    net._metric("accuracy").update_state(y, logits)
-    net._metric("expected_ms").update_state(net.expected_latency())
-    net._metric("argmax_ms").update_state(net.argmax_latency())
-    net._metric("entropy").update_state(net.mean_entropy())
-    return {m.name: m.result() for m in net.metrics}
+    return net.step_metrics(ce, y, logits)

@@ -424,6 +424,10 @@ class SuperNet(keras.Model):
             return tf.constant(0)
 
         tf.cond(do_arch, arch_branch, lambda: tf.constant(0))
+        return self.step_metrics(ce, y, logits)
+
+    def step_metrics(self, ce, y, logits):
+        """Update the per-step metrics after a weight step; the logs `fit` shows (also under a strategy)."""
         self._metric("loss").update_state(ce)
         self._metric("accuracy").update_state(y, logits)
         self._metric("expected_ms").update_state(self.expected_latency())
