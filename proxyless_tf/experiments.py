@@ -1,0 +1,126 @@
+"""Pieces the experiment tools share: matched-latency sampling, a Pareto front, a job runner.
+
+The experiments compare networks at one latency, so the random baselines must be drawn
+from the same space *at that latency* (rejection sampling on the table's prediction), and
+the runs are subprocesses of the real entry points (`proxyless_tf.search`,
+`proxyless_tf.train`) so what is measured is exactly what a user runs. `run_jobs` keeps
+a fixed number of them going, records each one's wall time and peak RSS (from `wait4`,
+which sees the child's own high-water mark), and skips a job whose output already exists,
+so a killed experiment resumes where it stopped.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from proxyless_tf import space as space_lib
+from proxyless_tf.errors import ConfigError
+
+
+def uniform_arch(space, op):
+    """Every searchable layer takes `op` (a MobileNetV2-style network when op is mb_k3_e6)."""
+    missing = [l.index for l in space.layers if op not in l.candidates]
+    if missing:
+        raise ConfigError(space.source or "<space>", "candidates", f"{op!r} is not a candidate of layers {missing}",
+                          "pick an op every layer has (see the space's candidates)")
+    return space_lib.Arch(space, [op] * space.num_layers)
+
+
+def matched_random_archs(space, predict, target_ms, count, tolerance=0.05, seed=0, max_draws=200_000):
+    """`count` distinct uniformly random archs whose predicted latency is within ±tolerance of target.
+
+    Rejection sampling keeps the draw uniform over the space restricted to the latency
+    band, which is what "a random architecture at this latency" means.
+    Returns [(draw_seed, Arch, predicted_ms)].
+    """
+    out, seen = [], set()
+    for k in range(max_draws):
+        draw = seed * 1_000_003 + k
+        arch = space.sample(draw)
+        key = tuple(arch.ops)
+        if key in seen:
+            continue
+        ms = float(predict(arch))
+        if abs(ms - target_ms) <= tolerance * target_ms:
+            seen.add(key)
+            out.append((draw, arch, ms))
+            if len(out) == count:
+                return out
+    raise ConfigError("<experiment>", "target_ms",
+                      f"only {len(out)} of {count} random archs within ±{tolerance:.0%} of {target_ms:.4g} ms "
+                      f"in {max_draws} draws", "pick a target nearer the middle of the space's range or widen --tolerance")
+
+
+def pareto_front(points):
+    """Indices of the points (latency, accuracy) no other point beats in both (lower latency, higher acc)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+@dataclasses.dataclass
+class Job:
+    """One subprocess: `done_file` existing means it already ran (resume)."""
+    name: str
+    argv: list
+    log_path: str
+    done_file: str
+    wall_s: float = None
+    max_rss_mib: float = None
+    returncode: int = None
+
+
+def _env(threads):
+    env = dict(os.environ)
+    if threads:
+        env["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        env["TF_NUM_INTEROP_THREADS"] = "1"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_jobs(jobs, parallel=1, threads=None, log=print):
+    """Run the jobs not done yet, `parallel` at a time; fill in wall time, peak RSS, return code.
+
+    Returns the jobs that ran here (skipped ones keep wall_s None). A failed job is
+    reported with its log path and does not stop the others; the caller decides.
+    """
+    todo = [j for j in jobs if not os.path.exists(j.done_file)]
+    for j in jobs:
+        if j not in todo:
+            log(f"[skip] {j.name}: {j.done_file} exists")
+    running, ran = {}, []
+    t0 = time.time()
+    while todo or running:
+        while todo and len(running) < max(1, parallel):
+            j = todo.pop(0)
+            os.makedirs(os.path.dirname(os.path.abspath(j.log_path)), exist_ok=True)
+            f = open(j.log_path, "ab")
+            p = subprocess.Popen(j.argv, stdout=f, stderr=subprocess.STDOUT, env=_env(threads))
+            running[p.pid] = (j, p, f, time.time())
+            log(f"[start {time.time() - t0:6.0f}s] {j.name} (log {j.log_path})")
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in running:
+            continue
+        j, p, f, started = running.pop(pid)
+        f.close()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        j.returncode = p.returncode
+        j.wall_s = time.time() - started
+        j.max_rss_mib = usage.ru_maxrss / 1024.0  # Linux: KiB
+        ran.append(j)
+        state = "done" if j.returncode == 0 else f"FAILED (exit {j.returncode}; see {j.log_path})"
+        log(f"[{state} {time.time() - t0:6.0f}s] {j.name}: {j.wall_s:.0f} s, peak RSS {j.max_rss_mib:.0f} MiB")
+    return ran
+
+
+def python_module(module, *args):
+    return [sys.executable, "-m", module, *[str(a) for a in args]]

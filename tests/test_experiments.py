@@ -1,0 +1,64 @@
+"""The experiment tools' shared pieces: matched-latency sampling, Pareto front, job runner."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import latency_helpers
+from proxyless_tf import experiments
+from proxyless_tf.errors import ConfigError
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    pts = [(1.0, 0.80), (2.0, 0.85), (1.5, 0.79), (3.0, 0.84), (0.5, 0.70), (2.0, 0.90)]
+    front = experiments.pareto_front(pts)
+    assert sorted(front) == [0, 4, 5]
+    # brute force: a point is on the front iff no other is at most as slow and strictly more accurate, or faster and as accurate
+    for i, (l, a) in enumerate(pts):
+        dominated = any((l2 <= l and a2 > a) or (l2 < l and a2 >= a) for j, (l2, a2) in enumerate(pts) if j != i)
+        assert (i in front) == (not dominated)
+
+
+def test_matched_random_archs_are_distinct_in_band_and_reproducible():
+    space = latency_helpers.tiny_space()
+    cost = {"mb_k3_e3": 1.0, "mb_k5_e3": 2.0, "zero": 0.0}
+
+    def predict(arch):
+        return 1.0 + sum(cost[o] for o in arch.ops)
+
+    got = experiments.matched_random_archs(space, predict, 4.0, 3, tolerance=0.3, seed=0)
+    again = experiments.matched_random_archs(space, predict, 4.0, 3, tolerance=0.3, seed=0)
+    assert [a.ops for _, a, _ in got] == [a.ops for _, a, _ in again]
+    assert len({tuple(a.ops) for _, a, _ in got}) == 3
+    for _, arch, ms in got:
+        assert ms == predict(arch) and abs(ms - 4.0) <= 1.2
+    with pytest.raises(ConfigError, match="random archs within"):
+        experiments.matched_random_archs(space, predict, 40.0, 1, tolerance=0.05, max_draws=500)
+
+
+def test_uniform_arch_needs_an_op_every_layer_has():
+    space = latency_helpers.tiny_space()
+    assert experiments.uniform_arch(space, "mb_k5_e3").ops == ["mb_k5_e3"] * space.num_layers
+    with pytest.raises(ConfigError, match="not a candidate"):
+        experiments.uniform_arch(space, "mb_k7_e6")
+
+
+def test_run_jobs_records_peak_rss_and_skips_finished_jobs(tmp_path):
+    big = tmp_path / "big.done"
+    code = ("import sys; b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); "
+            f"open({str(big)!r}, 'w').write('ok')")
+    jobs = [experiments.Job("alloc", [sys.executable, "-c", code], str(tmp_path / "alloc.log"), str(big)),
+            experiments.Job("fail", [sys.executable, "-c", "raise SystemExit(3)"], str(tmp_path / "fail.log"),
+                            str(tmp_path / "never"))]
+    lines = []
+    ran = experiments.run_jobs(jobs, parallel=2, log=lines.append)
+    by = {j.name: j for j in ran}
+    assert by["alloc"].returncode == 0 and by["fail"].returncode == 3
+    assert 200 <= by["alloc"].max_rss_mib < 400  # the child's own high-water mark, not ours
+    assert by["alloc"].wall_s > 0
+    again = experiments.run_jobs(jobs[:1], log=lines.append)
+    assert again == [] and any(line.startswith("[skip] alloc") for line in lines)
+    assert os.path.exists(tmp_path / "alloc.log")
+    assert np.isfinite(by["fail"].wall_s)

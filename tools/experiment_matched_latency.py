@@ -1,0 +1,341 @@
+"""Latency-aware search vs latency-blind search vs random vs MobileNetV2-style, at one latency.
+
+    python tools/experiment_matched_latency.py --out_dir=runs/exp_matched [--parallel=2]
+
+The paper's RQ4 claim — searching with the latency term finds a more accurate network
+than the alternatives *at the same latency* — as a rerunnable experiment on real
+Fashion-MNIST. The target is the predicted latency of the uniform MobileNetV2-style
+network of the space (`--reference_op` in every layer), so that network is a contender
+by construction. Contenders, all retrained by the same `proxyless_tf.train` command:
+
+  aware   `proxyless_tf.search` with the latency loss toward the target, one per seed
+  blind   the same search with `--latency_loss=none`, its argmax then moved into the
+          latency band by the same latency-aware derivation (so both are at the target)
+  random  `--num_random` uniformly random archs of the space whose predicted latency is
+          within ±tolerance of the target (rejection sampling), one training seed each
+  mbv2    the uniform reference network, one training per seed
+
+Every network is then converted to TFLite and measured with the table's own backend
+settings (LiteRT, its thread count and clock), so "matched latency" is checked on the
+measurement, not only the prediction. Each stage writes files in --out_dir and is skipped
+when they exist: a killed run continues where it stopped. Results: results.json, the
+plots, and the markdown section printed at the end (paste into docs/RESULTS.md).
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
+
+LITERT_SETTINGS = ("threads", "warmup_runs", "num_runs", "rounds", "clock")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", "runs/exp_matched", "Where every run, log and result goes.")
+flags.DEFINE_string("space", os.path.join(ROOT, "configs/spaces/fashion_mnist.json"), "Search space JSON.")
+flags.DEFINE_string("latency_table", os.path.join(ROOT, "configs/latency/fashion_mnist_litert1_ref.json"),
+                    "Latency table of the space (its backend settings are also used to measure).")
+flags.DEFINE_string("reference_op", "mb_k3_e6", "Op of the uniform MobileNetV2-style network; its predicted "
+                    "latency is the target.")
+flags.DEFINE_float("target_ms", None, "Latency target (default: the uniform network's prediction).")
+flags.DEFINE_float("tolerance", 0.05, "Latency band of the random archs and of the derivation (fraction).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the searches and of the reference network's trainings.")
+flags.DEFINE_integer("num_random", 10, "Random archs in the latency band.")
+flags.DEFINE_integer("parallel", 1, "Subprocesses at a time.")
+flags.DEFINE_integer("child_threads", None, "TF intra-op threads per subprocess (default: TF's choice).")
+flags.DEFINE_list("search_args", [
+    "--dataset=fashion_mnist", "--epochs=3", "--warmup_epochs=1", "--max_train=6400", "--valid_size=5000",
+    "--batch_size=64", "--arch_every=2", "--weight_lr=0.05", "--arch_lr=0.03", "--latency_loss=add#abs",
+    "--loss_lambda=3.0", "--bn_recalibration_steps=20", "--verbose=2", "--checkpoint_every=50"],
+    "Arguments of every search (comma-separated); seed, target, table and out_dir are added.")
+flags.DEFINE_list("train_args", [
+    "--dataset=fashion_mnist", "--epochs=1", "--train_examples=20000", "--batch_size=128", "--lr=0.1",
+    "--warmup_epochs=0.2", "--checkpoint_every=100"],
+    "Arguments of every retraining (comma-separated); arch, seed and out_dir are added.")
+flags.DEFINE_boolean("measure", True, "Measure every network's TFLite latency with the table's backend.")
+flags.DEFINE_integer("heatmap_seed", 0, "Seed of the latency-aware search whose α history is drawn.")
+
+
+def _load():
+    from proxyless_tf import space as space_lib
+    from proxyless_tf.latency.table import LatencyTable
+
+    space = space_lib.SearchSpace.from_json(FLAGS.space)
+    table = LatencyTable.load(FLAGS.latency_table)
+    table.check_space(space, 10)
+    return space, table
+
+
+def plan(space, table, out):
+    """Every contender: name -> {group, seed, arch_path (known now or after its search)}."""
+    from proxyless_tf import experiments
+
+    mbv2 = experiments.uniform_arch(space, FLAGS.reference_op)
+    target = FLAGS.target_ms or table.predict(mbv2, 10)
+    os.makedirs(os.path.join(out, "archs"), exist_ok=True)
+    mbv2_path = os.path.join(out, "archs", "mbv2.json")
+    if not os.path.exists(mbv2_path):
+        mbv2.to_json(mbv2_path)
+    contenders = {}
+    for s in FLAGS.seeds:
+        contenders[f"mbv2_s{s}"] = {"group": "mbv2", "seed": int(s), "arch_path": mbv2_path}
+        for group in ("aware", "blind"):
+            contenders[f"{group}_s{s}"] = {"group": group, "seed": int(s),
+                                           "search_dir": os.path.join(out, f"search_{group}_s{s}"),
+                                           "arch_path": os.path.join(out, f"search_{group}_s{s}", "arch.json")}
+    for i, (draw, arch, ms) in enumerate(experiments.matched_random_archs(
+            space, lambda a: table.predict(a, 10), target, FLAGS.num_random, FLAGS.tolerance, seed=0)):
+        path = os.path.join(out, "archs", f"random_{i}.json")
+        if not os.path.exists(path):
+            arch.to_json(path)
+        contenders[f"random_{i}"] = {"group": "random", "seed": 0, "arch_path": path, "draw": draw}
+    return target, contenders
+
+
+def search_jobs(contenders, target):
+    from proxyless_tf import experiments
+
+    jobs = []
+    for name, c in contenders.items():
+        if c["group"] not in ("aware", "blind"):
+            continue
+        args = list(FLAGS.search_args) + [f"--space={FLAGS.space}", f"--latency_table={FLAGS.latency_table}",
+                                          f"--target_ms={target}", f"--derive_tolerance={FLAGS.tolerance}",
+                                          f"--seed={c['seed']}", f"--out_dir={c['search_dir']}"]
+        if c["group"] == "blind":
+            args = [a for a in args if not a.startswith(("--latency_loss=", "--loss_lambda="))]
+            args.append("--latency_loss=none")
+        jobs.append(experiments.Job(f"search {name}", experiments.python_module("proxyless_tf.search", *args),
+                                    os.path.join(c["search_dir"] + ".log"),
+                                    os.path.join(c["search_dir"], "result.json")))
+    return jobs
+
+
+def train_jobs(contenders, out):
+    from proxyless_tf import experiments
+
+    jobs = []
+    for name, c in contenders.items():
+        c["train_dir"] = os.path.join(out, f"train_{name}")
+        args = list(FLAGS.train_args) + [f"--arch={c['arch_path']}", f"--seed={c['seed']}",
+                                         f"--out_dir={c['train_dir']}"]
+        jobs.append(experiments.Job(f"train {name}", experiments.python_module("proxyless_tf.train", *args),
+                                    c["train_dir"] + ".log", os.path.join(c["train_dir"], "result.json")))
+    return jobs
+
+
+def measure_all(contenders, table, space, out):
+    """TFLite latency of every distinct arch with the table's backend settings (cached in measured.json)."""
+    from proxyless_tf import nets
+    from proxyless_tf import space as space_lib
+    from proxyless_tf.latency import backends, builder
+
+    path = os.path.join(out, "measured.json")
+    cache = json.load(open(path)) if os.path.exists(path) else {}
+    dev = table.device
+    if dev.get("backend") != "litert":
+        raise ConfigError(FLAGS.latency_table, "device.backend", f"{dev.get('backend')!r} cannot be measured here",
+                          "pass --nomeasure, or a table built with --backend=litert")
+    backend = backends.make_backend("litert", **{k: dev[k] for k in LITERT_SETTINGS if k in dev})
+    builder.adopt_reference(backend, table)
+    paths = sorted({c["arch_path"] for c in contenders.values()})
+    for i, p in enumerate(paths):
+        arch = space_lib.Arch.from_json(p)
+        key = ",".join(arch.ops)
+        if key in cache:
+            continue
+        stats = backend.measure(nets.build_model(arch, 10))
+        cache[key] = getattr(stats, table.statistic)
+        space_lib.write_json_atomic(path, cache)
+        print(f"measured {i + 1}/{len(paths)} {os.path.basename(os.path.dirname(p)) or p}: {cache[key]:.4f} ms",
+              flush=True)
+    return cache
+
+
+def collect(contenders, jobs_by_name, table, measured):
+    from proxyless_tf import space as space_lib
+
+    rows = []
+    for name, c in contenders.items():
+        arch = space_lib.Arch.from_json(c["arch_path"])
+        res = json.load(open(os.path.join(c["train_dir"], "result.json")))
+        row = {"name": name, "group": c["group"], "seed": c["seed"], "ops": arch.ops,
+               "predicted_ms": table.predict(arch, 10), "measured_ms": measured.get(",".join(arch.ops)),
+               "test_accuracy": res["test_accuracy"], "train_wall_s": res.get("wall_s")}
+        if "search_dir" in c:
+            sres = json.load(open(os.path.join(c["search_dir"], "result.json")))
+            row.update(search_wall_s=sres["wall_s"], search_valid_acc=sres["valid_acc"],
+                       derive_changed_layers=sres.get("derive_changed_layers"))
+        for kind in ("search", "train"):
+            j = jobs_by_name.get(f"{kind} {name}")
+            if j is not None and j.max_rss_mib is not None:
+                row[f"{kind}_peak_rss_mib"] = j.max_rss_mib
+                row[f"{kind}_job_wall_s"] = j.wall_s
+        rows.append(row)
+    return rows
+
+
+def summarize(rows, target):
+    import numpy as np
+
+    groups = {}
+    for g in ("aware", "blind", "random", "mbv2"):
+        acc = np.array([r["test_accuracy"] for r in rows if r["group"] == g])
+        lat = np.array([r["measured_ms"] or np.nan for r in rows if r["group"] == g], dtype=float)
+        if len(acc):
+            groups[g] = {"n": int(len(acc)), "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=0)),
+                         "acc_median": float(np.median(acc)), "acc_max": float(acc.max()),
+                         "measured_ms_mean": float(np.nanmean(lat)) if np.isfinite(lat).any() else None,
+                         "measured_err_pct_max": float(np.nanmax(np.abs(lat - target) / target * 100))
+                         if np.isfinite(lat).any() else None}
+    a = groups.get("aware")
+    claims = {}
+    if a and "random" in groups and "mbv2" in groups:
+        claims["aware_beats_median_random"] = a["acc_mean"] > groups["random"]["acc_median"]
+        claims["aware_within_std_of_best_random"] = a["acc_mean"] + a["acc_std"] >= groups["random"]["acc_max"]
+        claims["aware_within_std_of_mbv2"] = a["acc_mean"] + a["acc_std"] >= groups["mbv2"]["acc_mean"]
+        claims["aware_measured_within_5pct"] = (a["measured_err_pct_max"] is not None
+                                                and a["measured_err_pct_max"] <= 5.0)
+    return groups, claims
+
+
+def cost(rows):
+    """Search vs one retraining of the network it found, same seed, same process accounting."""
+    import numpy as np
+
+    out = []
+    for r in rows:
+        if r["group"] == "aware" and r.get("search_job_wall_s") and r.get("train_job_wall_s"):
+            out.append({"seed": r["seed"], "search_s": r["search_job_wall_s"], "train_s": r["train_job_wall_s"],
+                        "time_ratio": r["search_job_wall_s"] / r["train_job_wall_s"],
+                        "search_rss_mib": r["search_peak_rss_mib"], "train_rss_mib": r["train_peak_rss_mib"],
+                        "rss_ratio": r["search_peak_rss_mib"] / r["train_peak_rss_mib"]})
+    if out:
+        return {"per_seed": out, "time_ratio_mean": float(np.mean([c["time_ratio"] for c in out])),
+                "rss_ratio_mean": float(np.mean([c["rss_ratio"] for c in out]))}
+    return None
+
+
+def plot_pareto(rows, target, tol, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from proxyless_tf import experiments
+
+    pts = [(r["measured_ms"] or r["predicted_ms"], r["test_accuracy"]) for r in rows]
+    front = experiments.pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.axvspan(target * (1 - tol), target * (1 + tol), color="0.9", label=f"target ±{tol:.0%}")
+    style = {"aware": ("tab:red", "*", 160), "blind": ("tab:blue", "s", 60), "random": ("0.5", "o", 40),
+             "mbv2": ("tab:green", "^", 70)}
+    for g, (color, marker, size) in style.items():
+        sel = [p for p, r in zip(pts, rows) if r["group"] == g]
+        if sel:
+            ax.scatter([p[0] for p in sel], [p[1] * 100 for p in sel], c=color, marker=marker, s=size, label=g,
+                       zorder=3)
+    fp = sorted(pts[i] for i in front)
+    ax.plot([p[0] for p in fp], [p[1] * 100 for p in fp], "k--", lw=1, label="Pareto front", zorder=2)
+    ax.set_xlabel("measured latency (ms, LiteRT 1 thread)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("Fashion-MNIST, all retrained the same way")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def plot_heatmap(history_path, path):
+    """Per-layer op probabilities after each epoch of one search (rows: layers, columns: ops)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    hist = json.load(open(history_path))
+    ops = sorted({op for h in hist for layer in h["probs"] for op in layer})
+    fig, axes = plt.subplots(1, len(hist), figsize=(3.2 * len(hist), 4.2), squeeze=False)
+    for ax, h in zip(axes[0], hist):
+        m = np.array([[layer.get(op, np.nan) for op in ops] for layer in h["probs"]])
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(f"epoch {h['epoch']}")
+        ax.set_xticks(range(len(ops)), [o.replace("mb_", "") for o in ops], rotation=90, fontsize=7)
+        ax.set_yticks(range(m.shape[0]), [f"L{i}" for i in range(m.shape[0])], fontsize=7)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="op probability")
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def markdown(groups, claims, costs, target, tol, command):
+    lines = [f"Target: {target:.4f} ms (the uniform `{FLAGS.reference_op}` network's prediction); band ±{tol:.0%}.",
+             "", f"    {command}", "",
+             "| contenders | n | test accuracy mean ± std | median | best | measured latency mean | worst |err| to target |",
+             "|---|---|---|---|---|---|---|"]
+    for g, s in groups.items():
+        ms = "—" if s["measured_ms_mean"] is None else f"{s['measured_ms_mean']:.4f} ms"
+        err = "—" if s["measured_err_pct_max"] is None else f"{s['measured_err_pct_max']:.1f} %"
+        lines.append(f"| {g} | {s['n']} | {s['acc_mean'] * 100:.2f} ± {s['acc_std'] * 100:.2f} % | "
+                     f"{s['acc_median'] * 100:.2f} % | {s['acc_max'] * 100:.2f} % | {ms} | {err} |")
+    lines += ["", "Claims: " + ", ".join(f"{k} = {v}" for k, v in claims.items())]
+    if costs:
+        lines += ["", f"Cost (latency-aware search ÷ retraining of its network, same accounting): time "
+                  f"{costs['time_ratio_mean']:.2f}×, peak RSS {costs['rss_ratio_mean']:.2f}× (mean over seeds)"]
+    return "\n".join(lines)
+
+
+def main(argv):
+    from proxyless_tf import experiments
+    from proxyless_tf import space as space_lib
+
+    out = os.path.abspath(FLAGS.out_dir)
+    space, table = _load()
+    target, contenders = plan(space, table, out)
+    print(f"experiment: target {target:.4f} ms, {len(contenders)} networks to retrain, out {out}", flush=True)
+    t0 = time.time()
+    sjobs = search_jobs(contenders, target)
+    ran = experiments.run_jobs(sjobs, FLAGS.parallel, FLAGS.child_threads)
+    failed = [j for j in ran if j.returncode != 0]
+    if failed:
+        raise SystemExit(f"error: {failed[0].name} failed; see {failed[0].log_path}")
+    tjobs = train_jobs(contenders, out)
+    ran += experiments.run_jobs(tjobs, FLAGS.parallel, FLAGS.child_threads)
+    failed = [j for j in ran if j.returncode != 0]
+    if failed:
+        raise SystemExit(f"error: {failed[0].name} failed; see {failed[0].log_path}")
+    # job accounting survives a resume: merge with what earlier invocations recorded
+    jobs_path = os.path.join(out, "jobs.json")
+    recorded = json.load(open(jobs_path)) if os.path.exists(jobs_path) else {}
+    for j in ran:
+        recorded[j.name] = {"wall_s": j.wall_s, "max_rss_mib": j.max_rss_mib}
+    space_lib.write_json_atomic(jobs_path, recorded)
+    jobs_by_name = {n: experiments.Job(n, [], "", "", v["wall_s"], v["max_rss_mib"]) for n, v in recorded.items()}
+    measured = measure_all(contenders, table, space, out) if FLAGS.measure else {}
+    rows = collect(contenders, jobs_by_name, table, measured)
+    groups, claims = summarize(rows, target)
+    costs = cost(rows)
+    plot_pareto(rows, target, FLAGS.tolerance, os.path.join(out, "pareto.png"))
+    hist = os.path.join(out, f"search_aware_s{FLAGS.heatmap_seed}", "alpha_history.json")
+    if os.path.exists(hist):
+        plot_heatmap(hist, os.path.join(out, "alpha_heatmap.png"))
+    command = "python tools/experiment_matched_latency.py " + " ".join(sys.argv[1:])
+    space_lib.write_json_atomic(os.path.join(out, "results.json"),
+                                {"target_ms": target, "rows": rows, "groups": groups, "claims": claims,
+                                 "cost": costs, "command": command, "wall_s": time.time() - t0})
+    print(markdown(groups, claims, costs, target, FLAGS.tolerance, command), flush=True)
+
+
+if __name__ == "__main__":
+    cli.run(main)
