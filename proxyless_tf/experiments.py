@@ -124,3 +124,19 @@ def run_jobs(jobs, parallel=1, threads=None, log=print):
 
 def python_module(module, *args):
     return [sys.executable, "-m", module, *[str(a) for a in args]]
+
+
+def write_section(path, text, heading):
+    """Replace (or append) the `## ` section called `heading` of a markdown file, keeping the others.
+
+    Each experiment tool owns one section of docs/RESULTS.md and rewrites only that one.
+    """
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Results\n\n"
+    lines = old.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + [""] + lines[end:])
+    space_lib.write_text_atomic(path, new.rstrip("\n") + "\n")

@@ -62,3 +62,11 @@ def test_run_jobs_records_peak_rss_and_skips_finished_jobs(tmp_path):
     assert again == [] and any(line.startswith("[skip] alloc") for line in lines)
     assert os.path.exists(tmp_path / "alloc.log")
     assert np.isfinite(by["fail"].wall_s)
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    experiments.write_section(str(md), "## A\n\none", "## A")
+    experiments.write_section(str(md), "## B\n\ntwo", "## B")
+    experiments.write_section(str(md), "## A\n\nthree", "## A")
+    assert md.read_text() == "# Results\n\n## A\n\nthree\n\n## B\n\ntwo\n"

@@ -34,6 +34,7 @@ from absl import flags  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
 
+HEADING = "## Matched latency: latency-aware search vs blind, random and MobileNetV2-style"
 LITERT_SETTINGS = ("threads", "warmup_runs", "num_runs", "rounds", "clock")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +61,8 @@ flags.DEFINE_list("train_args", [
     "--warmup_epochs=0.2", "--checkpoint_every=100"],
     "Arguments of every retraining (comma-separated); arch, seed and out_dir are added.")
 flags.DEFINE_boolean("measure", True, "Measure every network's TFLite latency with the table's backend.")
+flags.DEFINE_string("results_md", None, "Markdown file whose '## Matched latency' section is (re)written "
+                    "(e.g. docs/RESULTS.md); the plots are copied next to it.")
 flags.DEFINE_integer("heatmap_seed", 0, "Seed of the latency-aware search whose α history is drawn.")
 
 
@@ -334,7 +337,18 @@ def main(argv):
     space_lib.write_json_atomic(os.path.join(out, "results.json"),
                                 {"target_ms": target, "rows": rows, "groups": groups, "claims": claims,
                                  "cost": costs, "command": command, "wall_s": time.time() - t0})
-    print(markdown(groups, claims, costs, target, FLAGS.tolerance, command), flush=True)
+    text = markdown(groups, claims, costs, target, FLAGS.tolerance, command)
+    print(text, flush=True)
+    if FLAGS.results_md:
+        import shutil
+
+        docs = os.path.dirname(os.path.abspath(FLAGS.results_md))
+        figs = []
+        for name in ("pareto.png", "alpha_heatmap.png"):
+            if os.path.exists(os.path.join(out, name)):
+                shutil.copyfile(os.path.join(out, name), os.path.join(docs, f"matched_latency_{name}"))
+                figs.append(f"![{name[:-4]}](matched_latency_{name})")
+        experiments.write_section(FLAGS.results_md, "\n".join([HEADING, "", text, ""] + figs), HEADING)
 
 
 if __name__ == "__main__":
