@@ -48,6 +48,54 @@ DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"l
                        "add#abs": {"lambda": 0.1}}
 
 
+def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance):
+    """Op indices: the argmax, then the cheapest edits (in lost log-probability per ms of error
+    removed) until the predicted latency is within target ± tolerance.
+
+    `costs`/`fixed_cost` are the table's calibrated per-candidate costs
+    (`LatencyTable.layer_costs`, per-block term included), so the band is the one
+    `LatencyTable.predict` reports. Single-layer swaps first; when none reduces the error
+    (each overshoots: a space's smallest latency step can be wider than the band), a pair
+    of swaps in two layers is tried. The argmax is returned unchanged when inside the band.
+    """
+    cost = [np.asarray(r, np.float64) for r in costs]
+    idx = [int(np.argmax(lp)) for lp in logp]
+    pred = fixed_cost + sum(cost[l][i] for l, i in enumerate(idx))
+    moves = [(l, j) for l in range(len(idx)) for j in range(len(cost[l]))]
+
+    def delta(l, j):  # (change of the prediction, log-probability lost)
+        return cost[l][j] - cost[l][idx[l]], logp[l][idx[l]] - logp[l][j]
+
+    for _ in range(4 * len(idx)):
+        err = pred - target_ms
+        if abs(err) <= tolerance * target_ms:
+            break
+        best = None
+        for l, j in moves:
+            if j != idx[l]:
+                d, lost = delta(l, j)
+                gain = abs(err) - abs(err + d)
+                if gain > 1e-12 and (best is None or lost / gain < best[0]):
+                    best = (lost / gain, [(l, j)])
+        if best is None:
+            for a, (l1, j1) in enumerate(moves):
+                if j1 == idx[l1]:
+                    continue
+                d1, lost1 = delta(l1, j1)
+                for l2, j2 in moves[a + 1:]:
+                    if l2 != l1 and j2 != idx[l2]:
+                        d2, lost2 = delta(l2, j2)
+                        gain = abs(err) - abs(err + d1 + d2)
+                        if gain > 1e-12 and (best is None or (lost1 + lost2) / gain < best[0]):
+                            best = ((lost1 + lost2) / gain, [(l1, j1), (l2, j2)])
+        if best is None:
+            break
+        for l, j in best[1]:
+            pred += delta(l, j)[0]
+            idx[l] = j
+    return idx
+
+
 class LastValue(keras.metrics.Metric):
     """A metric that reports the latest value (e.g. the expected latency at the end of the epoch)."""
 
@@ -102,8 +150,9 @@ class SuperNet(keras.Model):
         self.latency_table = latency_table
         if latency_table is not None:
             latency_table.check_space(space, self.num_classes)
-            self._lat = [np.asarray(r, np.float32) for r in latency_table.layer_latencies(space)]
-            self._fixed_ms = latency_table.fixed_ms(space, self.num_classes)
+            # calibrated per-candidate costs (per-block term included): the same numbers as predict()
+            self._costs = latency_table.layer_costs(space)
+            self._fixed_cost = latency_table.fixed_cost(space, self.num_classes)
         st, fb = space.stem, space.first_block
         self.stem_layers = blocks.conv_bn_act_layers(keras, st["out_channels"], st["kernel"], st["stride"],
                                                      space.bn_eps, "stem")
@@ -176,18 +225,18 @@ class SuperNet(keras.Model):
         """E[latency] under softmax(α), calibrated; differentiable in α. 0 without a table."""
         if self.latency_table is None:
             return keras.ops.zeros(())
-        total = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
-        for m, lat in zip(self.mixed_ops, self._lat):
-            total = total + keras.ops.sum(keras.ops.softmax(m.alpha) * lat)
-        return self.latency_table.calibrate(total)
+        total = keras.ops.convert_to_tensor(self._fixed_cost, "float32")
+        for m, cost in zip(self.mixed_ops, self._costs):
+            total = total + keras.ops.sum(keras.ops.softmax(m.alpha) * cost)
+        return total
 
     def argmax_latency(self):
         if self.latency_table is None:
             return keras.ops.zeros(())
-        total = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
-        for m, lat in zip(self.mixed_ops, self._lat):
-            total = total + keras.ops.take(lat, keras.ops.argmax(m.alpha))
-        return self.latency_table.calibrate(total)
+        total = keras.ops.convert_to_tensor(self._fixed_cost, "float32")
+        for m, cost in zip(self.mixed_ops, self._costs):
+            total = total + keras.ops.take(cost, keras.ops.argmax(m.alpha))
+        return total
 
     def mean_entropy(self):
         ent = [-keras.ops.sum(keras.ops.softmax(m.alpha) * keras.ops.log_softmax(m.alpha)) for m in self.mixed_ops]
@@ -216,13 +265,10 @@ class SuperNet(keras.Model):
 
             ms = tf.numpy_function(measure, [idx], tf.float32, stateful=True)
             return tf.reshape(ms, ())
-        raw = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
-        n_blocks = keras.ops.zeros((), "float32")
-        for m, lat, s in zip(self.mixed_ops, self._lat, samples):
-            raw = raw + keras.ops.take(lat, s)
-            nonzero = np.asarray([c != space_lib.ZERO for c in m.candidates], np.float32)
-            n_blocks = n_blocks + keras.ops.take(nonzero, s)
-        return self.latency_table.calibrate(raw, n_blocks)
+        total = keras.ops.convert_to_tensor(self._fixed_cost, "float32")
+        for cost, s in zip(self._costs, samples):
+            total = total + keras.ops.take(cost, s)
+        return total
 
     def reinforce_step(self, x_val, y_val, samples=None):
         """One REINFORCE update of α on a validation batch; returns the step's numbers.
@@ -448,40 +494,19 @@ class SuperNet(keras.Model):
     def derive_arch(self, target_ms=None, tolerance=0.1):
         """The argmax architecture as a plain `Arch`.
 
-        With `target_ms`, a latency-aware derivation: when the argmax network's predicted
-        latency is outside target ± tolerance, single-layer swaps that move it toward the
-        target are made greedily, cheapest first in lost log-probability per ms gained,
-        until it is inside (or no swap helps). `self.derive_changes` records how many layers
+        With `target_ms`, a latency-aware derivation (`derive_toward_target`): when the
+        argmax network's predicted latency is outside target ± tolerance, swaps that move it
+        toward the target are made greedily, cheapest first in lost log-probability per ms
+        gained, until it is inside (or no single or paired swap helps). `self.derive_changes` records how many layers
         were changed, so reports can say whether the argmax alone met the target.
         """
         logp = [keras.ops.convert_to_numpy(keras.ops.log_softmax(m.alpha)).astype(np.float64)
                 for m in self.mixed_ops]
-        idx = [int(np.argmax(lp)) for lp in logp]
-        self.derive_changes = 0
         if target_ms is not None and self.latency_table is not None:
-            cal = self.latency_table.calibrate
-            lat = [np.asarray(r, np.float64) for r in self._lat]
-            raw = self._fixed_ms + sum(lat[l][i] for l, i in enumerate(idx))
-            for _ in range(4 * len(idx)):
-                err = cal(raw) - target_ms
-                if abs(err) <= tolerance * target_ms:
-                    break
-                best = None
-                for l, i in enumerate(idx):
-                    for j in range(len(lat[l])):
-                        new_err = cal(raw - lat[l][i] + lat[l][j]) - target_ms
-                        gain = abs(err) - abs(new_err)
-                        if j == i or gain <= 1e-12:
-                            continue
-                        cost = (logp[l][i] - logp[l][j]) / gain
-                        if best is None or cost < best[0]:
-                            best = (cost, l, j)
-                if best is None:
-                    break
-                _, l, j = best
-                raw += lat[l][j] - lat[l][idx[l]]
-                idx[l] = j
-            self.derive_changes = sum(int(i != int(np.argmax(lp))) for i, lp in zip(idx, logp))
+            idx = derive_toward_target(logp, self._costs, self._fixed_cost, target_ms, tolerance)
+        else:
+            idx = [int(np.argmax(lp)) for lp in logp]
+        self.derive_changes = sum(int(i != int(np.argmax(lp))) for i, lp in zip(idx, logp))
         ops = [m.candidates[i] for m, i in zip(self.mixed_ops, idx)]
         return space_lib.Arch(self.space, ops)
 

@@ -126,3 +126,45 @@ def test_table_missing_a_block_is_one_config_error():
     with pytest.raises(ConfigError, match="no measurement") as e:
         SuperNet(space, 4, synthetic_table(space, 4, drop=(missing,)))
     assert missing in str(e.value)
+
+
+def test_latency_terms_and_derivation_use_the_tables_calibrated_prediction():
+    """expected/argmax latency and the derived arch agree with LatencyTable.predict, per-block term included."""
+    import itertools
+
+    from proxyless_tf.space import Arch
+    from proxyless_tf.supernet import derive_toward_target
+
+    space = tiny_space()
+    table = synthetic_table(space, 4)
+    table.calibration = {"kind": "linear", "scale": 0.9, "offset": 0.1, "per_block": 0.05}
+    net = SuperNet(space, 4, table, seed=0)
+    rng = np.random.default_rng(1)
+    for m in net.mixed_ops:
+        m.alpha.assign(rng.normal(size=m.num_candidates).astype("float32"))
+    probs = [keras.ops.convert_to_numpy(keras.ops.softmax(m.alpha)) for m in net.mixed_ops]
+    exact = 0.0
+    for combo in itertools.product(*[range(m.num_candidates) for m in net.mixed_ops]):
+        arch = Arch(space, [m.candidates[i] for m, i in zip(net.mixed_ops, combo)])
+        exact += np.prod([p[i] for p, i in zip(probs, combo)]) * table.predict(arch, 4)
+    assert float(net.expected_latency()) == pytest.approx(exact, rel=1e-5)
+    assert float(net.argmax_latency()) == pytest.approx(table.predict(net.derive_arch(), 4), rel=1e-5)
+    lo, hi = table.latency_range(space, 4)
+    for target in np.linspace(lo, hi, 7):
+        arch = net.derive_arch(target_ms=float(target), tolerance=0.02)
+        preds = [table.predict(Arch(space, [m.candidates[i] for m, i in zip(net.mixed_ops, c)]), 4)
+                 for c in itertools.product(*[range(m.num_candidates) for m in net.mixed_ops])]
+        if any(abs(p - target) <= 0.02 * target for p in preds):  # the band is reachable at all
+            assert abs(table.predict(arch, 4) - target) <= 0.02 * target + 1e-9
+
+
+def test_derivation_pairs_swaps_when_every_single_swap_overshoots():
+    from proxyless_tf.supernet import derive_toward_target
+
+    # argmax: layer A 1.0 ms + layer B 0.5 ms = 1.5 ms; target 1.45 ms ± 1.5 %. Every single swap
+    # lands farther away (A -> 0.5: 1.0 ms; B -> 0.97: 1.97 ms); the pair lands at 1.47 ms, inside.
+    logp = [np.log([0.3, 0.7]), np.log([0.6, 0.4])]
+    costs = [np.array([0.5, 1.0]), np.array([0.5, 0.97])]
+    assert derive_toward_target(logp, costs, 0.0, 1.45, 0.015) == [0, 1]
+    # already inside the band: the argmax, untouched
+    assert derive_toward_target(logp, costs, 0.0, 1.5, 0.015) == [1, 0]

@@ -241,7 +241,7 @@ class LatencyTable:
             out.append(np.asarray(row, dtype=np.float32))
         return out
 
-    def _layer_costs(self, space):
+    def layer_costs(self, space):
         """Per layer and candidate, its calibrated contribution: scale * lat + per_block * (op != zero).
 
         Calibration is affine in each layer's choice, so predict(arch) = offset + scale * fixed
@@ -255,14 +255,15 @@ class LatencyTable:
             out.append((scale * lat + per_block * nonzero).astype(np.float32))
         return out
 
-    def _fixed_cost(self, space, num_classes=None):
+    def fixed_cost(self, space, num_classes=None):
+        """offset + scale * (stem, first block, head): predict(arch) = this + the layers' costs."""
         cal = self.calibration or {}
         return cal.get("scale", 1.0) * self.fixed_ms(space, num_classes) + cal.get("offset", 0.0)
 
     def latency_range(self, space, num_classes=None):
         """(fastest, slowest) predicted latency over the whole space, in ms."""
-        costs = self._layer_costs(space)
-        fixed = self._fixed_cost(space, num_classes)
+        costs = self.layer_costs(space)
+        fixed = self.fixed_cost(space, num_classes)
         lo = fixed + sum(float(r.min()) for r in costs)
         hi = fixed + sum(float(r.max()) for r in costs)
         return float(lo), float(hi)
@@ -279,10 +280,10 @@ class LatencyTable:
         """
         import keras
 
-        costs = self._layer_costs(space)
+        costs = self.layer_costs(space)
         if len(alpha_logits) != len(costs):
             raise ValueError(f"{len(alpha_logits)} logit vectors for {len(costs)} searchable layers")
-        total = keras.ops.convert_to_tensor(self._fixed_cost(space, num_classes), dtype="float32")
+        total = keras.ops.convert_to_tensor(self.fixed_cost(space, num_classes), dtype="float32")
         for logits, cost in zip(alpha_logits, costs):
             p = keras.ops.softmax(keras.ops.cast(logits, "float32"))
             total = total + keras.ops.sum(p * keras.ops.convert_to_tensor(cost))
