@@ -71,6 +71,16 @@ EPOCH_END = re.compile(r"^(\d+)/(\d+) - ")
 RESUMING = re.compile(r"^search: resuming .* at epoch (\d+) step (\d+)")
 
 
+def die_with_parent():
+    """In the child: SIGKILL when this tool dies (a killed soak must not leave a search running)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def status_kib(pid, field):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -133,7 +143,7 @@ class Watched:
     def __init__(self, name, cmd, env, log):
         self.name, self.log = name, log
         self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, errors="replace")
+                                     text=True, bufsize=1, errors="replace", preexec_fn=die_with_parent)
         self.t0 = time.time()
         self.lock = threading.Lock()
         self.epoch = None            # the epoch running now (1-based, absolute)
