@@ -139,8 +139,36 @@ def tensorboard_available():
     return importlib.util.find_spec("tensorboard") is not None
 
 
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that never leaves a half-written file: each save goes to a temporary
+    file beside the target (`best.tmp.keras`), then `os.replace` puts it in place, so a kill
+    during the write leaves the previous best. (Keras writes the target in place.)"""
+
+    def _save_model(self, epoch, batch, logs):
+        target = self._get_file_path(epoch, batch, logs)  # placeholders ({epoch}, ...) filled
+        tmp = self._tmp_of(target)
+        if os.path.exists(tmp):
+            os.remove(tmp)  # a killed save's leftover must not be renamed into place below
+        final = self.filepath
+        self.filepath = self._tmp_of(final)
+        try:
+            super()._save_model(epoch, batch, logs)  # saves only on an improvement (save_best_only)
+        finally:
+            self.filepath = final
+        if os.path.exists(tmp):
+            os.replace(tmp, target)
+
+    @staticmethod
+    def _tmp_of(path):
+        """best.keras -> best.tmp.keras (Keras checks the extension: .keras, .h5, .weights.h5)."""
+        if path.endswith(".weights.h5"):
+            return path[:-len(".weights.h5")] + ".tmp.weights.h5"
+        stem, ext = os.path.splitext(path)
+        return f"{stem}.tmp{ext}"
+
+
 def make_callbacks(run_dir, has_val, best=None, append=False):
-    """best.keras, TensorBoard and a CSV log (resuming is `train`'s business, `resume.py`).
+    """best.keras (written atomically), TensorBoard and a CSV log (resuming is `train`'s business, `resume.py`).
 
     `best`: the best monitored value so far (a resumed run must not overwrite best.keras
     with a worse epoch); `append`: continue the CSV log of a resumed run.
@@ -149,8 +177,8 @@ def make_callbacks(run_dir, has_val, best=None, append=False):
     """
     monitor = "val_accuracy" if has_val else "accuracy"
     cbs = [
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
-                                        mode="max", save_best_only=True, initial_value_threshold=best),
+        AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
+                              mode="max", save_best_only=True, initial_value_threshold=best),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=append),
     ]
     if tensorboard_available():

@@ -59,3 +59,29 @@ def test_cli_rejects_arch_for_another_input_shape(tmp_path, repo_root):
     proc = run_cli(["-m", "proxyless_tf.train", "--arch=configs/archs/proxyless_mobile.json", "--epochs=1",
                     f"--out_dir={tmp_path}/r"])
     assert_one_line_error(proc, "input_shape", "fashion_mnist")
+
+
+def test_best_checkpoint_is_replaced_atomically(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "best.keras"
+    cb = training.AtomicModelCheckpoint(str(path), monitor="accuracy", mode="max", save_best_only=True)
+    cb.set_model(model)
+    cb.on_epoch_end(0, {"accuracy": 0.5})
+    assert path.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
+    good = path.read_bytes()
+
+    def killed_mid_write(filepath, **kwargs):  # a kill during the write: a partial file, no return
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04partial")
+        raise KeyboardInterrupt
+
+    model.save = killed_mid_write
+    try:
+        cb.on_epoch_end(1, {"accuracy": 0.9})
+    except KeyboardInterrupt:
+        pass
+    assert path.read_bytes() == good  # the previous best is intact
+    cb.best = 0.5
+    cb.on_epoch_end(2, {"accuracy": 0.4})  # no improvement: the stale partial file is dropped, not renamed in
+    assert path.read_bytes() == good and not (tmp_path / "best.tmp.keras").exists()
+    keras.models.load_model(str(path))
