@@ -31,6 +31,10 @@ flags.DEFINE_integer("valid_size", None, "Images carved (class-balanced) from tr
 flags.DEFINE_integer("max_train", None, "Use only this many training images (quick runs).")
 flags.DEFINE_string("space", "fashion_mnist.json", "Search space JSON (a bare name resolves in configs/spaces).")
 flags.DEFINE_integer("resolution", None, "Override the space's input height/width.")
+flags.DEFINE_integer("latency_resolution", None, "Look the latency term up at this input height/width (the "
+                     "deployment one the table was measured at) while the network runs at --resolution.")
+flags.DEFINE_integer("latency_num_classes", None, "Classifier width of the table's head entry (default: the "
+                     "dataset's); e.g. 1000 for a table measured for ImageNet. A constant: moves no choice.")
 flags.DEFINE_string("latency_table", None, "LatencyTable JSON ('~' allowed).")
 flags.DEFINE_boolean("build_table", False, "Build the table with --table_backend when it does not exist.")
 flags.DEFINE_string("table_backend", "litert", "Backend that builds a missing table.")
