@@ -188,7 +188,11 @@ def cross_evaluate(space, ops_by_dev, results):
     for net_dev in DEVICES:
         net = SuperNet(space, data.num_classes, None, seed=FLAGS.seed)
         ckpt = os.path.join(FLAGS.out_dir, f"search_{net_dev}", "checkpoints", "last.weights.h5")
-        net.compile(latency_loss=None)
+        # the optimizers as the search built them, so the checkpoint's optimizer variables match
+        net.compile(weight_optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.025, 1),
+                                                          momentum=0.9, nesterov=True, weight_decay=4e-5),
+                    arch_optimizer=keras.optimizers.Adam(FLAGS.arch_lr, beta_1=0.0, beta_2=0.999),
+                    latency_loss=None)
         net.load_weights(ckpt)
         out[net_dev] = {}
         for arch_dev in DEVICES:
