@@ -86,6 +86,8 @@ flags.DEFINE_integer("measure_rounds", 5, "Interleaved measurement rounds per ne
 flags.DEFINE_float("acc_margin", 1.0, "Accuracy differences below this (points) count as equal.")
 flags.DEFINE_string("results_json", "docs/specialization.json", "Where the numbers go.")
 flags.DEFINE_string("plot", "docs/specialization.png", "Where the PNG goes.")
+flags.DEFINE_string("results_md", "docs/RESULTS.md", "Markdown file whose '## Specialization' section is (re)written "
+                    "from the numbers (other sections are kept); empty: none.")
 
 DEVICES = ("pixel1", "litert1")
 LABEL = {"pixel1": "Pixel 1 (official LUT)", "litert1": "this machine, LiteRT 1 thread"}
@@ -304,6 +306,121 @@ def plot(path, res):
     plt.close(fig)
 
 
+def _ops_table(res, deploy):
+    lines = ["| layer | stage | input at 224 | arch for pixel1 | arch for litert1 | differs in |",
+             "|---|---|---|---|---|---|"]
+    for r in res["layer_diff"]["layers"]:
+        a, b = r["ops"]
+        lines.append(f"| {r['layer']} | {r['stage']} | {r['in_hw'][0]}x{r['in_hw'][1]} | {a} | {b} | "
+                     f"{', '.join(r['how']) if r['differ'] else ''} |")
+    return lines
+
+
+def markdown(res):
+    """The `## Specialization` section of docs/RESULTS.md, from the results dict alone."""
+    c, t, p, acc = res["config"], res["targets_ms"], res["predicted_ms"], res["accuracy_used"]
+    ld = res["layer_diff"]
+    png = os.path.basename(FLAGS.plot)
+    out = [
+        "## Specialization",
+        "",
+        "Question: does a search on this machine's LiteRT table (1 thread) and a search on the official",
+        "Pixel 1 table find different networks, each the better one on its own device?",
+        "",
+        "Command (from the repository root; the searches are `python -m proxyless_tf.search` subprocesses,",
+        "their logs and run directories land in `--out_dir`):",
+        "",
+        "```sh",
+        res["command"],
+        "```",
+        "",
+        f"Setup: the mobile space (21 searchable layers); both supernets run on Fashion-MNIST at a proxy "
+        f"resolution of {c['resolution']}x{c['resolution']} ({c['max_train']} training and {c['valid_size']} "
+        f"validation images, {c['epochs']} epochs of which {c['warmup_epochs']} warm-up, batch {c['batch_size']}, "
+        f"arch lr {c['arch_lr']:g}, seed {c['seed']}), while the latency term is priced at "
+        f"{c['latency_resolution']}x{c['latency_resolution']} with `--latency_resolution` (same ops, the tables' "
+        f"keys at the deployment input) and the heads as both tables measured them, for "
+        f"{c['latency_num_classes']} classes (`--latency_num_classes`; a constant of every architecture). "
+        f"Loss {c['latency_loss']} (lambda {c['loss_lambda']:g}) on both; each target is the same position, "
+        f"{c['target_frac']:g}, in its own device's reachable range; the latency-aware derivation "
+        f"(tolerance {c['derive_tolerance']:g}) then fits each argmax network to its target. "
+        f"Search wall time: " + ", ".join(f"{d} {res['search_wall_s'][d] / 60:.1f} min" for d in DEVICES)
+        + " (run in parallel on the shared 2-core machine).",
+        "",
+        "Predicted latency (ms) of both architectures on both tables; in parentheses relative to that "
+        "device's target:",
+        "",
+        "| table (device) | reachable range | target | arch searched for pixel1 | arch searched for litert1 |",
+        "|---|---|---|---|---|",
+    ]
+    for d in DEVICES:
+        lo, hi = res["ranges_ms"][d]
+        out.append(f"| {d}: {LABEL[d]} | {lo:.1f} .. {hi:.1f} | {t[d]:.1f} | "
+                   + " | ".join(f"{p[d][a]:.1f} ({p[d][a] / t[d] * 100:.0f} %)" for a in DEVICES) + " |")
+    out += ["", "Validation accuracy (Fashion-MNIST validation split, supernet weights, BN recalibrated; "
+            "each row one trained supernet, each column one architecture):", "",
+            "| supernet trained with | arch for pixel1 | arch for litert1 |", "|---|---|---|"]
+    if "valid_acc_cross" in res:
+        for n in DEVICES:
+            out.append(f"| {n} table | " + " | ".join(f"{res['valid_acc_cross'][n][a] * 100:.2f} %"
+                                                      for a in DEVICES) + " |")
+    else:
+        out.append("| own | " + " | ".join(f"{res['valid_acc_own_supernet'][a] * 100:.2f} %" for a in DEVICES)
+                   + " |")
+    out.append(f"| used ({res['accuracy_used_is']}) | " + " | ".join(f"{acc[a] * 100:.2f} %" for a in DEVICES)
+               + " |")
+    if "litert_measured" in res:
+        m = res["litert_measured"]
+        out += ["", "Measured on this machine at 224x224, 1000 classes (LiteRT, 1 thread, `clock=ref`: ratio to an "
+                "interleaved reference network x its latency, median of "
+                f"{len(next(iter(m.values()))['rounds_ms'])} rounds): "
+                + ", ".join(f"arch for {a} {m[a]['median_ms']:.1f} ms" for a in DEVICES)
+                + ". The table's own clock is `cpu`, so compare the two with each other, not with the table."]
+    st = ld["stages"]
+    out += ["", f"The architectures differ in {ld['num_differ']} of {len(ld['layers'])} layers "
+            f"(kernel size in {ld['kinds']['kernel']}, expansion in {ld['kinds']['expansion']}, "
+            f"zero vs block in {ld['kinds']['zero vs block']}). Per stage (pixel1 / litert1):", "",
+            "| stage | layers | differ | zero layers | mean kernel | mean expansion |", "|---|---|---|---|---|---|"]
+    for k in sorted(st, key=int):
+        v = st[k]
+
+        def mean(i, key):
+            return f"{v[key][i] / v['blocks'][i]:.1f}" if v["blocks"][i] else "-"
+        out.append(f"| {k} | {v['layers']} | {v['differ']} | {v['zero'][0]} / {v['zero'][1]} | "
+                   f"{mean(0, 'kernel_sum')} / {mean(1, 'kernel_sum')} | {mean(0, 'expand_sum')} / "
+                   f"{mean(1, 'expand_sum')} |")
+    out += ["", "<details><summary>per-layer ops</summary>", ""] + _ops_table(res, None) + ["", "</details>", "",
+            f"![specialization]({png})", "",
+            f"Left: each architecture's predicted latency on each table divided by that device's target (dotted: "
+            f"the derivation tolerance). Right: per-layer choices (bar height expansion, number kernel size, "
+            f"outlined where the two differ).", "",
+            "Criterion for \"better on its own device\": on device D's table, the architecture searched for D is "
+            f"feasible (predicted <= T_D x {1 + c['derive_tolerance']:g}, the search's own tolerance) and either the "
+            "other architecture is not, or both are and D's is at least as accurate (differences under "
+            f"{c['acc_margin']:g} points count as equal, and then the faster one on D wins). Accuracy: "
+            f"{res['accuracy_used_is']}.", ""]
+    for d in DEVICES:
+        v = res["verdict"][d]
+        out.append(f"- {d}: **{'holds' if v['holds'] else 'does not hold'}**: {v['why']}.")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_section(path, text, heading="## Specialization"):
+    """Replace (or append) one `## ` section of a markdown file, keeping every other section."""
+    old = open(path).read() if os.path.exists(path) else "# Results\n\n"
+    lines = old.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + [""] + lines[end:])
+    from proxyless_tf import space as space_lib
+
+    space_lib.write_text_atomic(path, new.rstrip("\n") + "\n")
+
+
 def main(argv):
     if len(argv) > 1:
         raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}", "pass only --flags")
@@ -362,6 +479,8 @@ def main(argv):
     res["tool_wall_s"] = time.time() - t0
     space_lib.write_json_atomic(FLAGS.results_json, res)
     plot(FLAGS.plot, res)
+    if FLAGS.results_md:
+        write_section(FLAGS.results_md, markdown(res))
 
     print(f"\n{'table':8s} {'target':>8s} | " + " | ".join(f"arch for {a:7s}" for a in DEVICES))
     for d in DEVICES:
@@ -376,7 +495,7 @@ def main(argv):
     if "litert_measured" in res:
         print("LiteRT measured at 224 (clock=ref): " + ", ".join(
             f"arch for {a} {m['median_ms']:.2f} ms" for a, m in res["litert_measured"].items()))
-    print(f"wrote {FLAGS.results_json} and {FLAGS.plot}")
+    print(f"wrote {FLAGS.results_json}, {FLAGS.plot}" + (f" and {FLAGS.results_md}" if FLAGS.results_md else ""))
 
 
 if __name__ == "__main__":
