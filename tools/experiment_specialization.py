@@ -182,6 +182,11 @@ def cross_evaluate(space, ops_by_dev, results):
     from proxyless_tf import space as space_lib
     from proxyless_tf.supernet import SuperNet
 
+    import tensorflow as tf
+
+    # eager: each evaluation runs one path through ~20 batches; tracing the supernet's graph for
+    # every (supernet, arch) pair would cost minutes of CPU each on this machine
+    tf.config.run_functions_eagerly(True)
     keras.utils.set_random_seed(FLAGS.seed)
     data = data_lib.search_data("fashion_mnist", space.input_shape, FLAGS.batch_size, FLAGS.valid_size, None,
                                 FLAGS.seed, None, None, FLAGS.max_train,
