@@ -79,6 +79,9 @@ flags.DEFINE_integer("checkpoint_every", 100, "Write the resume checkpoint every
                      "epoch end); a killed search rerun with the same flags continues from it. 0: epoch ends only.")
 flags.DEFINE_float("max_abs_alpha", 50.0, "Stop the search when any |alpha| exceeds this (a diverging "
                    "architecture step); 0: only non-finite alpha stops it.")
+flags.DEFINE_boolean("run_eagerly", False, "Run every step eagerly (no tf.function tracing): on a loaded CPU "
+                     "a big space's graph (e.g. the 21-layer mobile space) takes longer to trace than a short "
+                     "search takes to run eagerly.")
 flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search graph (slow to start, "
                      "no measurable gain on this branchy graph).")
 
@@ -134,6 +137,8 @@ def main(argv):
 
     if not FLAGS.graph_optimizer:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if FLAGS.run_eagerly:
+        tf.config.run_functions_eagerly(True)
     search_run.run_search(cfg)
 
 

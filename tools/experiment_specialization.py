@@ -78,6 +78,8 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_float("arch_lr", 1e-2, "Adam lr of alpha (the paper's 1e-3 barely moves alpha in a few hundred steps).")
 flags.DEFINE_float("derive_tolerance", 0.1, "Latency-aware derivation tolerance (also the feasibility margin).")
 flags.DEFINE_integer("seed", 0, "Seed of both searches.")
+flags.DEFINE_boolean("run_eagerly", True, "Searches run eagerly (--run_eagerly of the search): tracing the "
+                     "21-layer supernet's graph costs more CPU than a few hundred eager steps here.")
 flags.DEFINE_boolean("parallel", False, "Run the two searches at the same time (two cores).")
 flags.DEFINE_boolean("reuse", True, "Reuse a run directory that already has result.json.")
 flags.DEFINE_boolean("cross_eval", True, "Evaluate both archs in both trained supernets.")
@@ -101,7 +103,7 @@ def search_command(device, table, out):
             f"--max_train={FLAGS.max_train}", f"--valid_size={FLAGS.valid_size}", f"--epochs={FLAGS.epochs}",
             f"--warmup_epochs={FLAGS.warmup_epochs}", f"--batch_size={FLAGS.batch_size}",
             f"--arch_lr={FLAGS.arch_lr}", f"--derive_tolerance={FLAGS.derive_tolerance}", f"--seed={FLAGS.seed}",
-            f"--out_dir={out}", "--verbose=2"] + (
+            f"--out_dir={out}", "--verbose=2", f"--run_eagerly={str(FLAGS.run_eagerly).lower()}"] + (
                 [f"--steps_per_epoch={FLAGS.steps_per_epoch}"] if FLAGS.steps_per_epoch else [])
 
 
