@@ -121,6 +121,9 @@ class SuperNet(keras.Model):
             latency_table.check_space(self.latency_space, self.latency_num_classes)
             self._lat = [np.asarray(r, np.float32) for r in latency_table.layer_latencies(self.latency_space)]
             self._fixed_ms = latency_table.fixed_ms(self.latency_space, self.latency_num_classes)
+            # 1 where a candidate is a block: the calibration's per-block term counts them
+            self._nonzero = [np.asarray([c != space_lib.ZERO for c in l.candidates], np.float32)
+                             for l in self.latency_space.layers]
         st, fb = space.stem, space.first_block
         self.stem_layers = blocks.conv_bn_act_layers(keras, st["out_channels"], st["kernel"], st["stride"],
                                                      space.bn_eps, "stem")
@@ -194,17 +197,23 @@ class SuperNet(keras.Model):
         if self.latency_table is None:
             return keras.ops.zeros(())
         total = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
-        for m, lat in zip(self.mixed_ops, self._lat):
-            total = total + keras.ops.sum(keras.ops.softmax(m.alpha) * lat)
-        return self.latency_table.calibrate(total)
+        n_blocks = keras.ops.zeros((), "float32")
+        for m, lat, nz in zip(self.mixed_ops, self._lat, self._nonzero):
+            p = keras.ops.softmax(m.alpha)
+            total = total + keras.ops.sum(p * lat)
+            n_blocks = n_blocks + keras.ops.sum(p * nz)
+        return self.latency_table.calibrate(total, n_blocks)
 
     def argmax_latency(self):
         if self.latency_table is None:
             return keras.ops.zeros(())
         total = keras.ops.convert_to_tensor(self._fixed_ms, "float32")
-        for m, lat in zip(self.mixed_ops, self._lat):
-            total = total + keras.ops.take(lat, keras.ops.argmax(m.alpha))
-        return self.latency_table.calibrate(total)
+        n_blocks = keras.ops.zeros((), "float32")
+        for m, lat, nz in zip(self.mixed_ops, self._lat, self._nonzero):
+            i = keras.ops.argmax(m.alpha)
+            total = total + keras.ops.take(lat, i)
+            n_blocks = n_blocks + keras.ops.take(nz, i)
+        return self.latency_table.calibrate(total, n_blocks)
 
     def latency_arch(self, arch):
         """`arch` (of `space`) as an `Arch` of `latency_space`: what the table predicts."""
@@ -480,17 +489,22 @@ class SuperNet(keras.Model):
         idx = [int(np.argmax(lp)) for lp in logp]
         self.derive_changes = 0
         if target_ms is not None and self.latency_table is not None:
-            cal = self.latency_table.calibrate
             lat = [np.asarray(r, np.float64) for r in self._lat]
+            nz = [np.asarray(r, np.float64) for r in self._nonzero]
+
+            def cal(raw, blocks):
+                return self.latency_table.calibrate(raw, blocks)
+
             raw = self._fixed_ms + sum(lat[l][i] for l, i in enumerate(idx))
+            blocks = sum(nz[l][i] for l, i in enumerate(idx))
             for _ in range(4 * len(idx)):
-                err = cal(raw) - target_ms
+                err = cal(raw, blocks) - target_ms
                 if abs(err) <= tolerance * target_ms:
                     break
                 best = None
                 for l, i in enumerate(idx):
                     for j in range(len(lat[l])):
-                        new_err = cal(raw - lat[l][i] + lat[l][j]) - target_ms
+                        new_err = cal(raw - lat[l][i] + lat[l][j], blocks - nz[l][i] + nz[l][j]) - target_ms
                         gain = abs(err) - abs(new_err)
                         if j == i or gain <= 1e-12:
                             continue
@@ -501,6 +515,7 @@ class SuperNet(keras.Model):
                     break
                 _, l, j = best
                 raw += lat[l][j] - lat[l][idx[l]]
+                blocks += nz[l][j] - nz[l][idx[l]]
                 idx[l] = j
             self.derive_changes = sum(int(i != int(np.argmax(lp))) for i, lp in zip(idx, logp))
         ops = [m.candidates[i] for m, i in zip(self.mixed_ops, idx)]

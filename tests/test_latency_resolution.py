@@ -73,6 +73,14 @@ def test_expected_and_argmax_latency_use_the_deployment_keys_while_the_net_runs_
     # latency-aware derivation swaps toward the target on the deployment table
     derived = net.derive_arch(target_ms=hi, tolerance=0.01)
     assert table.predict(net.latency_arch(derived)) == pytest.approx(hi, rel=0.01)
+    # a calibration with a per-block term (the LiteRT tables have one): the search's latency numbers
+    # are still the table's own expectation and prediction, per-block term included
+    table.calibration = {"kind": "linear", "scale": 0.8, "offset": -1.0, "per_block": 0.5}
+    assert float(net.expected_latency()) == pytest.approx(
+        float(table.expected_latency([m.alpha for m in net.mixed_ops], deploy)), rel=1e-6)
+    assert float(net.argmax_latency()) == pytest.approx(table.predict(net.latency_arch(net.derive_arch())), rel=1e-6)
+    derived = net.derive_arch(target_ms=table.latency_range(deploy)[1], tolerance=0.01)
+    assert table.predict(net.latency_arch(derived)) == pytest.approx(table.latency_range(deploy)[1], rel=0.01)
     cfg = net.get_config()
     assert cfg["latency_space"]["input_shape"][:2] == [DEPLOY, DEPLOY] and cfg["latency_num_classes"] == TABLE_CLASSES
 
