@@ -31,6 +31,10 @@ flags.DEFINE_integer("valid_size", None, "Images carved (class-balanced) from tr
 flags.DEFINE_integer("max_train", None, "Use only this many training images (quick runs).")
 flags.DEFINE_string("space", "fashion_mnist.json", "Search space JSON (a bare name resolves in configs/spaces).")
 flags.DEFINE_integer("resolution", None, "Override the space's input height/width.")
+flags.DEFINE_integer("latency_resolution", None, "Look the latency term up at this input height/width (the "
+                     "deployment one the table was measured at) while the network runs at --resolution.")
+flags.DEFINE_integer("latency_num_classes", None, "Classifier width of the table's head entry (default: the "
+                     "dataset's); e.g. 1000 for a table measured for ImageNet. A constant: moves no choice.")
 flags.DEFINE_string("latency_table", None, "LatencyTable JSON ('~' allowed).")
 flags.DEFINE_boolean("build_table", False, "Build the table with --table_backend when it does not exist.")
 flags.DEFINE_string("table_backend", "litert", "Backend that builds a missing table.")
@@ -75,6 +79,9 @@ flags.DEFINE_integer("checkpoint_every", 100, "Write the resume checkpoint every
                      "epoch end); a killed search rerun with the same flags continues from it. 0: epoch ends only.")
 flags.DEFINE_float("max_abs_alpha", 50.0, "Stop the search when any |alpha| exceeds this (a diverging "
                    "architecture step); 0: only non-finite alpha stops it.")
+flags.DEFINE_boolean("run_eagerly", False, "Run every step eagerly (no tf.function tracing): on a loaded CPU "
+                     "a big space's graph (e.g. the 21-layer mobile space) takes longer to trace than a short "
+                     "search takes to run eagerly.")
 flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search graph (slow to start, "
                      "no measurable gain on this branchy graph).")
 
@@ -130,6 +137,8 @@ def main(argv):
 
     if not FLAGS.graph_optimizer:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if FLAGS.run_eagerly:
+        tf.config.run_functions_eagerly(True)
     search_run.run_search(cfg)
 
 

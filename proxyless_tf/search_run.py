@@ -39,6 +39,8 @@ class SearchConfig:
     valid_size: int = None
     max_train: int = None
     resolution: int = None
+    latency_resolution: int = None
+    latency_num_classes: int = None
     latency_table: str = None
     build_table: bool = False
     table_backend: str = "litert"
@@ -81,6 +83,9 @@ class SearchConfig:
         d = dataclasses.asdict(self)
         for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout"):
             d.pop(k)
+        for k in ("latency_resolution", "latency_num_classes"):  # unset: a run from before they existed resumes
+            if d[k] is None:
+                d.pop(k)
         return d
 
 
@@ -187,6 +192,42 @@ def load_space(path, resolution=None):
     return space
 
 
+def latency_space(cfg, space):
+    """The space the latency term is looked up in: `space`, or the same space at `--latency_resolution`.
+
+    A search at a proxy resolution (`--resolution`, cheap) for a device whose table was
+    measured at the deployment resolution runs the network at the proxy size and prices it
+    at the deployment size: the searchable layers and candidates are the same, only the
+    table keys (input shapes) differ.
+    """
+    if not cfg.latency_resolution:
+        return space
+    return load_space(cfg.space, cfg.latency_resolution)
+
+
+def latency_classes(cfg, num_classes):
+    """Classifier width of the table's head entry: `--latency_num_classes`, else the data's."""
+    return cfg.latency_num_classes or num_classes
+
+
+def check_table_covers(cfg, table, lat_space, num_classes=None):
+    """`table.check_space`, with the fix naming --latency_resolution when that flag chose the space."""
+    try:
+        table.check_space(lat_space, num_classes)
+    except ConfigError as e:
+        if e.field == "num_classes":
+            raise ConfigError(e.source, "--latency_num_classes", e.problem,
+                              f"pass --latency_num_classes={table.num_classes} to price the head as the table "
+                              "measured it (a constant of every architecture), or rebuild the table") from None
+        if not cfg.latency_resolution:
+            raise
+        raise ConfigError(e.source, "--latency_resolution",
+                          f"the table does not cover space {lat_space.name!r} at {cfg.latency_resolution}x"
+                          f"{cfg.latency_resolution} ({e.field}: {e.problem})",
+                          "pass the resolution the table was measured at (its stem key names it), "
+                          "or build a table at this resolution") from None
+
+
 def load_table(cfg, space, num_classes):
     from proxyless_tf.latency.table import LatencyTable
 
@@ -208,7 +249,7 @@ def load_table(cfg, space, num_classes):
         print(f"latency table ready in {time.time() - t0:.0f} s: {path}", flush=True)
     else:
         table = LatencyTable.load(path)
-    table.check_space(space, num_classes)
+    check_table_covers(cfg, table, space, num_classes)
     return table
 
 
@@ -232,7 +273,9 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
     lines = [
         f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
         f"{space.num_architectures():.3g} architectures), mode {cfg.mode}",
-        f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)",
+        f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)"
+        + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
+           f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
         f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; "
         + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}" if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
@@ -263,7 +306,8 @@ def check_config(cfg):
     if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
                           "use epochs >= 1 and 0 <= warmup_epochs < epochs")
-    for name in ("batch_size", "valid_batch_size", "valid_size", "max_train", "steps_per_epoch", "arch_every"):
+    for name in ("batch_size", "valid_batch_size", "valid_size", "max_train", "steps_per_epoch", "arch_every",
+                 "latency_resolution", "latency_num_classes"):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
@@ -285,8 +329,9 @@ def check_config(cfg):
     if cfg.latency_table and os.path.exists(os.path.expanduser(cfg.latency_table)):
         from proxyless_tf.latency.table import LatencyTable
 
-        # the space check here; the class count is checked once the data says it
-        LatencyTable.load(os.path.expanduser(cfg.latency_table)).check_space(space)
+        # the space check here; the class count is checked once the data says it (or the flag does)
+        check_table_covers(cfg, LatencyTable.load(os.path.expanduser(cfg.latency_table)), latency_space(cfg, space),
+                           cfg.latency_num_classes)
     from proxyless_tf import data as data_lib
 
     data_lib.check_data_dir(cfg.data_dir, cfg.dataset)
@@ -315,14 +360,16 @@ def run_search(cfg):
     data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
                                 cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
                                 label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
-    table = load_table(cfg, space, data.num_classes)
-    target, rng = resolve_target(cfg, table, space, data.num_classes)
+    lat_space, lat_nc = latency_space(cfg, space), latency_classes(cfg, data.num_classes)
+    table = load_table(cfg, lat_space, lat_nc)
+    target, rng = resolve_target(cfg, table, lat_space, lat_nc)
     loss = None if cfg.latency_loss in (None, "none") else cfg.latency_loss
     os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
     steps = cfg.steps_per_epoch or data.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
-        net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed)
+        net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
+                       latency_num_classes=lat_nc)
         net.compile(
             weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
                                                   weight_decay=cfg.weight_decay or None),
@@ -368,20 +415,21 @@ def run_search(cfg):
         raise ConfigError("<training>", name, f"{what} at epoch {epoch} step {step}; search stopped; "
                           f"last good checkpoint {where}", f"{fix} with another --out_dir")
     argmax_arch = net.derive_arch()
-    argmax_pred = table.predict(argmax_arch, data.num_classes)
+    argmax_pred = table.predict(net.latency_arch(argmax_arch), lat_nc)
     arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance) if cfg.derive_tolerance else argmax_arch
     changes = getattr(net, "derive_changes", 0)
     arch.to_json(os.path.join(out, "arch.json"))
     argmax_arch.to_json(os.path.join(out, "arch_argmax.json"))
     valid_acc = net.evaluate_argmax(data.valid, data.search, cfg.bn_recalibration_steps, arch=arch)
-    pred = table.predict(arch, data.num_classes)
+    pred = table.predict(net.latency_arch(arch), lat_nc)
     wall = time.time() - t_start
     text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch,
                         argmax_pred, changes)
     space_lib.write_text_atomic(os.path.join(out, "summary.txt"), text + "\n")
     result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
               "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
-              "ops": arch.ops, "wall_s": wall, "latency_table": table.path}
+              "ops": arch.ops, "wall_s": wall, "latency_table": table.path,
+              "latency_input_shape": list(lat_space.input_shape), "latency_num_classes": lat_nc}
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)

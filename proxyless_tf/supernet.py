@@ -134,9 +134,18 @@ class SuperNet(keras.Model):
             of every op, one path's memory, recomputation in the backward) or `reinforce`
             (Proxyless-R: REINFORCE on a sampled architecture's reward).
         seed: seed of the path sampling (layer i uses seed + i); None: random.
+        latency_space: the space the latency term is looked up in (None: `space`). A search at
+            a proxy resolution passes the same space at the deployment resolution here: the
+            network runs at `space`'s input size, while `expected_latency`, `argmax_latency`,
+            the target's range and `derive_arch`'s latency-aware swaps use the table's keys at
+            `latency_space`'s. Both must have the same searchable layers and candidates.
+        latency_num_classes: classifier width of the table's head entry (None: `num_classes`);
+            the head is a constant of every architecture, so this moves no choice, only the
+            absolute milliseconds (e.g. a table measured for 1000 classes, searched on 10).
     """
 
-    def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, **kwargs):
+    def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
+                 latency_num_classes=None, **kwargs):
         kwargs.setdefault("name", "supernet")
         super().__init__(**kwargs)
         if isinstance(space, dict):
@@ -148,11 +157,16 @@ class SuperNet(keras.Model):
         self.mode = mode
         self.seed = seed
         self.latency_table = latency_table
+        if isinstance(latency_space, dict):
+            latency_space = space_lib.SearchSpace.from_dict(latency_space)
+        self.latency_space = latency_space if latency_space is not None else space
+        if [l.candidates for l in self.latency_space.layers] != [l.candidates for l in space.layers]:
+            raise ConfigError("<supernet>", "latency_space",
+                              f"space {self.latency_space.name!r} does not have the searchable layers and candidates "
+                              f"of {space.name!r}", "pass the same space at another resolution")
+        self.latency_num_classes = int(latency_num_classes) if latency_num_classes else self.num_classes
         if latency_table is not None:
-            latency_table.check_space(space, self.num_classes)
-            # calibrated per-candidate costs (per-block term included): the same numbers as predict()
-            self._costs = latency_table.layer_costs(space)
-            self._fixed_cost = latency_table.fixed_cost(space, self.num_classes)
+            latency_table.check_space(self.latency_space, self.latency_num_classes)
         st, fb = space.stem, space.first_block
         self.stem_layers = blocks.conv_bn_act_layers(keras, st["out_channels"], st["kernel"], st["stride"],
                                                      space.bn_eps, "stem")
@@ -238,6 +252,22 @@ class SuperNet(keras.Model):
             total = total + keras.ops.take(cost, keras.ops.argmax(m.alpha))
         return total
 
+    @property
+    def _costs(self):
+        """Calibrated per-candidate costs (per-block term included): the numbers `predict` adds up.
+
+        Read from the table on use, so a calibration refitted after the net was built counts.
+        """
+        return self.latency_table.layer_costs(self.latency_space)
+
+    @property
+    def _fixed_cost(self):
+        return self.latency_table.fixed_cost(self.latency_space, self.latency_num_classes)
+
+    def latency_arch(self, arch):
+        """`arch` (of `space`) as an `Arch` of `latency_space`: what the table predicts."""
+        return space_lib.Arch(self.latency_space, list(arch.ops))
+
     def mean_entropy(self):
         ent = [-keras.ops.sum(keras.ops.softmax(m.alpha) * keras.ops.log_softmax(m.alpha)) for m in self.mixed_ops]
         return keras.ops.mean(keras.ops.stack(ent))
@@ -260,7 +290,7 @@ class SuperNet(keras.Model):
             idx = keras.ops.stack([keras.ops.cast(s, "int32") for s in samples])
 
             def measure(a):
-                arch = space_lib.Arch(self.space, [m.candidates[int(i)] for m, i in zip(self.mixed_ops, a)])
+                arch = space_lib.Arch(self.latency_space, [m.candidates[int(i)] for m, i in zip(self.mixed_ops, a)])
                 return np.float32(self.latency_fn(arch))
 
             ms = tf.numpy_function(measure, [idx], tf.float32, stateful=True)
@@ -359,7 +389,7 @@ class SuperNet(keras.Model):
         return float(target_ms)
 
     def _check_target(self, target_ms, latency_loss):
-        lo, hi = self.latency_table.latency_range(self.space, self.num_classes)
+        lo, hi = self.latency_table.latency_range(self.latency_space, self.latency_num_classes)
         src = self.latency_table.path or "<latency table>"
         if target_ms is None or not math.isfinite(float(target_ms)) or float(target_ms) <= 0:
             raise ConfigError("target_ms", "value", f"needs a positive target latency, got {target_ms!r}",
@@ -492,7 +522,7 @@ class SuperNet(keras.Model):
 
     # ---- results ----------------------------------------------------------------------------------
     def derive_arch(self, target_ms=None, tolerance=0.1):
-        """The argmax architecture as a plain `Arch`.
+        """The argmax architecture as a plain `Arch` of `space` (`latency_arch` rebases it).
 
         With `target_ms`, a latency-aware derivation (`derive_toward_target`): when the
         argmax network's predicted latency is outside target ± tolerance, swaps that move it
@@ -541,8 +571,13 @@ class SuperNet(keras.Model):
         return out
 
     def get_config(self):
-        return {"space": self.space.to_dict(), "num_classes": self.num_classes, "mode": self.mode,
-                "seed": self.seed, "name": self.name}
+        config = {"space": self.space.to_dict(), "num_classes": self.num_classes, "mode": self.mode,
+                  "seed": self.seed, "name": self.name}
+        if self.latency_space is not self.space:
+            config["latency_space"] = self.latency_space.to_dict()
+        if self.latency_num_classes != self.num_classes:
+            config["latency_num_classes"] = self.latency_num_classes
+        return config
 
     @classmethod
     def from_config(cls, config):
