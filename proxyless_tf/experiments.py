@@ -4,8 +4,10 @@ The experiments compare networks at one latency, so the random baselines must be
 from the same space *at that latency* (rejection sampling on the table's prediction), and
 the runs are subprocesses of the real entry points (`proxyless_tf.search`,
 `proxyless_tf.train`) so what is measured is exactly what a user runs. `run_jobs` keeps
-a fixed number of them going, records each one's wall time and peak RSS (from `wait4`,
-which sees the child's own high-water mark), and skips a job whose output already exists,
+a fixed number of them going, records each one's wall time and peak RSS (the kernel's
+high-water mark `VmHWM` of the child, polled while it runs: exec starts a fresh one, whereas
+`wait4`'s ru_maxrss also counts the parent's memory the child held between fork and exec),
+and skips a job whose output already exists,
 so a killed experiment resumes where it stopped.
 """
 
@@ -87,7 +89,19 @@ def _env(threads):
     return env
 
 
-def run_jobs(jobs, parallel=1, threads=None, log=print):
+def _hwm_mib(pid):
+    """The process's peak resident set since its exec (VmHWM), in MiB; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_jobs(jobs, parallel=1, threads=None, log=print, poll_s=0.5):
     """Run the jobs not done yet, `parallel` at a time; fill in wall time, peak RSS, return code.
 
     Returns the jobs that ran here (skipped ones keep wall_s None). A failed job is
@@ -107,7 +121,12 @@ def run_jobs(jobs, parallel=1, threads=None, log=print):
             p = subprocess.Popen(j.argv, stdout=f, stderr=subprocess.STDOUT, env=_env(threads))
             running[p.pid] = (j, p, f, time.time())
             log(f"[start {time.time() - t0:6.0f}s] {j.name} (log {j.log_path})")
-        pid, status, usage = os.wait4(-1, 0)
+        pid, status, _ = os.wait4(-1, os.WNOHANG)
+        if pid == 0:
+            for child, (j, _, _, _) in running.items():
+                j.max_rss_mib = max(j.max_rss_mib or 0.0, _hwm_mib(child))
+            time.sleep(poll_s)
+            continue
         if pid not in running:
             continue
         j, p, f, started = running.pop(pid)
@@ -115,7 +134,6 @@ def run_jobs(jobs, parallel=1, threads=None, log=print):
         p.returncode = os.waitstatus_to_exitcode(status)
         j.returncode = p.returncode
         j.wall_s = time.time() - started
-        j.max_rss_mib = usage.ru_maxrss / 1024.0  # Linux: KiB
         ran.append(j)
         state = "done" if j.returncode == 0 else f"FAILED (exit {j.returncode}; see {j.log_path})"
         log(f"[{state} {time.time() - t0:6.0f}s] {j.name}: {j.wall_s:.0f} s, peak RSS {j.max_rss_mib:.0f} MiB")
