@@ -134,7 +134,7 @@ def train_jobs(contenders, out):
     return jobs
 
 
-def measure_all(contenders, table, space, out):
+def measure_all(contenders, table, out):
     """TFLite latency of every distinct arch with the table's backend settings (cached in measured.json)."""
     from proxyless_tf import nets
     from proxyless_tf import space as space_lib
@@ -162,7 +162,8 @@ def measure_all(contenders, table, space, out):
     return cache
 
 
-def collect(contenders, jobs_by_name, table, measured):
+def collect(contenders, recorded, table, measured):
+    """One row per contender; `recorded`: job name -> {wall_s, max_rss_mib} (jobs.json)."""
     from proxyless_tf import space as space_lib
 
     rows = []
@@ -177,10 +178,10 @@ def collect(contenders, jobs_by_name, table, measured):
             row.update(search_wall_s=sres["wall_s"], search_valid_acc=sres["valid_acc"],
                        derive_changed_layers=sres.get("derive_changed_layers"))
         for kind in ("search", "train"):
-            j = jobs_by_name.get(f"{kind} {name}")
-            if j is not None and j.max_rss_mib is not None:
-                row[f"{kind}_peak_rss_mib"] = j.max_rss_mib
-                row[f"{kind}_job_wall_s"] = j.wall_s
+            j = recorded.get(f"{kind} {name}")
+            if j is not None and j["max_rss_mib"] is not None:
+                row[f"{kind}_peak_rss_mib"] = j["max_rss_mib"]
+                row[f"{kind}_job_wall_s"] = j["wall_s"]
         rows.append(row)
     return rows
 
@@ -324,9 +325,8 @@ def main(argv):
     for j in ran:
         recorded[j.name] = {"wall_s": j.wall_s, "max_rss_mib": j.max_rss_mib}
     space_lib.write_json_atomic(jobs_path, recorded)
-    jobs_by_name = {n: experiments.Job(n, [], "", "", v["wall_s"], v["max_rss_mib"]) for n, v in recorded.items()}
-    measured = measure_all(contenders, table, space, out) if FLAGS.measure else {}
-    rows = collect(contenders, jobs_by_name, table, measured)
+    measured = measure_all(contenders, table, out) if FLAGS.measure else {}
+    rows = collect(contenders, recorded, table, measured)
     groups, claims = summarize(rows, target)
     costs = cost(rows)
     plot_pareto(rows, target, FLAGS.tolerance, os.path.join(out, "pareto.png"))
