@@ -25,11 +25,16 @@ supernet can apply the weight optimizer to exactly the ops that ran. α is a var
 this layer (`self.alpha`, path ending in `alpha`) that the supernet keeps out of the
 weight optimizer. The shortcut is added here when the layer has one (stride 1, equal
 channels), so `zero` makes the layer identity.
+
+`weight_sharing="nested"` cuts the MBConv candidates from one set of kernels
+(`nested.NestedMBConv`, opt-in, a departure from the paper explained there); the modes and
+their formulas are the same.
 """
 
 import keras
 
 from proxyless_tf import blocks
+from proxyless_tf import nested
 from proxyless_tf import space as space_lib
 
 MODES = ("single", "two", "full", "full_v2", "argmax")
@@ -54,10 +59,12 @@ class MixedOp(keras.layers.Layer):
         bn_eps: batch-norm epsilon of the candidates.
         mode: default mode of `call` when none is passed: single, two, full or argmax.
         seed: seed of the layer's `keras.random.SeedGenerator` (None: random).
+        weight_sharing: `independent` (the paper: own weights per op) or `nested` (the
+            MBConv candidates share kernels, `nested.NestedMBConv`).
     """
 
     def __init__(self, in_hw, in_channels, out_channels, stride, candidates, bn_eps=1e-3,
-                 mode="single", seed=None, **kwargs):
+                 mode="single", seed=None, weight_sharing="independent", **kwargs):
         super().__init__(**kwargs)
         self.in_hw = tuple(int(v) for v in in_hw)
         self.in_channels = int(in_channels)
@@ -72,14 +79,26 @@ class MixedOp(keras.layers.Layer):
         self.spec = space_lib.LayerSpec(0, 0, self.in_hw, self.in_channels, self.out_channels,
                                         self.stride, self.candidates)
         self.has_residual = self.spec.has_residual
-        self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
-                    for op in self.candidates]
+        if weight_sharing not in nested.WEIGHT_SHARING:
+            raise ValueError(f"unknown weight_sharing {weight_sharing!r}; use one of {nested.WEIGHT_SHARING}")
+        self.weight_sharing = weight_sharing
+        if weight_sharing == "nested":
+            mb = [op for op in self.candidates if not space_lib.parse_op(op).is_zero]
+            self.nested = nested.NestedMBConv(self.in_channels, self.out_channels, self.stride, mb, self.bn_eps,
+                                              name=f"{self.name}_nested") if mb else None
+            self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
+                        if space_lib.parse_op(op).is_zero else nested.NestedCandidate(self.nested, mb.index(op))
+                        for op in self.candidates]
+        else:
+            self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
+                        for op in self.candidates]
         self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_seed")
 
     @classmethod
-    def from_layer_spec(cls, layer, bn_eps=1e-3, mode="single", seed=None, name=None):
+    def from_layer_spec(cls, layer, bn_eps=1e-3, mode="single", seed=None, name=None, weight_sharing="independent"):
         return cls(layer.in_hw, layer.in_channels, layer.out_channels, layer.stride, layer.candidates,
-                   bn_eps=bn_eps, mode=mode, seed=seed, name=name or f"layer{layer.index}")
+                   bn_eps=bn_eps, mode=mode, seed=seed, name=name or f"layer{layer.index}",
+                   weight_sharing=weight_sharing)
 
     @property
     def num_candidates(self):
@@ -93,7 +112,7 @@ class MixedOp(keras.layers.Layer):
         self.built = True
 
     def candidate_variables(self, j):
-        """Trainable weights of candidate j (empty for `zero`)."""
+        """Trainable weights of candidate j (empty for `zero`; shared kernels included when nested)."""
         return list(self.ops[j].trainable_variables)
 
     # ---- sampling -------------------------------------------------------------------------
@@ -195,5 +214,5 @@ class MixedOp(keras.layers.Layer):
         cfg = super().get_config()
         cfg.update(in_hw=list(self.in_hw), in_channels=self.in_channels, out_channels=self.out_channels,
                    stride=self.stride, candidates=list(self.candidates), bn_eps=self.bn_eps,
-                   mode=self.mode, seed=self.seed)
+                   mode=self.mode, seed=self.seed, weight_sharing=self.weight_sharing)
         return cfg

@@ -52,6 +52,10 @@ flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs lambda.")
 flags.DEFINE_enum("mode", "two", ["two", "full", "full_v2", "reinforce"],
                   "two: ProxylessNAS binary gates; full: DARTS baseline; full_v2: gate gradients of every op "
                   "with one path's memory (recomputed in the backward); reinforce: Proxyless-R (REINFORCE).")
+flags.DEFINE_enum("weight_sharing", "independent", ["independent", "nested"],
+                  "independent: every candidate op has its own weights (the paper); nested: a layer's MBConv "
+                  "candidates are cut from shared kernels (k3 in k5 in k7, e3 in e6; private BN) so the supernet "
+                  "learns on a small budget (proxyless_tf/nested.py).")
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")

@@ -53,6 +53,7 @@ class SearchConfig:
     loss_beta: float = 0.3
     loss_lambda: float = 0.1
     mode: str = "two"
+    weight_sharing: str = "independent"
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
     epochs: int = 1
@@ -86,6 +87,8 @@ class SearchConfig:
         for k in ("latency_resolution", "latency_num_classes"):  # unset: a run from before they existed resumes
             if d[k] is None:
                 d.pop(k)
+        if d["weight_sharing"] == "independent":
+            d.pop("weight_sharing")
         return d
 
 
@@ -272,7 +275,7 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
     last = history[-1]["metrics"] if history else {}
     lines = [
         f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
-        f"{space.num_architectures():.3g} architectures), mode {cfg.mode}",
+        f"{space.num_architectures():.3g} architectures), mode {cfg.mode}, weights {cfg.weight_sharing}",
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)"
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
@@ -369,7 +372,7 @@ def run_search(cfg):
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
-                       latency_num_classes=lat_nc)
+                       latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing)
         net.compile(
             weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
                                                   weight_decay=cfg.weight_decay or None),

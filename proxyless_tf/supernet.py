@@ -41,6 +41,7 @@ from proxyless_tf import reinforce
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.mixed_op import MixedOp
+from proxyless_tf.nested import WEIGHT_SHARING
 
 LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
@@ -142,10 +143,12 @@ class SuperNet(keras.Model):
         latency_num_classes: classifier width of the table's head entry (None: `num_classes`);
             the head is a constant of every architecture, so this moves no choice, only the
             absolute milliseconds (e.g. a table measured for 1000 classes, searched on 10).
+        weight_sharing: `independent` (the paper) or `nested` (MBConv candidates of a layer
+            cut from shared kernels, `nested.py`: the supernet learns within a small budget).
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
-                 latency_num_classes=None, **kwargs):
+                 latency_num_classes=None, weight_sharing="independent", **kwargs):
         kwargs.setdefault("name", "supernet")
         super().__init__(**kwargs)
         if isinstance(space, dict):
@@ -156,6 +159,10 @@ class SuperNet(keras.Model):
         self.num_classes = int(num_classes)
         self.mode = mode
         self.seed = seed
+        if weight_sharing not in WEIGHT_SHARING:
+            raise ConfigError("<supernet>", "weight_sharing", f"unknown weight sharing {weight_sharing!r}",
+                              f"use one of {WEIGHT_SHARING}")
+        self.weight_sharing = weight_sharing
         self.latency_table = latency_table
         if isinstance(latency_space, dict):
             latency_space = space_lib.SearchSpace.from_dict(latency_space)
@@ -176,7 +183,8 @@ class SuperNet(keras.Model):
                                     name="block0")
         self.mixed_ops = [
             MixedOp.from_layer_spec(l, space.bn_eps, mode="single",
-                                    seed=None if seed is None else int(seed) + l.index, name=f"layer{l.index}")
+                                    seed=None if seed is None else int(seed) + l.index, name=f"layer{l.index}",
+                                    weight_sharing=weight_sharing)
             for l in space.layers]
         self.head_layers = blocks.conv_bn_act_layers(keras, space.head["out_channels"], 1, 1, space.bn_eps, "head")
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
@@ -577,6 +585,8 @@ class SuperNet(keras.Model):
             config["latency_space"] = self.latency_space.to_dict()
         if self.latency_num_classes != self.num_classes:
             config["latency_num_classes"] = self.latency_num_classes
+        if self.weight_sharing != "independent":
+            config["weight_sharing"] = self.weight_sharing
         return config
 
     @classmethod

@@ -10,15 +10,19 @@ from proxyless_tf.mixed_op import MixedOp
 CANDS = ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "zero"]
 
 
-def small_op(seed=0, mode="single"):
-    op = MixedOp((6, 6), 8, 8, 1, CANDS, mode=mode, seed=seed, name="mix")
+SHARING = pytest.mark.parametrize("sharing", ["independent", "nested"])
+
+
+def small_op(seed=0, mode="single", sharing="independent"):
+    op = MixedOp((6, 6), 8, 8, 1, CANDS, mode=mode, seed=seed, name="mix", weight_sharing=sharing)
     op.build((None, 6, 6, 8))
     op.alpha.assign(np.array([0.3, -0.2, 0.5, 0.1], np.float32))
     return op
 
 
-def test_two_mode_alpha_gradient_matches_closed_form():
-    op = small_op()
+@SHARING
+def test_two_mode_alpha_gradient_matches_closed_form(sharing):
+    op = small_op(sharing=sharing)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)
     w = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)  # dL/dy
@@ -71,8 +75,9 @@ def test_sampling_follows_softmax_and_two_draws_distinct_ops():
     assert int(op.sample("argmax")) == 3
 
 
-def test_single_mode_runs_only_the_sampled_op_and_full_is_weighted_sum():
-    op = small_op()
+@SHARING
+def test_single_mode_runs_only_the_sampled_op_and_full_is_weighted_sum(sharing):
+    op = small_op(sharing=sharing)
     x = tf.random.stateless_normal((1, 6, 6, 8), seed=(1, 2))
     for j in range(4):
         y = op(x, training=False, mode="single", sample=tf.constant(j))
@@ -83,9 +88,11 @@ def test_single_mode_runs_only_the_sampled_op_and_full_is_weighted_sum():
     np.testing.assert_allclose(full.numpy(), expect, atol=1e-5)
 
 
-def test_keras_saving_round_trip(tmp_path):
+@SHARING
+def test_keras_saving_round_trip(tmp_path, sharing):
     inp = keras.Input((6, 6, 8))
-    out = MixedOp((6, 6), 8, 16, 2, ["mb_k3_e3", "mb_k5_e6"], mode="argmax", seed=1, name="mix")(inp)
+    out = MixedOp((6, 6), 8, 16, 2, ["mb_k3_e3", "mb_k5_e6"], mode="argmax", seed=1, name="mix",
+                  weight_sharing=sharing)(inp)
     model = keras.Model(inp, out)
     model.get_layer("mix").alpha.assign([0.1, 0.9])
     path = tmp_path / "m.keras"
@@ -95,6 +102,7 @@ def test_keras_saving_round_trip(tmp_path):
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
     lm = loaded.get_layer("mix")
     assert isinstance(lm, MixedOp) and lm.candidates == ("mb_k3_e3", "mb_k5_e6") and lm.mode == "argmax"
+    assert lm.weight_sharing == sharing and len(lm.weights) == len(model.get_layer("mix").weights)
     np.testing.assert_allclose(lm.alpha.numpy(), [0.1, 0.9])
     assert lm.get_config() == model.get_layer("mix").get_config()
 
@@ -104,9 +112,10 @@ def test_unknown_mode_is_rejected():
         MixedOp((6, 6), 8, 8, 1, CANDS, mode="dart")
 
 
-def test_full_v2_alpha_gradient_is_the_full_gate_gradient_with_one_path_forward():
+@SHARING
+def test_full_v2_alpha_gradient_is_the_full_gate_gradient_with_one_path_forward(sharing):
     """Every op's ∂L/∂g_j = <∂L/∂y, o_j> reaches α, though only the active op ran forward."""
-    op = small_op()
+    op = small_op(sharing=sharing)
     rng = np.random.default_rng(1)
     x = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)
     w = tf.constant(rng.standard_normal((2, 6, 6, 8)), tf.float32)  # dL/dy
