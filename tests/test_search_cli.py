@@ -109,17 +109,18 @@ def test_mobile_flags_on_mock_imagenet_for_a_few_steps(tmp_path, monkeypatch):
 
 
 def test_reinforce_mode_from_the_command_line(tmp_path):
-    """--mode=reinforce --reinforce_w: a Proxyless-R search end to end; its metrics reach the history."""
+    """--mode=reinforce --reinforce_w (on a nested-sharing supernet): a Proxyless-R search end to end;
+    its metrics reach the history."""
     _, _, sp, tp = write_micro(tmp_path)
     out = tmp_path / "run"
     proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
-                    "--mode=reinforce", "--reinforce_w=0.2", "--max_train=64", "--valid_size=20", "--batch_size=16",
+                    "--mode=reinforce", "--reinforce_w=0.2", "--weight_sharing=nested", "--max_train=64", "--valid_size=20", "--batch_size=16",
                     "--epochs=2", "--steps_per_epoch=2", "--bn_recalibration_steps=1", "--verbose=0",
                     f"--out_dir={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     hist = json.load(open(out / "alpha_history.json"))
     assert {"reward", "baseline", "valid_acc"} <= set(hist[-1]["metrics"])
-    assert "mode reinforce" in (out / "summary.txt").read_text()
+    assert "mode reinforce, weights nested" in (out / "summary.txt").read_text()
     assert "reward acc*(T/lat)^0.2" in (out / "summary.txt").read_text()
 
 
