@@ -5,6 +5,8 @@ ignores a flag file that includes itself with only a warning (the run then goes 
 half of the intended flags), and lets a non-UTF-8 flag file escape as a traceback. `run`
 puts a parser in front of absl that turns all three into the project's one-line
 `ConfigError` (file or `<command line>`, the flag, the fix) before any work starts.
+It also lets every entry point take `--flagfile=NAME.flags` from any directory: a bare
+name that is not in the working directory resolves in the project's configs/.
 """
 
 import os
@@ -14,6 +16,26 @@ import sys
 from proxyless_tf.errors import ConfigError, run_cli
 
 _FLAGFILE = re.compile(r"^--?flagfile=(.*)$")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+
+
+def resolve_flagfiles(argv):
+    """--flagfile=NAME (no directory, not in cwd) -> configs/NAME, so flag files work from anywhere."""
+    out = []
+    for a in argv:
+        if a.startswith("--flagfile="):
+            v = a.split("=", 1)[1]
+            if not os.path.exists(v) and os.path.dirname(v) == "":
+                cand = os.path.join(CONFIGS, v)
+                if os.path.exists(cand):
+                    a = f"--flagfile={cand}"
+            elif not os.path.exists(v):
+                print(f"error: {v}: <file>: flag file does not exist (fix: check the path, or pass a name "
+                      f"from {CONFIGS})", file=sys.stderr)
+                sys.exit(2)
+        out.append(a)
+    return out
 
 
 def _flagfile_args(lines):
@@ -82,4 +104,4 @@ def run(main, argv=None):
     """app.run(main) with our flag parser and ConfigError handling (see the module docstring)."""
     from absl import app
 
-    app.run(run_cli(main), argv=argv, flags_parser=parse_flags)
+    app.run(run_cli(main), argv=resolve_flagfiles(sys.argv if argv is None else argv), flags_parser=parse_flags)

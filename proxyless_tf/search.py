@@ -21,7 +21,7 @@ from proxyless_tf import cli, distribute
 from proxyless_tf.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "configs")
+CONFIGS = cli.CONFIGS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist (local IDX files first), cifar10, imagenet2012, ...")
@@ -90,22 +90,7 @@ flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search 
                      "no measurable gain on this branchy graph).")
 
 
-def resolve_flagfiles(argv):
-    """--flagfile=NAME (no directory, not in cwd) -> configs/NAME, so flag files work from anywhere."""
-    out = []
-    for a in argv:
-        if a.startswith("--flagfile="):
-            v = a.split("=", 1)[1]
-            if not os.path.exists(v) and os.path.dirname(v) == "":
-                cand = os.path.join(CONFIGS, v)
-                if os.path.exists(cand):
-                    a = f"--flagfile={cand}"
-            elif not os.path.exists(v):
-                print(f"error: {v}: <file>: flag file does not exist (fix: check the path, or pass a name "
-                      f"from {CONFIGS})", file=sys.stderr)
-                sys.exit(2)
-        out.append(a)
-    return out
+resolve_flagfiles = cli.resolve_flagfiles
 
 
 def resolve_path(value, subdir):

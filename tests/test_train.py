@@ -85,3 +85,11 @@ def test_best_checkpoint_is_replaced_atomically(tmp_path):
     cb.on_epoch_end(2, {"accuracy": 0.4})  # no improvement: the stale partial file is dropped, not renamed in
     assert path.read_bytes() == good and not (tmp_path / "best.tmp.keras").exists()
     keras.models.load_model(str(path))
+
+
+def test_flagfile_by_name_resolves_in_configs_from_any_directory(tmp_path):
+    """`--flagfile=train_fashion_mnist.flags` (as the README writes it) from a directory without it:
+    the flag file is found in configs/, so the first complaint is the missing --arch."""
+    proc = run_cli(["-m", "proxyless_tf.train", "--flagfile=train_fashion_mnist.flags"], cwd=str(tmp_path))
+    assert_one_line_error(proc, "--arch")
+    assert "flag file" not in proc.stderr
