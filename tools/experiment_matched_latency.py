@@ -63,6 +63,8 @@ flags.DEFINE_list("train_args", [
 flags.DEFINE_boolean("measure", True, "Measure every network's TFLite latency with the table's backend.")
 flags.DEFINE_string("results_md", None, "Markdown file whose '## Matched latency' section is (re)written "
                     "(e.g. docs/RESULTS.md); the plots are copied next to it.")
+flags.DEFINE_string("results_tag", "", "Tag of this run's section and plots in --results_md, so runs with other "
+                    "settings (e.g. nested) stand beside each other instead of replacing one another.")
 flags.DEFINE_integer("heatmap_seed", 0, "Seed of the latency-aware search whose α history is drawn.")
 
 
@@ -343,12 +345,14 @@ def main(argv):
         import shutil
 
         docs = os.path.dirname(os.path.abspath(FLAGS.results_md))
+        heading = HEADING + (f" [{FLAGS.results_tag}]" if FLAGS.results_tag else "")
+        prefix = "matched_latency_" + (f"{FLAGS.results_tag}_" if FLAGS.results_tag else "")
         figs = []
         for name in ("pareto.png", "alpha_heatmap.png"):
             if os.path.exists(os.path.join(out, name)):
-                shutil.copyfile(os.path.join(out, name), os.path.join(docs, f"matched_latency_{name}"))
-                figs.append(f"![{name[:-4]}](matched_latency_{name})")
-        experiments.write_section(FLAGS.results_md, "\n".join([HEADING, "", text, ""] + figs), HEADING)
+                shutil.copyfile(os.path.join(out, name), os.path.join(docs, prefix + name))
+                figs.append(f"![{name[:-4]}]({prefix}{name})")
+        experiments.write_section(FLAGS.results_md, "\n".join([heading, "", text, ""] + figs), heading)
 
 
 if __name__ == "__main__":
