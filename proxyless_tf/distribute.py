@@ -12,15 +12,18 @@ scope, and CPU logical devices can only be configured before TensorFlow touches 
   same command. A worker that never comes up would make TensorFlow wait for it without
   end, so the cluster must form within `timeout_s` (a watchdog ends the process with one
   line naming the workers that are not reachable; the process is killed, so its exit
-  status is that of SIGKILL, not 2).
+  status is that of SIGKILL, not 2). A worker lost after the cluster formed ends the
+  others with one line naming their resume checkpoint (`worker_loss_as_error`).
 - `tpu`: `TPUStrategy` through `TPUClusterResolver`; without a TPU, one line.
 
 The batch size every flag speaks of is the *global* batch: Keras splits each batch of the
 dataset across the replicas, so a run on N devices sees the same batches as on one.
 """
 
+import contextlib
 import json
 import os
+import re
 import sys
 
 from proxyless_tf.errors import ConfigError
@@ -214,6 +217,53 @@ def is_multi_worker(strategy):
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+_LOST_HINTS = ("aborted by", "connection", "unreachable", "unavailable", "heartbeat", "peer", "socket closed")
+
+
+def lost_worker_reason(message, default):
+    """The line of a collective's error that says what happened, without TF's node names."""
+    lines = [re.sub(r"\{\{[^}]*\}\}\s*", "", l).strip() for l in message.splitlines()]
+    lines = [l for l in lines if l]
+    for i, l in enumerate(lines):
+        if any(h in l.lower() for h in _LOST_HINTS):
+            l = l.split("aborted by: ", 1)[-1]
+            if l.endswith(":") and i + 1 < len(lines):
+                l = f"{l} {lines[i + 1]}"
+            return l[:200]
+    return default
+
+
+@contextlib.contextmanager
+def worker_loss_as_error(strategy, resume_dir):
+    """A worker lost mid-run becomes one line naming the checkpoint to resume from.
+
+    Under MultiWorkerMirroredStrategy a killed or unreachable peer surfaces on the others as
+    a gRPC error out of the next collective (UnavailableError, seconds after the kill),
+    with a page of TensorFlow traceback. Every worker checkpoints into its own resume
+    directory, so the fix is to start every worker again with the same command.
+    """
+    import tensorflow as tf
+
+    if not is_multi_worker(strategy):
+        yield
+        return
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError) as e:
+        reason = lost_worker_reason(str(getattr(e, "message", e)), type(e).__name__)
+        where = "no resume checkpoint was written yet"
+        try:
+            with open(os.path.join(resume_dir, "state.json"), encoding="utf-8") as f:
+                meta = json.load(f)
+            where = f"last resume checkpoint {resume_dir} (epoch {meta['epoch'] + 1}, step {meta['step']})"
+        except (OSError, ValueError, KeyError):
+            pass
+        raise ConfigError("<cluster>", "TF_CONFIG", f"a worker was lost mid-run ({reason[:200]}); {where}",
+                          "start every worker of TF_CONFIG again with the same command: each resumes "
+                          "from its own checkpoint") from None
 
 
 def for_strategy(ds, strategy):

@@ -245,10 +245,11 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
                                  extra_fn=lambda: {"best": _finite_or_none(cbs[0].best)})
     if getattr(strategy, "watchdog", None) is not None:
         cbs.append(distribute.cluster_joined_callback(strategy.watchdog))
-    resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
-                             train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
-                         cfg.epochs, steps, cbs + [saver], start_epoch, start_step, verbose=verbose,
-                         validation_data=val)
+    with distribute.worker_loss_as_error(strategy, state.dir):
+        resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
+                                 train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
+                             cfg.epochs, steps, cbs + [saver], start_epoch, start_step, verbose=verbose,
+                             validation_data=val)
     loss, acc = model.evaluate(eval_dataset(splits.x_test, splits.y_test, splits.num_classes), verbose=0)
     path = os.path.join(run_dir, "model.keras")
     tmp = os.path.join(run_dir, f"model.tmp{os.getpid()}.keras")

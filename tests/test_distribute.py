@@ -58,22 +58,36 @@ class Proc:
         return self
 
 
+def search_args(tmp):
+    """A multi-worker search of the micro space in TMP (epochs and steps added by the caller)."""
+    return ["-m", "proxyless_tf.search", f"--space={tmp}/micro.json", f"--latency_table={tmp}/table.json",
+            "--target_frac=0.5", "--latency_loss=add#linear", "--valid_size=20", "--batch_size=16",
+            "--warmup_epochs=1", "--bn_recalibration_steps=1", "--verbose=0", "--strategy=multi_worker"]
+
+
+def killed_run_args(tmp):
+    """Long enough that worker 1 can be killed after the first resume checkpoint."""
+    return search_args(tmp) + ["--epochs=2", "--steps_per_epoch=150", "--max_train=2400", "--checkpoint_every=10",
+                               "--cluster_timeout=240", f"--out_dir={tmp}/killed"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
     space.to_json(tmp / "micro.json")
     synthetic_table(space, 10).save(tmp / "table.json")
-    search = ["-m", "proxyless_tf.search", f"--space={tmp}/micro.json", f"--latency_table={tmp}/table.json",
-              "--target_frac=0.5", "--latency_loss=add#linear", "--max_train=64", "--valid_size=20",
-              "--batch_size=16", "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
-              "--bn_recalibration_steps=1", "--verbose=0", "--strategy=multi_worker"]
+    search = search_args(tmp) + ["--max_train=64", "--epochs=2", "--steps_per_epoch=2"]
     ports = [free_port(), free_port()]
     dead = [free_port(), free_port()]  # nothing ever listens on dead[1]
+    killed = [free_port(), free_port()]
+    # a longer pair whose worker 1 the test kills mid-run (then both are started again)
+    long = killed_run_args(tmp)
     procs = {
         "compare": Proc(tmp, "compare", [os.path.join(ROOT, "tests", "dist_compare.py")]),
         **{f"worker{i}": Proc(tmp, f"worker{i}", search + ["--cluster_timeout=240", f"--out_dir={tmp}/mw"],
                               TF_CONFIG=tf_config(ports, i)) for i in range(2)},
+        **{f"kill{i}": Proc(tmp, f"kill{i}", long, TF_CONFIG=tf_config(killed, i)) for i in range(2)},
         "dead": Proc(tmp, "dead", search + [f"--cluster_timeout={DEAD_TIMEOUT_S}", f"--out_dir={tmp}/dead"],
                      TF_CONFIG=tf_config(dead, 0)),
         "train": Proc(tmp, "train", ["-m", "proxyless_tf.train", "--flagfile=configs/train_fashion_mnist.flags",
@@ -137,6 +151,34 @@ def test_dead_worker_fails_with_one_line_in_bounded_time(runs):
     assert len(lines) == 1, pr.stderr[-3000:]
     assert "did not all join within 8 s" in lines[0] and "not reachable: 127.0.0.1:" in lines[0]
     assert "Traceback" not in pr.stderr
+
+
+def test_worker_killed_mid_run_stops_with_one_line_and_both_resume(runs):
+    """SIGKILL worker 1 after the first resume checkpoint: worker 0 ends with one line naming the
+    checkpoint; the same command on both workers continues from it and finishes in sync."""
+    tmp, procs = runs
+    state = tmp / "killed" / "resume" / "state.json"
+    t0 = time.time()
+    while not state.exists():
+        assert procs["kill0"].p.poll() is None, procs["kill0"].err.read_text()[-3000:]
+        assert time.time() - t0 < 600, "no resume checkpoint after 600 s"
+        time.sleep(0.5)
+    procs["kill1"].p.kill()
+    pr = procs["kill0"].wait(timeout=300)
+    assert pr.returncode == 2, (pr.returncode, pr.stderr[-3000:])
+    lines = [l for l in pr.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in pr.stderr, pr.stderr[-3000:]
+    assert "a worker was lost mid-run" in lines[0] and f"last resume checkpoint {tmp}/killed/resume" in lines[0]
+    assert "start every worker of TF_CONFIG again" in lines[0]
+    ports = [free_port(), free_port()]  # the same command; the cluster may come back on other ports
+    again = [Proc(tmp, f"again{i}", killed_run_args(tmp), TF_CONFIG=tf_config(ports, i)) for i in range(2)]
+    for p in again:
+        p.wait(timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "search: resuming" in p.stdout
+    h0 = json.loads((tmp / "killed" / "alpha_history.json").read_text())
+    h1 = json.loads((tmp / "killed" / "workers" / "worker1" / "alpha_history.json").read_text())
+    assert len(h0) == 2 and h0 == h1
 
 
 def test_retraining_on_two_mirrored_cpus(runs):
