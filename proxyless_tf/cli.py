@@ -31,7 +31,7 @@ def resolve_flagfiles(argv):
                 if os.path.exists(cand):
                     a = f"--flagfile={cand}"
             elif not os.path.exists(v):
-                print(f"error: {v}: <file>: flag file does not exist (fix: check the path, or pass a name "
+                print(f"error: {v}: --flagfile: flag file does not exist (fix: check the path, or pass a name "
                       f"from {CONFIGS})", file=sys.stderr)
                 sys.exit(2)
         out.append(a)
