@@ -56,6 +56,14 @@ def mbconv_layers(ns, in_channels, out_channels, kernel, expand, stride, bn_eps,
     return out
 
 
+def strided_shape(input_shape, stride, out_channels):
+    """(B, H, W, C) after a 'same'-padded op of `stride` with `out_channels` (unknown sizes stay None)."""
+    b, h, w, _ = input_shape
+    h = None if h is None else space_lib.conv_output_size(h, stride)
+    w = None if w is None else space_lib.conv_output_size(w, stride)
+    return (b, h, w, out_channels)
+
+
 def apply_layers(layer_list, x, training=None):
     for layer in layer_list:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -107,10 +115,7 @@ class MBConv(keras.layers.Layer):
         return inputs + y if self.residual else y
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        h = None if h is None else space_lib.conv_output_size(h, self.stride)
-        w = None if w is None else space_lib.conv_output_size(w, self.stride)
-        return (b, h, w, self.out_channels)
+        return strided_shape(input_shape, self.stride, self.out_channels)
 
     def get_config(self):
         cfg = super().get_config()
@@ -139,10 +144,7 @@ class ZeroOp(keras.layers.Layer):
         return keras.ops.zeros((shape[0], shape[1], shape[2], self.out_channels), dtype=inputs.dtype)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        h = None if h is None else space_lib.conv_output_size(h, self.stride)
-        w = None if w is None else space_lib.conv_output_size(w, self.stride)
-        return (b, h, w, self.out_channels)
+        return strided_shape(input_shape, self.stride, self.out_channels)
 
     def get_config(self):
         cfg = super().get_config()

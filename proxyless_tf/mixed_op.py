@@ -86,8 +86,8 @@ class MixedOp(keras.layers.Layer):
             mb = [op for op in self.candidates if not space_lib.parse_op(op).is_zero]
             self.nested = nested.NestedMBConv(self.in_channels, self.out_channels, self.stride, mb, self.bn_eps,
                                               name=f"{self.name}_nested") if mb else None
-            self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
-                        if space_lib.parse_op(op).is_zero else nested.NestedCandidate(self.nested, mb.index(op))
+            self.ops = [nested.NestedCandidate(self.nested, mb.index(op)) if op in mb
+                        else blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
                         for op in self.candidates]
         else:
             self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")

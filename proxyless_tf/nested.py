@@ -74,14 +74,12 @@ class NestedMBConv(keras.layers.Layer):
                                          initializer=init())
         self.project_kernel = self.add_weight(name="project_kernel", shape=(1, 1, self.max_mid, self.out_channels),
                                               initializer=init())
-        b, h, w = input_shape[0], input_shape[1], input_shape[2]
-        for s, mid, bn in zip(self.specs, self.mids, self.bns):
+        out = self.output_shape_of(input_shape)
+        for mid, bn in zip(self.mids, self.bns):
             if bn["expand"] is not None:
-                bn["expand"].build((b, h, w, mid))
-            oh = None if h is None else space_lib.conv_output_size(h, self.stride)
-            ow = None if w is None else space_lib.conv_output_size(w, self.stride)
-            bn["dw"].build((b, oh, ow, mid))
-            bn["project"].build((b, oh, ow, self.out_channels))
+                bn["expand"].build(tuple(input_shape[:3]) + (mid,))
+            bn["dw"].build(out[:3] + (mid,))
+            bn["project"].build(out)
         self.built = True
 
     def shared_variables(self):
@@ -107,10 +105,7 @@ class NestedMBConv(keras.layers.Layer):
         return bn["project"](h, training=training)
 
     def output_shape_of(self, input_shape):
-        b, h, w, _ = input_shape
-        h = None if h is None else space_lib.conv_output_size(h, self.stride)
-        w = None if w is None else space_lib.conv_output_size(w, self.stride)
-        return (b, h, w, self.out_channels)
+        return blocks.strided_shape(input_shape, self.stride, self.out_channels)
 
     def get_config(self):
         cfg = super().get_config()
