@@ -20,6 +20,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 
 
+def resolve_path(value, subdir):
+    """A path as given if it exists, else the same name under configs/SUBDIR or the repo root."""
+    if not value:
+        return value
+    value = os.path.expanduser(value)
+    if os.path.exists(value) or os.path.isabs(value):
+        return value
+    for cand in (os.path.join(CONFIGS, subdir, value), os.path.join(ROOT, value)):
+        if os.path.exists(cand):
+            return cand
+    return value
+
+
 def resolve_flagfiles(argv):
     """--flagfile=NAME (no directory, not in cwd) -> configs/NAME, so flag files work from anywhere."""
     out = []

@@ -93,19 +93,6 @@ flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search 
 resolve_flagfiles = cli.resolve_flagfiles
 
 
-def resolve_path(value, subdir):
-    """A path as given if it exists, else the same name under configs/SUBDIR or the repo root."""
-    if not value:
-        return value
-    value = os.path.expanduser(value)
-    if os.path.exists(value) or os.path.isabs(value):
-        return value
-    for cand in (os.path.join(CONFIGS, subdir, value), os.path.join(ROOT, value)):
-        if os.path.exists(cand):
-            return cand
-    return value
-
-
 def main(argv):
     if len(argv) > 1:
         raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}",
@@ -114,7 +101,7 @@ def main(argv):
 
     names = [f.name for f in search_run.dataclasses.fields(search_run.SearchConfig)]
     values = {n: getattr(FLAGS, n) for n in names if n in FLAGS}
-    values["space"] = resolve_path(FLAGS.space, "spaces")
+    values["space"] = cli.resolve_path(FLAGS.space, "spaces")
     table = FLAGS.latency_table
     if table and not table.startswith("~") and not os.path.isabs(table) and not os.path.exists(table):
         if os.path.exists(os.path.join(ROOT, table)):  # flag files name paths from the repo root

@@ -38,6 +38,8 @@ flags.DEFINE_boolean("deterministic", False, "TF op determinism and every seed: 
                      "with the weights of an uninterrupted one.")
 flags.DEFINE_integer("checkpoint_every", 100, "Resume checkpoint every this many steps (and at every epoch end); "
                      "a killed run rerun with the same flags continues from it. 0: epoch ends only.")
+flags.DEFINE_boolean("cpu_kernels", True, "On a CPU-only host, faster kernels for the slow layers of a training "
+                     "step (fused batch norm, small-map depthwise gradients; proxyless_tf/cpu_kernels.py).")
 
 
 def main(argv):
@@ -66,7 +68,8 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr, warmup_epochs=FLAGS.warmup_epochs,
         weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing, dropout=FLAGS.dropout,
         augment=FLAGS.augment, pad=FLAGS.pad, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
-        val_examples=FLAGS.val_examples, deterministic=FLAGS.deterministic, checkpoint_every=FLAGS.checkpoint_every)
+        val_examples=FLAGS.val_examples, deterministic=FLAGS.deterministic, checkpoint_every=FLAGS.checkpoint_every,
+        cpu_kernels=FLAGS.cpu_kernels)
     out_dir = FLAGS.out_dir or os.path.join("runs", "train_" + os.path.splitext(os.path.basename(FLAGS.arch))[0])
     t0 = time.time()
     result = training.train(arch, splits, cfg, out_dir, strategy=strategy)

@@ -36,6 +36,7 @@ class TrainConfig:
     val_examples: int = 0          # held out from train for ModelCheckpoint's "best" (0: none)
     deterministic: bool = False    # TF op determinism: a resumed run ends with the uninterrupted run's weights
     checkpoint_every: int = 100    # resume checkpoint every this many steps (and at every epoch end)
+    cpu_kernels: bool = True       # on a CPU-only host: cpu_kernels.accelerate (same maths, ~1.8x faster steps)
 
 
 @dataclasses.dataclass
@@ -73,20 +74,29 @@ def make_optimizer(cfg, steps_per_epoch):
 
 # ---- data pipeline ----------------------------------------------------------------------
 
-def _augment_fn(cfg, shape):
-    """Stateless crop and flip seeded by (seed, the example's place in the stream): replayable on resume."""
+def _augment_batch_fn(cfg, shape):
+    """Crop and flip a whole batch at once, seeded by (seed, the batch's place in the stream).
+
+    Batch-wise (one pad, two gathers, one select) rather than per image: on 2 cores the
+    per-image version cost 21 ms of CPU per batch of 128 beside a ~300 ms training step.
+    Seeded by position, so the batches at a position do not depend on where the process
+    started (a resumed run).
+    """
     from proxyless_tf.data import mix_seed
 
-    h, w, c = shape
+    h, w, _ = shape
     pad = int(cfg.pad)
     crop_key, flip_key = mix_seed(cfg.seed, 1), mix_seed(cfg.seed, 2)
 
-    def aug(i, x, y):
+    def aug(first, x):
+        n = tf.shape(x)[0]
         if pad:
-            x = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]])  # zero = the normalised pad value 0
-            x = tf.image.stateless_random_crop(x, (h, w, c), seed=tf.stack([crop_key, i]))
-        x = tf.image.stateless_random_flip_left_right(x, seed=tf.stack([flip_key, i]))
-        return x, y
+            x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])  # zero = the normalised pad value 0
+            off = tf.random.stateless_uniform((n, 2), tf.stack([crop_key, first]), 0, 2 * pad + 1, tf.int32)
+            x = tf.gather(x, off[:, :1] + tf.range(h)[None], axis=1, batch_dims=1)
+            x = tf.gather(x, off[:, 1:] + tf.range(w)[None], axis=2, batch_dims=1)
+        flip = tf.random.stateless_uniform((n,), tf.stack([flip_key, first])) < 0.5
+        return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
 
     return aug
 
@@ -94,9 +104,10 @@ def _augment_fn(cfg, shape):
 def train_dataset(x, y, num_classes, cfg, steps=None, epoch=0, step=0):
     """Shuffled, augmented, one-hot (for label smoothing) batches from (epoch, step) to the end.
 
-    Epoch e is a permutation seeded by (seed, e) and each augmentation is seeded by the
-    example's place in the stream, so the batches at a position do not depend on whether
-    the process started there (a resumed run) or at the beginning.
+    Epoch e is a permutation seeded by (seed, e) and each augmentation is seeded by its
+    place in the stream, so the batches at a position do not depend on whether the process
+    started there (a resumed run) or at the beginning. Only indices go through the
+    element-wise part of the pipeline; images are gathered and augmented a batch at a time.
     """
     from proxyless_tf.data import epoch_elements
 
@@ -105,17 +116,21 @@ def train_dataset(x, y, num_classes, cfg, steps=None, epoch=0, step=0):
                           "use 'crop_flip' or 'none'")
     steps = steps or len(x) // cfg.batch_size
     per_epoch = steps * cfg.batch_size
-    base = tf.data.Dataset.from_tensor_slices((x, y))
+    images, labels = tf.constant(x), tf.constant(y)
+    index = tf.data.Dataset.range(len(x))
     ds = (tf.data.Dataset.range(epoch, cfg.epochs)
-          .flat_map(lambda e: epoch_elements(base, len(x), len(x), cfg.seed, e, per_epoch))
-          .enumerate(start=epoch * per_epoch).skip(step * cfg.batch_size))
-    if cfg.augment == "crop_flip":
-        aug = _augment_fn(cfg, x.shape[1:])
-        ds = ds.map(lambda i, ex: aug(i, *ex), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda i, ex: ex)
-    ds = ds.map(lambda a, b: (a, tf.one_hot(b, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+          .flat_map(lambda e: epoch_elements(index, len(x), len(x), cfg.seed, e, per_epoch))
+          .enumerate(start=epoch * per_epoch).skip(step * cfg.batch_size)
+          .batch(cfg.batch_size, drop_remainder=True))
+    aug = _augment_batch_fn(cfg, x.shape[1:]) if cfg.augment == "crop_flip" else None
+
+    def make_batch(pos, idx):
+        xb = tf.gather(images, idx)
+        if aug is not None:
+            xb = aug(pos[0], xb)
+        return xb, tf.one_hot(tf.gather(labels, idx), num_classes)
+
+    return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(x, y, num_classes, batch_size=512):
@@ -227,9 +242,12 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
                           f"{len(x)} training examples", "use a smaller batch size")
     with strategy.scope():
         model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
+        if cfg.cpu_kernels and not tf.config.list_logical_devices("GPU"):
+            from proxyless_tf import cpu_kernels
+            cpu_kernels.accelerate(model)
         compile_model(model, cfg, steps)
     distribute.fix_multi_worker_fit(model, strategy)
-    fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
+    fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("checkpoint_every", "cpu_kernels")}
     fingerprint.update(arch=arch.to_dict() if hasattr(arch, "to_dict") else list(arch.ops), num_train=len(x),
                        num_classes=splits.num_classes)
     state = resume.ResumeState(os.path.join(run_dir, "resume"), fingerprint)
