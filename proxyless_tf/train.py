@@ -16,7 +16,8 @@ from proxyless_tf import cli, distribute
 from proxyless_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("arch", None, "Architecture JSON (e.g. RUN/arch.json from the search).")
+flags.DEFINE_string("arch", None, "Architecture JSON (e.g. RUN/arch.json from the search; a bare name "
+                    "resolves in configs/archs).")
 flags.DEFINE_string("dataset", "fashion_mnist", "Dataset name.")
 flags.DEFINE_string("data_dir", None, "Where the dataset files are (default: the dataset's usual place).")
 flags.DEFINE_string("out_dir", None, "Run directory (default: runs/train_<arch file name>).")
@@ -50,6 +51,7 @@ def main(argv):
 
     if not FLAGS.arch:
         raise ConfigError("<flags>", "--arch", "missing", "pass --arch=RUN/arch.json")
+    FLAGS.arch = cli.resolve_path(FLAGS.arch, "archs")  # a bare name: configs/archs/NAME
     arch = Arch.from_json(FLAGS.arch)  # before TensorFlow loads: a bad file fails in a fraction of a second
     check_flags()
     from proxyless_tf import data

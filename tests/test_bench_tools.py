@@ -25,3 +25,22 @@ def test_bench_supernet_learning_without_data_is_one_line(tmp_path):
     empty.mkdir()
     proc = run_cli(["tools/bench_supernet_learning.py", f"--data_dir={empty}", "--steps=2"])
     assert_one_line_error(proc, str(empty), "--data_dir")
+
+
+def test_bench_train_step_prints_each_setting_and_its_ratio():
+    proc = run_cli(["tools/bench_train_step.py", "--arch=fashion_mnist_example.json", "--batch=8", "--steps=2",
+                    "--settings=eigen,onednn+kernels"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {m.group(1): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^\s+(\S+)\s+([\d.]+) ms/step\s+x([\d.]+) vs eigen$", proc.stdout, re.M)}
+    assert set(rows) == {"eigen", "onednn+kernels"}, proc.stdout
+    assert rows["eigen"][1] == 1.0
+    ms_eigen, ms_fast = rows["eigen"][0], rows["onednn+kernels"][0]
+    assert abs(rows["onednn+kernels"][1] - ms_eigen / ms_fast) < 0.01 + 0.01 * ms_eigen / ms_fast
+
+
+def test_bench_train_step_bad_arch_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"space": {}, "ops": [}')
+    proc = run_cli(["tools/bench_train_step.py", f"--arch={bad}"])
+    assert_one_line_error(proc, str(bad))

@@ -1,5 +1,8 @@
 """cpu_kernels.accelerate: the same maths as the plain layers, faster, and nothing added to the model."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +11,13 @@ import keras
 from proxyless_tf import cpu_kernels
 from proxyless_tf.nets import build_model
 from proxyless_tf.space import Arch, SearchSpace, parse_op
+from conftest import cli_env
+
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch):
+    """accelerate acts only with oneDNN on (the package's default); the maths do not depend on it."""
+    monkeypatch.setattr(cpu_kernels, "onednn_enabled", lambda: True)
+
 
 OPS = ["mb_k3_e6", "mb_k7_e3", "mb_k5_e3", "zero", "mb_k3_e3", "mb_k7_e6", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6",
        "mb_k7_e3"]
@@ -105,6 +115,23 @@ def test_accelerate_counts(repo_root):
     ops = [op.type for op in graph.get_operations()]
     assert ops.count("DepthwiseConv2dNativeBackpropFilter") == n_dw - len(small)
     assert ops.count("FusedBatchNormGradV3") == n_bn and "FusedBatchNormV3" in ops
+
+
+@pytest.mark.parametrize("env,want", [(None, "True"), ("0", "False")])
+def test_package_turns_onednn_on_unless_told_not_to(env, want):
+    code = "import proxyless_tf; from proxyless_tf import cpu_kernels; print(cpu_kernels.onednn_enabled())"
+    extra = {} if env is None else {cpu_kernels.ONEDNN_ENV: env}
+    environ = {k: v for k, v in cli_env(**extra).items() if env is not None or k != cpu_kernels.ONEDNN_ENV}
+    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == want
+
+
+def test_accelerate_leaves_eigen_runs_alone(repo_root, monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "onednn_enabled", lambda: False)
+    _, _, _, fast = _twins(repo_root)
+    assert cpu_kernels.accelerate(fast) == {"depthwise": 0, "batchnorm": 0}
+    assert all("call" not in vars(layer) for layer in fast._flatten_layers())
 
 
 def test_training_step_equals_plain_layers(repo_root):
