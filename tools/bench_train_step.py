@@ -5,8 +5,8 @@
 Each setting runs in its own process (TF reads `TF_ENABLE_ONEDNN_OPTS` once, when it loads),
 on the same network, weights and random batch:
 
-  eigen            oneDNN off, plain Keras layers (TensorFlow's default on AVX2 CPUs)
-  eigen+kernels    oneDNN off, `cpu_kernels.accelerate`
+  eigen            oneDNN off, plain Keras layers (TensorFlow's default on AVX2 CPUs;
+                   `cpu_kernels.accelerate` does nothing there)
   onednn           oneDNN on, plain layers
   onednn+kernels   oneDNN on, `cpu_kernels.accelerate` (what `proxyless_tf.train` does)
 
@@ -29,10 +29,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("arch", "fashion_mnist_example.json", "Architecture JSON (a name resolves in configs/archs).")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("steps", 15, "Timed steps per setting (after 3 warm-up steps).")
-flags.DEFINE_list("settings", ["eigen", "eigen+kernels", "onednn", "onednn+kernels"], "Which settings to run.")
+flags.DEFINE_list("settings", ["eigen", "onednn", "onednn+kernels"], "Which settings to run.")
 flags.DEFINE_string("_child", None, "Internal: run one setting in this process and print its JSON.")
 
-SETTINGS = ("eigen", "eigen+kernels", "onednn", "onednn+kernels")
+SETTINGS = ("eigen", "onednn", "onednn+kernels")
 
 
 def time_steps(arch_path, batch, steps, kernels):
