@@ -236,7 +236,7 @@ def lost_worker_reason(message, default):
 
 
 @contextlib.contextmanager
-def worker_loss_as_error(strategy, resume_dir):
+def worker_loss_as_error(strategy, resume_state):
     """A worker lost mid-run becomes one line naming the checkpoint to resume from.
 
     Under MultiWorkerMirroredStrategy a killed or unreachable peer surfaces on the others as
@@ -254,14 +254,13 @@ def worker_loss_as_error(strategy, resume_dir):
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
             tf.errors.DeadlineExceededError) as e:
         reason = lost_worker_reason(str(getattr(e, "message", e)), type(e).__name__)
-        where = "no resume checkpoint was written yet"
         try:
-            with open(os.path.join(resume_dir, "state.json"), encoding="utf-8") as f:
-                meta = json.load(f)
-            where = f"last resume checkpoint {resume_dir} (epoch {meta['epoch'] + 1}, step {meta['step']})"
-        except (OSError, ValueError, KeyError):
-            pass
-        raise ConfigError("<cluster>", "TF_CONFIG", f"a worker was lost mid-run ({reason[:200]}); {where}",
+            meta = resume_state.load()  # `resume.ResumeState`: the worker's own checkpoint
+        except ConfigError:
+            meta = None
+        where = ("no resume checkpoint was written yet" if meta is None else
+                 f"last resume checkpoint {resume_state.dir} (epoch {meta['epoch'] + 1}, step {meta['step']})")
+        raise ConfigError("<cluster>", "TF_CONFIG", f"a worker was lost mid-run ({reason}); {where}",
                           "start every worker of TF_CONFIG again with the same command: each resumes "
                           "from its own checkpoint") from None
 

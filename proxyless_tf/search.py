@@ -20,8 +20,7 @@ from absl import flags
 from proxyless_tf import cli, distribute
 from proxyless_tf.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = cli.CONFIGS
+ROOT = cli.ROOT
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist (local IDX files first), cifar10, imagenet2012, ...")

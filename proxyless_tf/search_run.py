@@ -407,7 +407,7 @@ def run_search(cfg):
     print(f"search: {data.num_train} train / {data.num_valid} valid images ({data.source}), {steps} steps "
           f"per epoch of global batch {cfg.batch_size} on {strategy.num_replicas_in_sync} replica(s); "
           f"target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms", flush=True)
-    with distribute.worker_loss_as_error(strategy, state.dir):
+    with distribute.worker_loss_as_error(strategy, state):
         resume.fit_resumable(net, lambda e, s: distribute.for_strategy(data.stream(e, s, cfg.epochs, steps),
                                                                        strategy),
                              cfg.epochs, steps, callbacks, start_epoch, start_step, verbose=cfg.verbose)

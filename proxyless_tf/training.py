@@ -263,7 +263,7 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
                                  extra_fn=lambda: {"best": _finite_or_none(cbs[0].best)})
     if getattr(strategy, "watchdog", None) is not None:
         cbs.append(distribute.cluster_joined_callback(strategy.watchdog))
-    with distribute.worker_loss_as_error(strategy, state.dir):
+    with distribute.worker_loss_as_error(strategy, state):
         resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
                                  train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
                              cfg.epochs, steps, cbs + [saver], start_epoch, start_step, verbose=verbose,
