@@ -10,7 +10,9 @@ The modes live in one class, next to the sampling they belong to (as in the offi
   outputs are computed (the α gradient needs them) and y = Σ_j g_j o_j with a one-hot g.
   The α gradient over the pair is Σ_j ∂L/∂g_j p_j (δ_ij − p_i), ∂L/∂g_j = <∂L/∂y, o_j>;
   it is produced exactly by the gate g + p − stop_gradient(p): its value is g, its
-  derivative in α is that of p = softmax(α_pair). Unsampled α get no gradient.
+  derivative in α is that of p = softmax(α_pair). Unsampled α get no gradient. The
+  inactive op's gate value is 0, so the input gradient flows through the active op alone
+  and the inactive op runs under stop_gradient (no backward graph is traced for it).
 - `full`: DARTS softmax-weighted sum of every op; the memory-hungry baseline.
 - `full_v2` (the official code's mode of that name): the forward runs ONE op, drawn from
   softmax(α) over all candidates, and keeps only its activations, like `single`; the
@@ -160,12 +162,16 @@ class MixedOp(keras.layers.Layer):
                                      keras.ops.stop_gradient(y), sample, training)
         elif mode == "two":
             pair, active = sample
-            o0 = self._run(pair[0], inputs, training)
-            o1 = self._run(pair[1], inputs, training)
+            inactive = 1 - active
+            # The inactive op's gate is 0, so no gradient flows into its output: it is computed
+            # under stop_gradient and its branch gets no backward graph (half the traced graph
+            # of this step); its value still forms ∂L/∂g of its gate.
+            o_active = self._run(keras.ops.take(pair, active), inputs, training)
+            o_inactive = keras.ops.stop_gradient(self._run(keras.ops.take(pair, inactive), inputs, training))
             p = keras.ops.softmax(keras.ops.take(self.alpha, pair))
             g = keras.ops.one_hot(active, 2, dtype=p.dtype)
             gate = g + p - keras.ops.stop_gradient(p)  # value g, derivative dp/dalpha
-            y = gate[0] * o0 + gate[1] * o1
+            y = keras.ops.take(gate, active) * o_active + keras.ops.take(gate, inactive) * o_inactive
         else:  # full
             p = keras.ops.softmax(self.alpha)
             y = sum(p[j] * op(inputs, training=training) for j, op in enumerate(self.ops))

@@ -64,6 +64,8 @@ class NestedMBConv(keras.layers.Layer):
             })
         # a flat list so Keras tracks (and saves) every BN under a stable path
         self.bn_layers = [b for d in self.bns for b in (d["expand"], d["dw"], d["project"]) if b is not None]
+        # `cpu_kernels.accelerate` puts its depthwise conv (x, kernel, stride) here; None: keras.ops'
+        self.depthwise_fn = None
 
     def build(self, input_shape):
         init = lambda: keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")  # noqa: E731
@@ -99,7 +101,10 @@ class NestedMBConv(keras.layers.Layer):
             h = _relu6(bn["expand"](h, training=training))
         off = (self.max_kernel - s.kernel) // 2
         dw = self.dw_kernel[off:off + s.kernel, off:off + s.kernel, :mid, :]
-        h = keras.ops.depthwise_conv(h, dw, strides=self.stride, padding="same")
+        if self.depthwise_fn is not None:
+            h = self.depthwise_fn(h, dw, self.stride)
+        else:
+            h = keras.ops.depthwise_conv(h, dw, strides=self.stride, padding="same")
         h = _relu6(bn["dw"](h, training=training))
         h = keras.ops.conv(h, self.project_kernel[:, :, :mid, :], padding="same")
         return bn["project"](h, training=training)

@@ -82,6 +82,8 @@ flags.DEFINE_integer("checkpoint_every", 100, "Write the resume checkpoint every
                      "epoch end); a killed search rerun with the same flags continues from it. 0: epoch ends only.")
 flags.DEFINE_float("max_abs_alpha", 50.0, "Stop the search when any |alpha| exceeds this (a diverging "
                    "architecture step); 0: only non-finite alpha stops it.")
+flags.DEFINE_boolean("cpu_kernels", True, "On a CPU-only host, fused batch norm and small-map depthwise "
+                     "gradients in the supernet (proxyless_tf/cpu_kernels.py): same maths, a smaller traced graph.")
 flags.DEFINE_boolean("run_eagerly", False, "Run every step eagerly (no tf.function tracing): on a loaded CPU "
                      "a big space's graph (e.g. the 21-layer mobile space) takes longer to trace than a short "
                      "search takes to run eagerly.")

@@ -29,10 +29,16 @@ def test_two_mode_alpha_gradient_matches_closed_form(sharing):
     for pair, active in [([2, 0], 1), ([1, 3], 0), ([0, 2], 0)]:
         sample = (tf.constant(pair, tf.int32), tf.constant(active, tf.int32))
         with tf.GradientTape() as tape:
+            tape.watch(x)
             y = op(x, training=False, mode="two", sample=sample)
             loss = tf.reduce_sum(y * w)
-        grad = tape.gradient(loss, op.alpha)
+        grad, dx = tape.gradient(loss, [op.alpha, x])
         grad = tf.convert_to_tensor(grad).numpy()
+        # the input gradient is that of the active op alone (the inactive op's gate is 0)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            ref = tf.reduce_sum((x + op.ops[pair[active]](x, training=False)) * w)
+        np.testing.assert_allclose(dx.numpy(), tape.gradient(ref, x).numpy(), rtol=1e-5, atol=1e-5)
         # closed form: dL/dg_j = <dL/dy, o_j>; grad_i = sum_j dL/dg_j p_j (delta_ij - p_i)
         outs = [op.ops[j](x, training=False).numpy() for j in pair]
         dg = np.array([np.sum(w.numpy() * o) for o in outs], np.float64)
