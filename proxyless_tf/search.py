@@ -87,8 +87,9 @@ flags.DEFINE_boolean("cpu_kernels", True, "On a CPU-only host, fused batch norm 
 flags.DEFINE_boolean("run_eagerly", False, "Run every step eagerly (no tf.function tracing): on a loaded CPU "
                      "a big space's graph (e.g. the 21-layer mobile space) takes longer to trace than a short "
                      "search takes to run eagerly.")
-flags.DEFINE_boolean("graph_optimizer", False, "Run TF's grappler on the search graph (slow to start, "
-                     "no measurable gain on this branchy graph).")
+flags.DEFINE_boolean("graph_optimizer", True, "Run TF's grappler on the search graph: it prunes the "
+                     "branches' unused gradients and intermediates, which hold most of the search's memory "
+                     "(quickstart-sized run: peak RSS 3.6 GiB with it, 6.0 GiB without; ~35 s longer to start).")
 
 
 resolve_flagfiles = cli.resolve_flagfiles
