@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 from test_search_cli import write_micro
 
 
@@ -35,3 +35,32 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     again = run_cli(argv, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("[skip]") == 7 and "[start" not in again.stdout
+
+
+def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
+    import re
+
+    _, _, sp, tp = write_micro(tmp_path)
+    out, md = tmp_path / "cost", tmp_path / "RESULTS.md"
+    argv = [os.path.join(ROOT, "tools", "experiment_cost.py"), f"--out_dir={out}", f"--results_md={md}",
+            "--search_flags=quickstart.flags", "--train_flags=train_fashion_mnist.flags",
+            f"--search_args=--space={sp},--latency_table={tp},--nobuild_table,--epochs=2,--warmup_epochs=1,"
+            "--max_train=128,--valid_size=40,--batch_size=16,--steps_per_epoch=2,--bn_recalibration_steps=2,"
+            "--target_frac=0.5",
+            "--train_args=--epochs=1,--train_examples=128,--batch_size=32,--steps_per_epoch=2"]
+    proc = run_cli(argv, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cost = json.loads((out / "cost.json").read_text())
+    for job in ("search", "train"):
+        assert cost[job]["wall_s"] > 1 and cost[job]["peak_rss_mib"] > 100  # a TF process, its own VmHWM
+    rt = cost["search"]["wall_s"] / cost["train"]["wall_s"]
+    rm = cost["search"]["peak_rss_mib"] / cost["train"]["peak_rss_mib"]
+    m = re.search(r"time ([0-9.]+)×, peak RSS ([0-9.]+)×", proc.stdout)
+    assert m and abs(float(m.group(1)) - rt) < 0.006 and abs(float(m.group(2)) - rm) < 0.006
+    assert json.loads((out / "train" / "result.json").read_text())["epochs"] == 1
+    assert "## Cost: search against one retraining" in md.read_text()
+    again = run_cli(argv, timeout=600)  # both done: nothing runs, the same numbers are reported
+    assert again.returncode == 0 and again.stdout.count("[skip]") == 2 and "[start" not in again.stdout
+    assert m.group(0) in again.stdout
+    bad = run_cli(argv[:1] + [f"--out_dir={tmp_path}/x", "--search_flags=nope.flags"], timeout=300)
+    assert_one_line_error(bad, "nope.flags", "flag file")
