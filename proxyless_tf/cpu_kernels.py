@@ -140,14 +140,14 @@ def accelerate(model):
     gradient in each of the many switch-case branches), which is most of the search's memory.
 
     Depthwise layers keep TF's gradient unless the kernel exceeds their output map, which is
-    decided from the static shapes when the step is traced. Only with oneDNN on: on the Eigen
+    decided from the static shapes when the step is traced. Only on CPU-only hosts with oneDNN on: on the Eigen
     kernels the fused BN gradient is the slow one (the same net: 586 ms a step plain, 780 ms
     accelerated; with oneDNN 489 and 380, `tools/bench_train_step.py`).
     """
     from proxyless_tf import nested
 
     counts = {"depthwise": 0, "batchnorm": 0, "nested": 0}
-    if not onednn_enabled():
+    if not onednn_enabled() or tf.config.list_logical_devices("GPU"):  # CPU-only hosts: a GPU runs its own kernels
         return counts
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, nested.NestedMBConv):  # its candidates' depthwise convs, on kernel slices

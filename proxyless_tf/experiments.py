@@ -140,6 +140,19 @@ def run_jobs(jobs, parallel=1, threads=None, log=print, poll_s=0.5):
     return ran
 
 
+def record_jobs(ran, path):
+    """Merge the wall time and peak RSS of the jobs that ran into the JSON at `path`; returns every record.
+
+    Skipped (already done) jobs keep what an earlier invocation recorded, so a resumed
+    experiment still reports the cost of every job.
+    """
+    recorded = space_lib.read_json(path, "job record") if os.path.exists(path) else {}
+    for j in ran:
+        recorded[j.name] = {"wall_s": j.wall_s, "max_rss_mib": j.max_rss_mib}
+    space_lib.write_json_atomic(path, recorded)
+    return recorded
+
+
 def python_module(module, *args):
     return [sys.executable, "-m", module, *[str(a) for a in args]]
 

@@ -164,8 +164,8 @@ class MixedOp(keras.layers.Layer):
             pair, active = sample
             inactive = 1 - active
             # The inactive op's gate is 0, so no gradient flows into its output: it is computed
-            # under stop_gradient and its branch gets no backward graph (half the traced graph
-            # of this step); its value still forms ∂L/∂g of its gate.
+            # under stop_gradient and its switch_case gets no backward graph (one of the step's two
+            # per layer); its value still forms ∂L/∂g of its gate.
             o_active = self._run(keras.ops.take(pair, active), inputs, training)
             o_inactive = keras.ops.stop_gradient(self._run(keras.ops.take(pair, inactive), inputs, training))
             p = keras.ops.softmax(keras.ops.take(self.alpha, pair))

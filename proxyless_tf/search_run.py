@@ -348,7 +348,6 @@ def check_config(cfg):
 def run_search(cfg):
     """Run one search; returns a dict of the results (also written to the run directory)."""
     import keras
-    import tensorflow as tf
 
     from proxyless_tf import data as data_lib
     from proxyless_tf import distribute
@@ -375,7 +374,7 @@ def run_search(cfg):
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
                        latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing)
-        if cfg.cpu_kernels and not tf.config.list_logical_devices("GPU"):
+        if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels
             cpu_kernels.accelerate(net)  # same maths; a quarter fewer traced nodes, so less memory
         net.compile(

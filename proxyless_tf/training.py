@@ -242,7 +242,7 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
                           f"{len(x)} training examples", "use a smaller batch size")
     with strategy.scope():
         model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
-        if cfg.cpu_kernels and not tf.config.list_logical_devices("GPU"):
+        if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels
             cpu_kernels.accelerate(model)
         compile_model(model, cfg, steps)

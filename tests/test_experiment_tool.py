@@ -52,9 +52,9 @@ def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cost = json.loads((out / "cost.json").read_text())
     for job in ("search", "train"):
-        assert cost[job]["wall_s"] > 1 and cost[job]["peak_rss_mib"] > 100  # a TF process, its own VmHWM
+        assert cost[job]["wall_s"] > 1 and cost[job]["max_rss_mib"] > 100  # a TF process, its own VmHWM
     rt = cost["search"]["wall_s"] / cost["train"]["wall_s"]
-    rm = cost["search"]["peak_rss_mib"] / cost["train"]["peak_rss_mib"]
+    rm = cost["search"]["max_rss_mib"] / cost["train"]["max_rss_mib"]
     m = re.search(r"time ([0-9.]+)×, peak RSS ([0-9.]+)×", proc.stdout)
     assert m and abs(float(m.group(1)) - rt) < 0.006 and abs(float(m.group(2)) - rm) < 0.006
     assert json.loads((out / "train" / "result.json").read_text())["epochs"] == 1

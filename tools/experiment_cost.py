@@ -14,7 +14,6 @@ the jobs that finished are kept in OUT/cost.json. The ratios are what to read; t
 speed drifts by 15-20 % over minutes, so seconds are not comparable across runs.
 """
 
-import json
 import os
 import sys
 
@@ -25,7 +24,7 @@ from absl import flags  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf import experiments  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
-from proxyless_tf.space import write_json_atomic  # noqa: E402
+from proxyless_tf.space import read_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "runs/cost", "Where the search and the retraining put their run directories and logs.")
@@ -47,28 +46,23 @@ def _flagfile(name):
     return path
 
 
-def _result(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def report(cost, search, train, max_ratio, command):
     s, t = cost["search"], cost["train"]
-    rt, rm = s["wall_s"] / t["wall_s"], s["peak_rss_mib"] / t["peak_rss_mib"]
+    rt, rm = s["wall_s"] / t["wall_s"], s["max_rss_mib"] / t["max_rss_mib"]
     lines = [
         HEADING, "",
         "    " + command, "",
         "| job | wall time | peak RSS | result |",
         "|---|---|---|---|",
-        f"| search | {s['wall_s'] / 60:.1f} min | {s['peak_rss_mib'] / 1024:.2f} GiB | derived net predicted "
+        f"| search | {s['wall_s'] / 60:.1f} min | {s['max_rss_mib'] / 1024:.2f} GiB | derived net predicted "
         f"{search['predicted_ms']:.4g} ms (target {search['target_ms']:.4g}), valid {100 * search['valid_acc']:.2f} % |",
-        f"| retraining of its arch.json | {t['wall_s'] / 60:.1f} min | {t['peak_rss_mib'] / 1024:.2f} GiB | "
+        f"| retraining of its arch.json | {t['wall_s'] / 60:.1f} min | {t['max_rss_mib'] / 1024:.2f} GiB | "
         f"test accuracy {100 * train['test_accuracy']:.2f} % |",
         "",
         f"Search ÷ retraining: time {rt:.2f}×, peak RSS {rm:.2f}× (claim: both ≤ {max_ratio:g}×: "
         f"{'holds' if max(rt, rm) <= max_ratio else 'fails'}).",
     ]
-    return "\n".join(lines) + "\n", rt, rm
+    return "\n".join(lines) + "\n"
 
 
 def main(argv):
@@ -87,20 +81,19 @@ def main(argv):
             os.path.join(out, "train.log"), os.path.join(train_dir, "result.json")),
     ]
     cost_path = os.path.join(out, "cost.json")
-    cost = _result(cost_path) if os.path.exists(cost_path) else {}
     os.makedirs(out, exist_ok=True)
     for job in jobs:  # one at a time: the retraining needs the search's arch.json, and timings need a quiet machine
-        for ran in experiments.run_jobs([job]):
-            if ran.returncode != 0:
-                raise ConfigError(ran.log_path, ran.name, f"exited with {ran.returncode}",
-                                  "read the log, fix the cause and rerun this command (finished jobs are kept)")
-            cost[ran.name] = {"wall_s": ran.wall_s, "peak_rss_mib": ran.max_rss_mib}
-            write_json_atomic(cost_path, cost)
+        ran = experiments.run_jobs([job])
+        if ran and ran[0].returncode != 0:
+            raise ConfigError(job.log_path, job.name, f"exited with {job.returncode}",
+                              "read the log, fix the cause and rerun this command (finished jobs are kept)")
+        cost = experiments.record_jobs(ran, cost_path)
         if job.name not in cost:
             raise ConfigError(cost_path, job.name, f"{job.done_file} exists but its cost was not recorded here",
                               f"remove {os.path.dirname(job.done_file)} and rerun to measure it")
-    command = "python tools/experiment_cost.py " + " ".join(a for a in sys.argv[1:])
-    text, rt, rm = report(cost, _result(jobs[0].done_file), _result(jobs[1].done_file), FLAGS.max_ratio, command)
+    command = "python tools/experiment_cost.py " + " ".join(sys.argv[1:])
+    text = report(cost, read_json(jobs[0].done_file, "search result"), read_json(jobs[1].done_file, "training result"),
+                  FLAGS.max_ratio, command)
     print(text, flush=True)
     if FLAGS.results_md:
         experiments.write_section(FLAGS.results_md, text, HEADING)

@@ -322,11 +322,7 @@ def main(argv):
     if failed:
         raise SystemExit(f"error: {failed[0].name} failed; see {failed[0].log_path}")
     # job accounting survives a resume: merge with what earlier invocations recorded
-    jobs_path = os.path.join(out, "jobs.json")
-    recorded = json.load(open(jobs_path)) if os.path.exists(jobs_path) else {}
-    for j in ran:
-        recorded[j.name] = {"wall_s": j.wall_s, "max_rss_mib": j.max_rss_mib}
-    space_lib.write_json_atomic(jobs_path, recorded)
+    recorded = experiments.record_jobs(ran, os.path.join(out, "jobs.json"))
     measured = measure_all(contenders, table, out) if FLAGS.measure else {}
     rows = collect(contenders, recorded, table, measured)
     groups, claims = summarize(rows, target)
