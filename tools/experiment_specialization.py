@@ -78,8 +78,14 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_float("arch_lr", 1e-2, "Adam lr of alpha (the paper's 1e-3 barely moves alpha in a few hundred steps).")
 flags.DEFINE_float("derive_tolerance", 0.1, "Latency-aware derivation tolerance (also the feasibility margin).")
 flags.DEFINE_integer("seed", 0, "Seed of both searches.")
-flags.DEFINE_boolean("run_eagerly", True, "Searches run eagerly (--run_eagerly of the search): tracing the "
-                     "21-layer supernet's graph costs more CPU than a few hundred eager steps here.")
+flags.DEFINE_boolean("run_eagerly", False, "Searches run eagerly (--run_eagerly of the search): only worth it "
+                     "for a few dozen steps (tracing the 21-layer supernet takes ~9 min and ~6 GB here).")
+flags.DEFINE_enum("weight_sharing", "nested", ["independent", "nested"],
+                  "Supernet weights (--weight_sharing of the search): independent candidates barely learn in a "
+                  "few hundred steps, so their accuracies say nothing about the two architectures.")
+flags.DEFINE_integer("arch_every", 1, "An architecture step every this many weight steps.")
+flags.DEFINE_float("weight_lr", 0.025, "Weight SGD learning rate of both searches.")
+flags.DEFINE_integer("recalibration_steps", 20, "BN-recalibration batches before each accuracy evaluation.")
 flags.DEFINE_boolean("parallel", False, "Run the two searches at the same time (two cores).")
 flags.DEFINE_boolean("reuse", True, "Reuse a run directory that already has result.json.")
 flags.DEFINE_boolean("cross_eval", True, "Evaluate both archs in both trained supernets.")
@@ -102,7 +108,9 @@ def search_command(device, table, out):
             f"--latency_loss={FLAGS.latency_loss}", f"--loss_lambda={FLAGS.loss_lambda}",
             f"--max_train={FLAGS.max_train}", f"--valid_size={FLAGS.valid_size}", f"--epochs={FLAGS.epochs}",
             f"--warmup_epochs={FLAGS.warmup_epochs}", f"--batch_size={FLAGS.batch_size}",
-            f"--arch_lr={FLAGS.arch_lr}", f"--derive_tolerance={FLAGS.derive_tolerance}", f"--seed={FLAGS.seed}",
+            f"--arch_lr={FLAGS.arch_lr}", f"--arch_every={FLAGS.arch_every}", f"--weight_lr={FLAGS.weight_lr}",
+            f"--weight_sharing={FLAGS.weight_sharing}", f"--bn_recalibration_steps={FLAGS.recalibration_steps}",
+            f"--derive_tolerance={FLAGS.derive_tolerance}", f"--seed={FLAGS.seed}",
             f"--out_dir={out}", "--verbose=2", f"--run_eagerly={str(FLAGS.run_eagerly).lower()}"] + (
                 [f"--steps_per_epoch={FLAGS.steps_per_epoch}"] if FLAGS.steps_per_epoch else [])
 
@@ -195,7 +203,7 @@ def cross_evaluate(space, ops_by_dev, results):
                                 label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
     out = {}
     for net_dev in DEVICES:
-        net = SuperNet(space, data.num_classes, None, seed=FLAGS.seed)
+        net = SuperNet(space, data.num_classes, None, seed=FLAGS.seed, weight_sharing=FLAGS.weight_sharing)
         ckpt = os.path.join(FLAGS.out_dir, f"search_{net_dev}", "checkpoints", "last.weights.h5")
         # the optimizers as the search built them, so the checkpoint's optimizer variables match
         net.compile(weight_optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.025, 1),
@@ -207,7 +215,7 @@ def cross_evaluate(space, ops_by_dev, results):
         for arch_dev in DEVICES:
             arch = space_lib.Arch(space, ops_by_dev[arch_dev])
             keras.utils.set_random_seed(FLAGS.seed)  # the same BN-recalibration batches for every pair
-            acc = net.evaluate_argmax(data.valid, data.search, 20, arch=arch)
+            acc = net.evaluate_argmax(data.valid, data.search, FLAGS.recalibration_steps, arch=arch)
             out[net_dev][arch_dev] = acc
             print(f"supernet {net_dev}, arch {arch_dev}: valid acc {acc * 100:.2f}%", flush=True)
     return out
@@ -344,6 +352,8 @@ def markdown(res):
         f"Setup: the mobile space (21 searchable layers); both supernets run on Fashion-MNIST at a proxy "
         f"resolution of {c['resolution']}x{c['resolution']} ({c['max_train']} training and {c['valid_size']} "
         f"validation images, {c['epochs']} epochs of which {c['warmup_epochs']} warm-up, batch {c['batch_size']}, "
+        f"{c.get('weight_sharing', 'independent')} candidate weights, weight lr {c.get('weight_lr', 0.025):g}, "
+        f"an architecture step every {c.get('arch_every', 1)} weight step(s), "
         f"arch lr {c['arch_lr']:g}, seed {c['seed']}), while the latency term is priced at "
         f"{c['latency_resolution']}x{c['latency_resolution']} with `--latency_resolution` (same ops, the tables' "
         f"keys at the deployment input) and the heads as both tables measured them, for "
@@ -417,8 +427,8 @@ def markdown(res):
         out.append(f"- {d}: **{'holds' if v['holds'] else 'does not hold'}**: {v['why']}.")
     steps = c["steps_per_epoch"] or c["max_train"] // c["batch_size"]
     out += ["", f"Limits: one seed; a short search ({c['epochs']} epochs of {steps} steps, "
-            f"{(c['epochs'] - c['warmup_epochs']) * steps} architecture steps), so alpha moves little from uniform "
-            "and the latency-aware derivation does much of the fitting to each target (counts above); the accuracies "
+            f"{(c['epochs'] - c['warmup_epochs']) * steps // c.get('arch_every', 1)} architecture steps), and the "
+            "latency-aware derivation does part of the fitting to each target (counts above); the accuracies "
             "are supernet-weight proxies at the proxy resolution on Fashion-MNIST, not retrained networks, and "
             "differences of a point are within the noise of a "
             f"{c['valid_size']}-image validation split. The LiteRT table's "
@@ -458,7 +468,9 @@ def main(argv):
         "config": {k: getattr(FLAGS, k) for k in ("resolution", "latency_resolution", "latency_num_classes",
                                                  "target_frac", "latency_loss", "loss_lambda", "max_train",
                                                  "valid_size", "epochs", "warmup_epochs", "steps_per_epoch",
-                                                 "batch_size", "arch_lr", "derive_tolerance", "seed", "acc_margin")},
+                                                 "batch_size", "arch_lr", "derive_tolerance", "seed", "acc_margin",
+                                                 "weight_sharing", "arch_every", "weight_lr", "recalibration_steps",
+                                                 "run_eagerly")},
         "command": "python tools/experiment_specialization.py " + " ".join(a for a in sys.argv[1:]),
         "tables": tables,
         "targets_ms": targets,
