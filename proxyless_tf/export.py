@@ -6,6 +6,8 @@ want is here (float32, float16, dynamic-range, full int8 with int8 or float I/O)
 quantization-aware path lives in `proxyless_tf.qat` because TFMOT needs Keras 2.
 """
 
+import contextlib
+import io
 import os
 import zipfile
 
@@ -46,9 +48,17 @@ def _fixed_batch(model, batch_size):
     return keras.Model(inp, model(inp, training=False), name=model.name)
 
 
+def _run_converter(conv):
+    # Converting a Keras 3 model goes through `model.export`, which prints its serving
+    # signature and every captured variable (hundreds of lines for a searched network) to
+    # stdout, in the middle of the tools' own reports; errors still surface as exceptions.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _run_converter(conv)
+
+
 def to_tflite(model, batch_size=1):
     """Float32 TFLite flatbuffer (bytes) of a Keras model at a fixed batch size."""
-    return tf.lite.TFLiteConverter.from_keras_model(_fixed_batch(model, batch_size)).convert()
+    return _run_converter(tf.lite.TFLiteConverter.from_keras_model(_fixed_batch(model, batch_size)))
 
 
 def convert(model, mode="float32", batch_size=1, representative=None, int8_io=False):
@@ -87,7 +97,7 @@ def convert(model, mode="float32", batch_size=1, representative=None, int8_io=Fa
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
-    return conv.convert()
+    return _run_converter(conv)
 
 
 def check_flatbuffer(content, source="<tflite>"):

@@ -374,9 +374,10 @@ def run_search(cfg):
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
                        latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing)
+        kernels = None  # None: --nocpu_kernels; all-zero counts: a GPU or oneDNN off, nothing to rebind
         if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels
-            cpu_kernels.accelerate(net)  # same maths; a quarter fewer traced nodes, so less memory
+            kernels = cpu_kernels.accelerate(net)  # same maths; a quarter fewer traced nodes, so less memory
         net.compile(
             weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
                                                   weight_decay=cfg.weight_decay or None),
@@ -410,7 +411,8 @@ def run_search(cfg):
         callbacks.append(distribute.cluster_joined_callback(strategy.watchdog))
     print(f"search: {data.num_train} train / {data.num_valid} valid images ({data.source}), {steps} steps "
           f"per epoch of global batch {cfg.batch_size} on {strategy.num_replicas_in_sync} replica(s); "
-          f"target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms", flush=True)
+          f"target {target:.4g} ms in reachable [{rng[0]:.4g}, {rng[1]:.4g}] ms; cpu kernels "
+          + (", ".join(f"{k} {v}" for k, v in kernels.items()) if kernels else "off"), flush=True)
     with distribute.worker_loss_as_error(strategy, state):
         resume.fit_resumable(net, lambda e, s: distribute.for_strategy(data.stream(e, s, cfg.epochs, steps),
                                                                        strategy),
@@ -438,7 +440,8 @@ def run_search(cfg):
     result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
               "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
               "ops": arch.ops, "wall_s": wall, "latency_table": table.path,
-              "latency_input_shape": list(lat_space.input_shape), "latency_num_classes": lat_nc}
+              "latency_input_shape": list(lat_space.input_shape), "latency_num_classes": lat_nc,
+              "cpu_kernels": kernels}
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)

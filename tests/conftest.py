@@ -6,6 +6,11 @@ import sys
 
 import pytest
 
+# The package turns oneDNN on before TensorFlow loads, as in every user's process; imported here,
+# first, it keeps the in-process tests on those kernels whichever test module is collected first
+# (before, the suite ran under Eigen or oneDNN depending on the order of the modules given).
+import proxyless_tf  # noqa: F401,E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "proxylessnas")
 

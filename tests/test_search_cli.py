@@ -122,6 +122,11 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     assert {"reward", "baseline", "valid_acc"} <= set(hist[-1]["metrics"])
     assert "mode reinforce, weights nested" in (out / "summary.txt").read_text()
     assert "reward acc*(T/lat)^0.2" in (out / "summary.txt").read_text()
+    # run_search applies cpu_kernels.accelerate (oneDNN is on in the CLI, no GPU here): both
+    # searchable layers' nested blocks get the slice depthwise, and BN layers the fused op
+    kernels = json.load(open(out / "result.json"))["cpu_kernels"]
+    assert kernels["nested"] == 2 and kernels["batchnorm"] > 0, kernels
+    assert f"cpu kernels depthwise {kernels['depthwise']}, batchnorm {kernels['batchnorm']}, nested 2" in proc.stdout
 
 
 def test_missing_table_is_built_on_the_fly_with_the_reference_clock(tmp_path):
