@@ -53,7 +53,7 @@ def _run_converter(conv):
     # signature and every captured variable (hundreds of lines for a searched network) to
     # stdout, in the middle of the tools' own reports; errors still surface as exceptions.
     with contextlib.redirect_stdout(io.StringIO()):
-        return _run_converter(conv)
+        return conv.convert()
 
 
 def to_tflite(model, batch_size=1):
