@@ -3,8 +3,9 @@
 State lives in $FAKE_ADB_STATE (a directory):
   config.json   {"devices": [{"serial": "...", "state": "device"|"unauthorized"|"offline"}],
                  "format": "new"|"old"|"plain", "die_on_run": false}
-  fs/           the phone's files (pushed files land at fs/<remote path>)
-  runs.jsonl    one line per benchmark_model run: what the fake phone measured (in us)
+  fs/<serial>/  each phone's files (pushed files land at fs/<serial>/<remote path>)
+  runs.jsonl    one line per benchmark_model run: which phone, what it measured (in us)
+A device entry may carry "model" (ro.product.model, default "Fake Pixel").
   shell.log     every shell command line as received (to check the quoting)
 
 `benchmark_model` (any pushed file whose name contains it) is emulated by running the
@@ -29,8 +30,11 @@ def config():
         return json.load(f)
 
 
+SERIAL = None  # the phone this call talks to (set in main)
+
+
 def fs(remote):
-    return os.path.join(state_dir(), "fs", remote.lstrip("/"))
+    return os.path.join(state_dir(), "fs", SERIAL, remote.lstrip("/"))
 
 
 def fail(msg, code=1):
@@ -111,7 +115,7 @@ def benchmark_model(args, cfg, serial):
                    f"Warmup (avg): {wst['avg']:g}, Inference (avg): {rst['avg']:g}")
     print("\n".join(out))
     with open(os.path.join(state_dir(), "runs.jsonl"), "a") as f:
-        f.write(json.dumps({"graph": graph, "threads": threads, "args": args, "timed_us": rst,
+        f.write(json.dumps({"serial": serial, "graph": graph, "threads": threads, "args": args, "timed_us": rst,
                             "format": fmt}) + "\n")
 
 
@@ -134,7 +138,8 @@ def shell(line, cfg, serial):
             fail(f"ls: {argv[-1]}: No such file or directory", 1)
         print(argv[-1])
     elif cmd == "getprop":
-        props = {"ro.product.model": "Fake Pixel", "ro.product.manufacturer": "proxyless_tf tests",
+        model = next((d.get("model", "Fake Pixel") for d in cfg["devices"] if d["serial"] == serial), "Fake Pixel")
+        props = {"ro.product.model": model, "ro.product.manufacturer": "proxyless_tf tests",
                  "ro.build.version.release": "14", "ro.board.platform": "fakeboard",
                  "ro.product.cpu.abi": "arm64-v8a"}
         print(props.get(argv[1], ""))
@@ -147,6 +152,7 @@ def shell(line, cfg, serial):
 
 
 def main(args):
+    global SERIAL
     cfg = config()
     devs = {d["serial"]: d["state"] for d in cfg.get("devices", [])}
     serial = None
@@ -165,6 +171,7 @@ def main(args):
         serial = next(iter(devs))
     if serial not in devs:
         fail(f"adb: error: device '{serial}' not found")
+    SERIAL = serial
     if devs[serial] == "unauthorized":
         fail("adb: error: device unauthorized.\nThis adb server's $ADB_VENDOR_KEYS is not set")
     if devs[serial] == "offline":

@@ -115,6 +115,45 @@ def test_build_latency_table_on_the_phone_and_device_dying_keeps_the_table(phone
     assert out.read_text() == before  # the entries measured before are intact
 
 
+def test_two_phones_by_serial_measure_one_table(phone, tmp_path):
+    """--serial=A,B: one worker per phone, each measures its round-robin share, merged into one table."""
+    from proxyless_tf.latency import keys as keys_lib
+    from proxyless_tf.latency import shards
+    from proxyless_tf.space import SearchSpace
+
+    phone.configure([{"serial": "FAKE01", "state": "device"}, {"serial": "FAKE02", "state": "device"}])
+    space = tmp_path / "tiny.json"
+    space.write_text(json.dumps(TINY_SPACE))
+    out = tmp_path / "two_phones.json"
+    args = ["tools/build_latency_table.py", "--backend=adb", "--serial=FAKE01,FAKE02",
+            f"--benchmark_binary={phone.binary}", "--threads=1", "--warmup_runs=2", "--num_runs=9", f"--space={space}",
+            f"--out={out}", "--num_classes=3", "--noprogress"]
+    env = {"PATH": os.environ["PATH"], "FAKE_ADB_STATE": os.environ["FAKE_ADB_STATE"]}
+    proc = run_cli(args, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    keys = keys_lib.required_keys(SearchSpace.from_dict(TINY_SPACE), 3)
+    table = LatencyTable.load(out)
+    assert list(table.entries) == keys and len(keys) == 5
+    runs = phone.runs()
+    for i, serial in enumerate(("FAKE01", "FAKE02")):
+        # each phone ran exactly its shard's keys, in order, and each entry is what that phone measured
+        mine = [r for r in runs if r["serial"] == serial]
+        share = shards.shard_keys(keys, i, 2)
+        assert len(mine) == len(share) == (3, 2)[i]
+        for key, run in zip(share, mine):
+            assert table.entries[key].median == pytest.approx(run["timed_us"]["median"] / 1e3, rel=1e-12)
+    assert table.device["serial"] == "FAKE01,FAKE02" and table.device["model"] == "Fake Pixel"
+    assert [w["serial"] for w in table.device["workers"]] == ["FAKE01", "FAKE02"]
+
+    # a second phone of another model: the shards are measured, but never merged into one table
+    phone.configure([{"serial": "FAKE01", "state": "device"}, {"serial": "FAKE02", "state": "device",
+                                                                 "model": "Fake Pixel 9"}])
+    mixed = tmp_path / "mixed.json"
+    proc = run_cli([a if not a.startswith("--out=") else f"--out={mixed}" for a in args], **env)
+    assert_one_line_error(proc, "mixed.shard1-of-2.json", "device.model", "Fake Pixel 9", "one model")
+    assert not mixed.exists()
+
+
 def test_device_problems_are_one_clear_error(phone):
     kw = dict(benchmark_binary=str(phone.binary))
     phone.configure([])

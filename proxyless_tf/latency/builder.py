@@ -42,12 +42,16 @@ def model_for_key(key, space, num_classes):
 
 
 def _stable(device):
-    return {k: v for k, v in device.items() if k not in VOLATILE_FIELDS}
+    return {k: v for k, v in device.items() if k not in VOLATILE_FIELDS + ("shard",)}
 
 
-def check_resumable(table, space, backend, num_classes, path):
-    """Raise a one-line ConfigError if `table` was not measured for this space/device/classes."""
+def check_resumable(table, space, backend, num_classes, path, shard=None):
+    """Raise a one-line ConfigError if `table` was not measured for this space/device/classes/shard."""
     fix = f"delete {path} or pass another --out to build a new table"
+    want_shard = None if shard is None else f"{shard[0]}/{shard[1]}"
+    if table.device.get("shard") != want_shard:
+        raise ConfigError(path, "device.shard", f"existing table is shard {table.device.get('shard')!r}, "
+                          f"this run measures {want_shard!r}", fix)
     if table.space_fingerprint != space.fingerprint():
         raise ConfigError(path, "space.fingerprint",
                           f"existing table is for space {table.space_name!r} ({table.space_fingerprint}), "
@@ -69,7 +73,7 @@ def adopt_reference(backend, table):
         backend.reference_ms = float(table.device["reference_ms"])
 
 
-def build_table(space, backend, out_path, num_classes, progress=True, resume=True):
+def build_table(space, backend, out_path, num_classes, progress=True, resume=True, shard=None):
     """Measure every required key of `space` with `backend`; returns the complete LatencyTable.
 
     Args:
@@ -80,17 +84,25 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
         progress: show a keras Progbar.
         resume: continue an existing file at out_path (after checking it matches);
             False starts over and overwrites it.
+        shard: (index, count): measure only that worker's share of the keys
+            (`shards.shard_keys`); the file is then one shard, merged by `shards.merge`.
     """
     out_path = os.fspath(out_path)
     keys = keys_lib.required_keys(space, num_classes)
+    if shard is not None:
+        from proxyless_tf.latency.shards import shard_keys
+
+        keys = shard_keys(keys, *shard)
     table = None
     if resume and os.path.exists(out_path):
         table = LatencyTable.load(out_path)
-        check_resumable(table, space, backend, num_classes, out_path)
+        check_resumable(table, space, backend, num_classes, out_path, shard)
         adopt_reference(backend, table)
     if table is None:
         table = LatencyTable(backend.describe(), {}, num_classes, space.name, space.fingerprint(),
                              calibration=None, path=out_path, statistic=getattr(backend, "statistic", "median"))
+        if shard is not None:
+            table.device["shard"] = f"{shard[0]}/{shard[1]}"
     todo = [k for k in keys if k not in table.entries]
     if todo and getattr(backend, "clock", None) == "ref" and table.device.get("reference_ms") is None:
         backend._reference()  # fixes reference_ms before the first entry is stored
