@@ -44,3 +44,30 @@ def test_bench_train_step_bad_arch_is_one_line(tmp_path):
     bad.write_text('{"space": {}, "ops": [}')
     proc = run_cli(["tools/bench_train_step.py", f"--arch={bad}"])
     assert_one_line_error(proc, str(bad))
+
+
+def test_bench_table_workers_prints_speedup_and_agreement_of_both_tables(tmp_path):
+    import json
+
+    import numpy as np
+
+    from search_helpers import micro_space
+
+    from proxyless_tf.latency.table import LatencyTable
+
+    space = micro_space()
+    sp = tmp_path / "micro.json"
+    space.to_json(sp)
+    res_path = tmp_path / "res.json"
+    proc = run_cli(["tools/bench_table_workers.py", f"--space={sp}", "--workers=2", "--num_runs=5",
+                    "--warmup_runs=1", "--archs=4", f"--out_dir={tmp_path / 'b'}", f"--json_out={res_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(res_path.read_text())
+    m = re.search(r"workers ([\d.]+) s: speed-up ([\d.]+)x", proc.stdout)
+    assert m and float(m.group(2)) == round(res["speedup"], 2), proc.stdout
+    assert res["speedup"] == res["wall_s"]["1"] / res["wall_s"]["2"]
+    one, two = (LatencyTable.load(tmp_path / "b" / f"table_{n}w.json") for n in (1, 2))
+    assert len(two.device["workers"]) == 2 and list(one.entries) == list(two.entries)
+    rel = [getattr(two.entries[k], one.statistic) / getattr(one.entries[k], one.statistic) - 1 for k in one.entries]
+    assert res["entries"] == len(rel) and res["entry_rel_diff"]["max_abs"] == max(abs(r) for r in rel)
+    assert res["entry_rel_diff"]["median_abs"] == float(np.median(np.abs(rel)))
