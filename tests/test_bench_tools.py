@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from conftest import assert_one_line_error, run_cli
 from resume_helpers import write_fake_fashion
 
@@ -68,6 +70,13 @@ def test_bench_table_workers_prints_speedup_and_agreement_of_both_tables(tmp_pat
     assert res["speedup"] == res["wall_s"]["1"] / res["wall_s"]["2"]
     one, two = (LatencyTable.load(tmp_path / "b" / f"table_{n}w.json") for n in (1, 2))
     assert len(two.device["workers"]) == 2 and list(one.entries) == list(two.entries)
-    rel = [getattr(two.entries[k], one.statistic) / getattr(one.entries[k], one.statistic) - 1 for k in one.entries]
-    assert res["entries"] == len(rel) and res["entry_rel_diff"]["max_abs"] == max(abs(r) for r in rel)
-    assert res["entry_rel_diff"]["median_abs"] == float(np.median(np.abs(rel)))
+    level = two.device["reference_ms"] / one.device["reference_ms"]
+    assert res["reference_ms"]["2"][0] == two.device["reference_ms"]  # the merged table's scale is worker 0's
+    for scale, div in (("ms", 1.0), ("ratio", level)):
+        rel = [getattr(two.entries[k], one.statistic) / getattr(one.entries[k], one.statistic) / div - 1
+               for k in one.entries]
+        got = res[f"entry_rel_diff_{scale}"]
+        assert res["entries"] == len(rel) and got["max_abs"] == pytest.approx(max(abs(r) for r in rel), rel=1e-12)
+        assert got["median_abs"] == pytest.approx(float(np.median(np.abs(rel))), rel=1e-12)
+        assert re.search(rf"^{scale}\s+scale, 2 workers vs 1: entries \(\w+\) median \|diff\| "
+                         rf"{got['median_abs'] * 100:.1f} %", proc.stdout, re.M), proc.stdout

@@ -72,24 +72,34 @@ def main(argv):
         print(f"  {wall[n]:.1f} s", flush=True)
     one, many = LatencyTable.load(paths[1]), LatencyTable.load(paths[FLAGS.workers])
     stat = one.statistic
-    rel = np.array([getattr(many.entries[k], stat) / getattr(one.entries[k], stat) - 1 for k in one.entries])
     archs = [space.sample(seed) for seed in range(FLAGS.archs)]
-    pred = np.array([many.raw_sum(a, FLAGS.num_classes) / one.raw_sum(a, FLAGS.num_classes) - 1 for a in archs])
-    res = {"workers": FLAGS.workers, "entries": len(rel), "wall_s": {str(n): w for n, w in wall.items()},
+    level = many.device["reference_ms"] / one.device["reference_ms"]  # many / one, ms per unit ratio
+
+    def summary(x):
+        return {"median_abs": float(np.median(np.abs(x))), "max_abs": float(np.max(np.abs(x))),
+                "mean": float(np.mean(x))}
+
+    res = {"workers": FLAGS.workers, "wall_s": {str(n): w for n, w in wall.items()},
            "speedup": wall[1] / wall[FLAGS.workers], "statistic": stat,
-           "entry_rel_diff": {"median_abs": float(np.median(np.abs(rel))), "max_abs": float(np.max(np.abs(rel))),
-                              "mean": float(np.mean(rel))},
-           "arch_sum_rel_diff": {"median_abs": float(np.median(np.abs(pred))), "max_abs": float(np.max(np.abs(pred))),
-                                 "mean": float(np.mean(pred))},
-           "reference_ms": {"1": one.device.get("reference_ms"),
+           "reference_ms": {"1": one.device["reference_ms"],
                             str(FLAGS.workers): [w.get("reference_ms") for w in many.device["workers"]]}}
-    print(f"\n{len(rel)} entries; wall time 1 worker {wall[1]:.1f} s, {FLAGS.workers} workers "
+    print(f"\n{len(one.entries)} entries; wall time 1 worker {wall[1]:.1f} s, {FLAGS.workers} workers "
           f"{wall[FLAGS.workers]:.1f} s: speed-up {res['speedup']:.2f}x")
-    e, a = res["entry_rel_diff"], res["arch_sum_rel_diff"]
-    print(f"entries ({stat}), {FLAGS.workers} workers vs 1: median |diff| {e['median_abs'] * 100:.1f} %, "
-          f"worst {e['max_abs'] * 100:.1f} %, mean {e['mean'] * 100:+.1f} %")
-    print(f"block sums of {FLAGS.archs} random archs: median |diff| {a['median_abs'] * 100:.1f} %, "
-          f"worst {a['max_abs'] * 100:.1f} %, mean {a['mean'] * 100:+.1f} %")
+    print(f"reference_ms: 1 worker {one.device['reference_ms']:.4f}, {FLAGS.workers} workers "
+          + ", ".join(f"{r:.4f}" for r in res["reference_ms"][str(FLAGS.workers)]) + " (the merged table's is "
+          f"worker 0's: level {FLAGS.workers} workers / 1 = {level:.3f})")
+    for scale, div in (("ms", 1.0), ("ratio", level)):
+        rel = np.array([getattr(many.entries[k], stat) / getattr(one.entries[k], stat) / div - 1
+                        for k in one.entries])
+        sums = np.array([many.raw_sum(a, FLAGS.num_classes) / one.raw_sum(a, FLAGS.num_classes) / div - 1
+                         for a in archs])
+        res[f"entry_rel_diff_{scale}"], res[f"arch_sum_rel_diff_{scale}"] = summary(rel), summary(sums)
+        e, s = res[f"entry_rel_diff_{scale}"], res[f"arch_sum_rel_diff_{scale}"]
+        print(f"{scale:5s} scale, {FLAGS.workers} workers vs 1: entries ({stat}) median |diff| "
+              f"{e['median_abs'] * 100:.1f} %, worst {e['max_abs'] * 100:.1f} %, mean {e['mean'] * 100:+.1f} %; "
+              f"block sums of {FLAGS.archs} random archs median |diff| {s['median_abs'] * 100:.1f} %, "
+              f"worst {s['max_abs'] * 100:.1f} %, mean {s['mean'] * 100:+.1f} %")
+    res["entries"] = len(one.entries)
     if FLAGS.json_out:
         space_lib.write_json_atomic(FLAGS.json_out, res)
 
