@@ -72,6 +72,9 @@ flags.DEFINE_float("arch_beta2", 0.999, "Adam beta2 of alpha.")
 flags.DEFINE_integer("bn_recalibration_steps", 20, "Train batches re-estimating BN of the final argmax net.")
 flags.DEFINE_float("derive_tolerance", 0.1, "If the argmax net misses target_ms by more than this fraction, "
                    "swap the cheapest layers toward it (0: plain argmax).")
+flags.DEFINE_enum("derive_mode", "band", ["band", "ceiling"], "band: derive into target +- tolerance from both "
+                  "sides (networks compared at one latency); ceiling: the target is a budget, only a net slower "
+                  "than target x (1 + tolerance) is changed.")
 flags.DEFINE_string("out_dir", "runs/search", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Seed of the split, shuffles and path sampling.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")

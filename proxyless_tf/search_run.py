@@ -69,6 +69,7 @@ class SearchConfig:
     arch_beta2: float = 0.999
     bn_recalibration_steps: int = 20
     derive_tolerance: float = 0.1
+    derive_mode: str = "band"
     seed: int = 0
     verbose: int = 2
     strategy: str = "default"
@@ -90,6 +91,8 @@ class SearchConfig:
                 d.pop(k)
         if d["weight_sharing"] == "independent":
             d.pop("weight_sharing")
+        if d["derive_mode"] == "band":  # a run from before the field existed resumes
+            d.pop("derive_mode")
         return d
 
 
@@ -283,8 +286,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; "
         + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}" if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
-        f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation changed "
-        f"{changes} layer(s))",
+        f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation "
+        f"({cfg.derive_mode}) changed {changes} layer(s))",
         f"valid accuracy  {valid_acc * 100:.2f}% (derived net, supernet weights, BN recalibrated, "
         "validation split carved from train)",
         f"last epoch      " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())),
@@ -427,7 +430,8 @@ def run_search(cfg):
                           f"last good checkpoint {where}", f"{fix} with another --out_dir")
     argmax_arch = net.derive_arch()
     argmax_pred = table.predict(net.latency_arch(argmax_arch), lat_nc)
-    arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance) if cfg.derive_tolerance else argmax_arch
+    arch = (net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance, ceiling=cfg.derive_mode == "ceiling")
+            if cfg.derive_tolerance else argmax_arch)
     changes = getattr(net, "derive_changes", 0)
     arch.to_json(os.path.join(out, "arch.json"))
     argmax_arch.to_json(os.path.join(out, "arch_argmax.json"))

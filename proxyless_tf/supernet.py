@@ -49,9 +49,15 @@ DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"l
                        "add#abs": {"lambda": 0.1}}
 
 
-def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance):
+def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance, ceiling=False):
     """Op indices: the argmax, then the cheapest edits (in lost log-probability per ms of error
     removed) until the predicted latency is within target ± tolerance.
+
+    With `ceiling` the target is a budget: only latency above it is an error (the argmax is
+    kept when it is faster than target x (1 + tolerance), and edits that overshoot downward
+    cost nothing extra). Without, it is a band reached from both sides, which is what
+    comparing networks at one latency needs; a search below its band then buys latency
+    whether or not that buys accuracy.
 
     `costs`/`fixed_cost` are the table's calibrated per-candidate costs
     (`LatencyTable.layer_costs`, per-block term included), so the band is the one
@@ -67,15 +73,18 @@ def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance):
     def delta(l, j):  # (change of the prediction, log-probability lost)
         return cost[l][j] - cost[l][idx[l]], logp[l][idx[l]] - logp[l][j]
 
+    def miss(err):
+        return max(err, 0.0) if ceiling else abs(err)
+
     for _ in range(4 * len(idx)):
         err = pred - target_ms
-        if abs(err) <= tolerance * target_ms:
+        if miss(err) <= tolerance * target_ms:
             break
         best = None
         for l, j in moves:
             if j != idx[l]:
                 d, lost = delta(l, j)
-                gain = abs(err) - abs(err + d)
+                gain = miss(err) - miss(err + d)
                 if gain > 1e-12 and (best is None or lost / gain < best[0]):
                     best = (lost / gain, [(l, j)])
         if best is None:
@@ -86,7 +95,7 @@ def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance):
                 for l2, j2 in moves[a + 1:]:
                     if l2 != l1 and j2 != idx[l2]:
                         d2, lost2 = delta(l2, j2)
-                        gain = abs(err) - abs(err + d1 + d2)
+                        gain = miss(err) - miss(err + d1 + d2)
                         if gain > 1e-12 and (best is None or (lost1 + lost2) / gain < best[0]):
                             best = ((lost1 + lost2) / gain, [(l1, j1), (l2, j2)])
         if best is None:
@@ -529,19 +538,20 @@ class SuperNet(keras.Model):
         return {m.name: m.result() for m in self._metric_list[:2]}
 
     # ---- results ----------------------------------------------------------------------------------
-    def derive_arch(self, target_ms=None, tolerance=0.1):
+    def derive_arch(self, target_ms=None, tolerance=0.1, ceiling=False):
         """The argmax architecture as a plain `Arch` of `space` (`latency_arch` rebases it).
 
         With `target_ms`, a latency-aware derivation (`derive_toward_target`): when the
         argmax network's predicted latency is outside target ± tolerance, swaps that move it
         toward the target are made greedily, cheapest first in lost log-probability per ms
-        gained, until it is inside (or no single or paired swap helps). `self.derive_changes` records how many layers
+        gained, until it is inside (or no single or paired swap helps); with `ceiling`, only
+        when it is above target x (1 + tolerance). `self.derive_changes` records how many layers
         were changed, so reports can say whether the argmax alone met the target.
         """
         logp = [keras.ops.convert_to_numpy(keras.ops.log_softmax(m.alpha)).astype(np.float64)
                 for m in self.mixed_ops]
         if target_ms is not None and self.latency_table is not None:
-            idx = derive_toward_target(logp, self._costs, self._fixed_cost, target_ms, tolerance)
+            idx = derive_toward_target(logp, self._costs, self._fixed_cost, target_ms, tolerance, ceiling)
         else:
             idx = [int(np.argmax(lp)) for lp in logp]
         self.derive_changes = sum(int(i != int(np.argmax(lp))) for i, lp in zip(idx, logp))

@@ -168,3 +168,18 @@ def test_derivation_pairs_swaps_when_every_single_swap_overshoots():
     assert derive_toward_target(logp, costs, 0.0, 1.45, 0.015) == [0, 1]
     # already inside the band: the argmax, untouched
     assert derive_toward_target(logp, costs, 0.0, 1.5, 0.015) == [1, 0]
+
+
+def test_ceiling_derivation_treats_the_target_as_a_budget():
+    from proxyless_tf.supernet import derive_toward_target
+
+    logp = [np.log([0.3, 0.7]), np.log([0.6, 0.4])]  # argmax [1, 0]: 1.5 ms
+    costs = [np.array([0.5, 1.0]), np.array([0.5, 0.97])]
+    # 2.0 ms target, argmax 25 % under it: the band buys the cheapest swap up (B -> 0.97: 1.97 ms),
+    # the budget keeps the argmax
+    assert derive_toward_target(logp, costs, 0.0, 2.0, 0.05) == [1, 1]
+    assert derive_toward_target(logp, costs, 0.0, 2.0, 0.05, ceiling=True) == [1, 0]
+    # 1.1 ms budget, argmax 36 % over it: A -> 0.5 lands at 1.0 ms, under the budget: done
+    assert derive_toward_target(logp, costs, 0.0, 1.1, 0.05, ceiling=True) == [0, 0]
+    # inside target x (1 + tolerance) from above: untouched either way
+    assert derive_toward_target(logp, costs, 0.0, 1.45, 0.05, ceiling=True) == [1, 0]

@@ -77,6 +77,8 @@ flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pas
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_float("arch_lr", 1e-2, "Adam lr of alpha (the paper's 1e-3 barely moves alpha in a few hundred steps).")
 flags.DEFINE_float("derive_tolerance", 0.1, "Latency-aware derivation tolerance (also the feasibility margin).")
+flags.DEFINE_enum("derive_mode", "band", ["band", "ceiling"], "--derive_mode of both searches: band fits each "
+                  "network into its target +- tolerance from both sides, ceiling only brings down one over budget.")
 flags.DEFINE_integer("seed", 0, "Seed of both searches.")
 flags.DEFINE_boolean("run_eagerly", False, "Searches run eagerly (--run_eagerly of the search): only worth it "
                      "for a few dozen steps (tracing the 21-layer supernet takes ~9 min and ~6 GB here).")
@@ -94,6 +96,8 @@ flags.DEFINE_integer("measure_rounds", 5, "Interleaved measurement rounds per ne
 flags.DEFINE_float("acc_margin", 1.0, "Accuracy differences below this (points) count as equal.")
 flags.DEFINE_string("results_json", "docs/specialization.json", "Where the numbers go.")
 flags.DEFINE_string("plot", "docs/specialization.png", "Where the PNG goes.")
+flags.DEFINE_string("results_tag", "", "Tag of this run's section in --results_md ('## Specialization [TAG]'), "
+                    "so runs with other settings keep their own sections.")
 flags.DEFINE_string("results_md", "docs/RESULTS.md", "Markdown file whose '## Specialization' section is (re)written "
                     "from the numbers (other sections are kept); empty: none.")
 
@@ -110,7 +114,8 @@ def search_command(device, table, out):
             f"--warmup_epochs={FLAGS.warmup_epochs}", f"--batch_size={FLAGS.batch_size}",
             f"--arch_lr={FLAGS.arch_lr}", f"--arch_every={FLAGS.arch_every}", f"--weight_lr={FLAGS.weight_lr}",
             f"--weight_sharing={FLAGS.weight_sharing}", f"--bn_recalibration_steps={FLAGS.recalibration_steps}",
-            f"--derive_tolerance={FLAGS.derive_tolerance}", f"--seed={FLAGS.seed}",
+            f"--derive_tolerance={FLAGS.derive_tolerance}", f"--derive_mode={FLAGS.derive_mode}",
+            f"--seed={FLAGS.seed}",
             f"--out_dir={out}", "--verbose=2", f"--run_eagerly={str(FLAGS.run_eagerly).lower()}"] + (
                 [f"--steps_per_epoch={FLAGS.steps_per_epoch}"] if FLAGS.steps_per_epoch else [])
 
@@ -331,13 +336,17 @@ def _ops_table(res, deploy):
     return lines
 
 
+def _heading():
+    return "## Specialization" + (f" [{FLAGS.results_tag}]" if FLAGS.results_tag else "")
+
+
 def markdown(res):
     """The `## Specialization` section of docs/RESULTS.md, from the results dict alone."""
     c, t, p, acc = res["config"], res["targets_ms"], res["predicted_ms"], res["accuracy_used"]
     ld = res["layer_diff"]
     png = os.path.basename(FLAGS.plot)
     out = [
-        "## Specialization",
+        _heading(),
         "",
         "Question: does a search on this machine's LiteRT table (1 thread) and a search on the official",
         "Pixel 1 table find different networks, each the better one on its own device?",
@@ -360,7 +369,10 @@ def markdown(res):
         f"{c['latency_num_classes']} classes (`--latency_num_classes`; a constant of every architecture). "
         f"Loss {c['latency_loss']} (lambda {c['loss_lambda']:g}) on both; each target is the same position, "
         f"{c['target_frac']:g}, in its own device's reachable range; the latency-aware derivation "
-        f"(tolerance {c['derive_tolerance']:g}) then fits each argmax network to its target. "
+        f"(tolerance {c['derive_tolerance']:g}, mode {c.get('derive_mode', 'band')}: "
+        + ("into the band from both sides" if c.get("derive_mode", "band") == "band"
+           else "only a network over its budget is changed")
+        + ") then fits each argmax network to its target. "
         f"Search wall time: " + ", ".join(f"{d} {res['search_wall_s'][d] / 60:.1f} min" for d in DEVICES)
         + " (run in parallel on the shared 2-core machine).",
         "",
@@ -470,7 +482,7 @@ def main(argv):
                                                  "valid_size", "epochs", "warmup_epochs", "steps_per_epoch",
                                                  "batch_size", "arch_lr", "derive_tolerance", "seed", "acc_margin",
                                                  "weight_sharing", "arch_every", "weight_lr", "recalibration_steps",
-                                                 "run_eagerly")},
+                                                 "run_eagerly", "derive_mode")},
         "command": "python tools/experiment_specialization.py " + " ".join(a for a in sys.argv[1:]),
         "tables": tables,
         "targets_ms": targets,
@@ -504,7 +516,7 @@ def main(argv):
     if FLAGS.results_md:
         from proxyless_tf.experiments import write_section
 
-        write_section(FLAGS.results_md, markdown(res), "## Specialization")
+        write_section(FLAGS.results_md, markdown(res), _heading())
 
     print(f"\n{'table':8s} {'target':>8s} | " + " | ".join(f"arch for {a:7s}" for a in DEVICES))
     for d in DEVICES:
