@@ -7,9 +7,7 @@ so that exactly `num_runs` timed runs are made. The text it prints is parsed
 (mobile/benchmark_output.py) into median / p5 / p95 / count in milliseconds.
 """
 
-import contextlib
 import hashlib
-import io
 import os
 import re
 import tempfile
@@ -146,6 +144,5 @@ class AdbBackend(Backend):
     def measure(self, keras_model):
         from proxyless_tf import export
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            content = export.to_tflite(keras_model, batch_size=1)
+        content = export.to_tflite(keras_model, batch_size=1)
         return self.measure_tflite(content)

@@ -77,14 +77,14 @@ def run_workers(space, serials):
     out = OUT.value
     total = len(keys_lib.required_keys(space, NUM_CLASSES.value))
     paths = [shards.shard_path(out, i, count) for i in range(count)]
+    logs = [os.path.splitext(p)[0] + ".log" for p in paths]
     procs = []
-    for i, path in enumerate(paths):
-        log_path = os.path.splitext(path)[0] + ".log"
+    for i, (path, log_path) in enumerate(zip(paths, logs)):
         with open(log_path, "w") as log:
             cmd = _worker_argv(i, count, path, serials[i] if serials else None)
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log_path))
     who = f"{count} phones ({', '.join(serials)})" if serials else f"{count} host processes"
-    print(f"latency table {out}: {total} keys measured by {who}; logs {paths[0][:-5]}.log ...", flush=True)
+    print(f"latency table {out}: {total} keys measured by {who}; logs {', '.join(logs)}", flush=True)
     bar = None
     if PROGRESS.value:
         import keras
@@ -145,8 +145,7 @@ def main(argv):
     if parallel and shard is not None:
         raise ConfigError("<flags>", "--shard", "a shard is measured by one worker",
                           "drop --shard (the tool deals the shards out) or --workers / the --serial list")
-    if parallel:
-        return _parallel(space, serials)
+    existing = None
     if RESUME.value and os.path.exists(OUT.value):  # a broken or foreign table fails before TensorFlow loads
         from proxyless_tf.latency.table import LatencyTable
 
@@ -157,6 +156,8 @@ def main(argv):
         if existing.num_classes != NUM_CLASSES.value:
             raise ConfigError(OUT.value, "num_classes", f"existing table's head is for {existing.num_classes} "
                               f"classes, not {NUM_CLASSES.value}", fix)
+    if parallel:
+        return _parallel(space, serials, existing)
     backend = latency_flags.make_backend_from_flags()
     from proxyless_tf.latency.builder import build_table
 
@@ -168,21 +169,15 @@ def main(argv):
     _report(table, space)
 
 
-def _parallel(space, serials):
+def _parallel(space, serials, existing):
+    """Several workers; `existing`: the table already at --out (checked for space and classes), or None."""
     from proxyless_tf.latency import keys as keys_lib
-    from proxyless_tf.latency.table import LatencyTable
 
-    if RESUME.value and os.path.exists(OUT.value):
-        existing = LatencyTable.load(OUT.value)
-        fix = f"delete {OUT.value}, or finish it with the single-worker command that started it"
+    if existing is not None:
         if "workers" not in existing.device:
-            raise ConfigError(OUT.value, "device.workers", "is a table of one worker, not merged shards", fix)
-        if existing.space_fingerprint != space.fingerprint() or existing.num_classes != NUM_CLASSES.value:
-            raise ConfigError(OUT.value, "space.fingerprint", f"existing table is for space "
-                              f"{existing.space_name!r} with {existing.num_classes} classes, not {space.name!r} "
-                              f"with {NUM_CLASSES.value}", f"delete {OUT.value} or pass another --out")
-        complete = all(k in existing.entries for k in keys_lib.required_keys(space, NUM_CLASSES.value))
-        if complete:
+            raise ConfigError(OUT.value, "device.workers", "is a table of one worker, not merged shards",
+                              f"delete {OUT.value}, or finish it with the single-worker command that started it")
+        if all(k in existing.entries for k in keys_lib.required_keys(space, NUM_CLASSES.value)):
             print(f"{OUT.value} is complete ({len(existing)} entries); --noresume measures it again")
             return _report(existing, space)
     _report(run_workers(space, serials), space)

@@ -12,10 +12,8 @@ phone through adb:
 so a builder can refuse to resume a table that was measured somewhere else.
 """
 
-import contextlib
 import datetime
 import importlib.metadata
-import io
 import os
 import platform
 import time
@@ -211,8 +209,7 @@ class LiteRTBackend(Backend):
         """Convert and load; returns (interpreter, input array) ready to invoke."""
         from proxyless_tf import export
 
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints every tensor spec
-            content = export.to_tflite(keras_model, batch_size=1)
+        content = export.to_tflite(keras_model, batch_size=1)
         interp = export.load_interpreter(model_content=content, num_threads=self.threads)
         inp = interp.get_input_details()[0]
         x = self._rng.standard_normal(inp["shape"]).astype(inp["dtype"])
