@@ -75,6 +75,10 @@ flags.DEFINE_float("derive_tolerance", 0.1, "If the argmax net misses target_ms 
 flags.DEFINE_enum("derive_mode", "band", ["band", "ceiling"], "band: derive into target +- tolerance from both "
                   "sides (networks compared at one latency); ceiling: the target is a budget, only a net slower "
                   "than target x (1 + tolerance) is changed.")
+flags.DEFINE_boolean("derive_measure", False, "Measure the derived network on the table's device (LiteRT or "
+                     "TF tables built on this machine) and, when it misses the band, move the table's target by its "
+                     "measured/predicted ratio and derive again (at most 4 measurements); the target is then on "
+                     "the device's clock, not only the table's.")
 flags.DEFINE_string("out_dir", "runs/search", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Seed of the split, shuffles and path sampling.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")

@@ -70,6 +70,7 @@ class SearchConfig:
     bn_recalibration_steps: int = 20
     derive_tolerance: float = 0.1
     derive_mode: str = "band"
+    derive_measure: bool = False
     seed: int = 0
     verbose: int = 2
     strategy: str = "default"
@@ -84,7 +85,8 @@ class SearchConfig:
         """What must not change between a run and its resume (verbosity, checkpointing, the run
         directory's own path and the cluster wait may: a moved run directory still resumes)."""
         d = dataclasses.asdict(self)
-        for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout", "cpu_kernels"):
+        # derive_measure only acts after the last step, so a killed run may be resumed with or without it
+        for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout", "cpu_kernels", "derive_measure"):
             d.pop(k)
         for k in ("latency_resolution", "latency_num_classes"):  # unset: a run from before they existed resumes
             if d[k] is None:
@@ -273,8 +275,33 @@ def resolve_target(cfg, table, space, num_classes):
     return lo + cfg.target_frac * (hi - lo), (lo, hi)
 
 
+def derive_on_device(net, table, backend, num_classes, target, cfg):
+    """`--derive_measure`: the table-based derivation, corrected by measuring the derived networks.
+
+    Returns (arch, (measured_ms, rounds)); each round is printed as it is measured.
+    """
+    from proxyless_tf import nets
+    from proxyless_tf.latency.measured_derivation import derive_measured
+
+    ceiling = cfg.derive_mode == "ceiling"
+
+    def derive(table_target, tolerance):
+        arch = net.derive_arch(target_ms=table_target, tolerance=tolerance, ceiling=ceiling)
+        return arch, table.predict(net.latency_arch(arch), num_classes)
+
+    def measure(arch):
+        stats = backend.measure(nets.build_model(net.latency_arch(arch), num_classes))
+        ms = float(getattr(stats, table.statistic))
+        print(f"derive_measure: measured {ms:.4g} ms ({(ms - target) / target * 100:+.1f}% vs target {target:.4g} "
+              f"ms; table predicts {table.predict(net.latency_arch(arch), num_classes):.4g})", flush=True)
+        return ms
+
+    arch, ms, rounds = derive_measured(derive, measure, target, cfg.derive_tolerance, ceiling)
+    return arch, (ms, rounds)
+
+
 def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall_s, ckpt, argmax_pred,
-                 changes):
+                 changes, measured=None):
     err = (pred - target) / target * 100
     last = history[-1]["metrics"] if history else {}
     lines = [
@@ -288,6 +315,13 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
         f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation "
         f"({cfg.derive_mode}) changed {changes} layer(s))",
+    ]
+    if measured is not None:
+        ms, rounds = measured
+        lines.append(f"measured        {ms:.4g} ms on {table.device.get('backend')} ({(ms - target) / target * 100:+.1f}% "
+                     f"vs target; {len({tuple(r['ops']) for r in rounds})} network(s) measured in {len(rounds)} "
+                     f"round(s) of --derive_measure)")
+    lines += [
         f"valid accuracy  {valid_acc * 100:.2f}% (derived net, supernet weights, BN recalibrated, "
         "validation split carved from train)",
         f"last epoch      " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items())),
@@ -333,12 +367,19 @@ def check_config(cfg):
     if cfg.target_ms is None and cfg.target_frac is not None and not 0.0 <= cfg.target_frac <= 1.0:
         raise ConfigError("<flags>", "target_frac", f"{cfg.target_frac} is not in [0, 1]",
                           "0 is the fastest architecture of the space, 1 the slowest")
+    if cfg.derive_measure and not cfg.derive_tolerance:
+        raise ConfigError("<flags>", "--derive_measure", "needs a latency band to measure against, but "
+                          "--derive_tolerance=0", "pass --derive_tolerance > 0 (e.g. 0.05)")
     if cfg.latency_table and os.path.exists(os.path.expanduser(cfg.latency_table)):
         from proxyless_tf.latency.table import LatencyTable
 
         # the space check here; the class count is checked once the data says it (or the flag does)
-        check_table_covers(cfg, LatencyTable.load(os.path.expanduser(cfg.latency_table)), latency_space(cfg, space),
-                           cfg.latency_num_classes)
+        table = LatencyTable.load(os.path.expanduser(cfg.latency_table))
+        check_table_covers(cfg, table, latency_space(cfg, space), cfg.latency_num_classes)
+        if cfg.derive_measure:
+            from proxyless_tf.latency.measured_derivation import check_measurable
+
+            check_measurable(table, table.path)
     from proxyless_tf import data as data_lib
 
     data_lib.check_data_dir(cfg.data_dir, cfg.dataset)
@@ -369,6 +410,11 @@ def run_search(cfg):
                                 label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
     lat_space, lat_nc = latency_space(cfg, space), latency_classes(cfg, data.num_classes)
     table = load_table(cfg, lat_space, lat_nc)
+    measurer = None
+    if cfg.derive_measure:  # refused here, not after the search, when this host is not the table's
+        from proxyless_tf.latency.measured_derivation import backend_like
+
+        measurer = backend_like(table, table.path)
     target, rng = resolve_target(cfg, table, lat_space, lat_nc)
     loss = None if cfg.latency_loss in (None, "none") else cfg.latency_loss
     os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
@@ -430,22 +476,29 @@ def run_search(cfg):
                           f"last good checkpoint {where}", f"{fix} with another --out_dir")
     argmax_arch = net.derive_arch()
     argmax_pred = table.predict(net.latency_arch(argmax_arch), lat_nc)
-    arch = (net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance, ceiling=cfg.derive_mode == "ceiling")
-            if cfg.derive_tolerance else argmax_arch)
-    changes = getattr(net, "derive_changes", 0)
+    measured = None
+    if measurer is not None:
+        arch, measured = derive_on_device(net, table, measurer, lat_nc, target, cfg)
+    elif cfg.derive_tolerance:
+        arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance, ceiling=cfg.derive_mode == "ceiling")
+    else:
+        arch = argmax_arch
+    changes = sum(int(a != b) for a, b in zip(arch.ops, argmax_arch.ops))
     arch.to_json(os.path.join(out, "arch.json"))
     argmax_arch.to_json(os.path.join(out, "arch_argmax.json"))
     valid_acc = net.evaluate_argmax(data.valid, data.search, cfg.bn_recalibration_steps, arch=arch)
     pred = table.predict(net.latency_arch(arch), lat_nc)
     wall = time.time() - t_start
     text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch,
-                        argmax_pred, changes)
+                        argmax_pred, changes, measured)
     space_lib.write_text_atomic(os.path.join(out, "summary.txt"), text + "\n")
     result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
               "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
               "ops": arch.ops, "wall_s": wall, "latency_table": table.path,
               "latency_input_shape": list(lat_space.input_shape), "latency_num_classes": lat_nc,
               "cpu_kernels": kernels}
+    if measured is not None:
+        result.update(measured_ms=measured[0], measured_rounds=measured[1])
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)

@@ -139,17 +139,41 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
 
 
 def test_missing_table_is_built_on_the_fly_with_the_reference_clock(tmp_path):
-    """--build_table --table_clock=ref: the search measures its own table (ratio clock) and uses it."""
+    """--build_table --table_clock=ref: the search measures its own table (ratio clock) and uses it;
+    --derive_measure then measures the derived network with that table's LiteRT settings."""
     _, _, sp, _ = write_micro(tmp_path)
     tp = tmp_path / "built" / "table.json"
     out = tmp_path / "run"
     proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--build_table",
                     "--table_clock=ref", "--target_frac=0.5", "--latency_loss=add#abs", "--max_train=64", "--valid_size=20",
                     "--batch_size=16", "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
-                    "--bn_recalibration_steps=1", "--verbose=0", f"--out_dir={out}"])
+                    "--bn_recalibration_steps=1", "--verbose=0", "--derive_measure", "--derive_tolerance=0.05",
+                    f"--out_dir={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = json.load(open(tp))
     assert table["device"]["clock"] == "ref" and table["device"]["reference_ms"] > 0
     assert table["statistic"] == "median"
     result = json.load(open(out / "result.json"))
     assert result["latency_table"] == str(tp) and result["predicted_ms"] > 0
+    # --derive_measure: each round measured a real network; the result is the round nearest the
+    # target, the arch written is that round's, and a round after a miss aimed the table at
+    # predicted x target / measured of the round before
+    rounds, target = result["measured_rounds"], result["target_ms"]
+    assert 1 <= len(rounds) <= 4 and all(r["measured_ms"] > 0 for r in rounds)
+    best = min(rounds, key=lambda r: abs(r["measured_ms"] - target))
+    assert result["measured_ms"] == best["measured_ms"] and result["ops"] == best["ops"]
+    assert json.load(open(out / "arch.json"))["ops"] == best["ops"]
+    for before, after in zip(rounds, rounds[1:]):
+        assert abs(before["measured_ms"] - target) > 0.05 * target
+        assert after["table_target_ms"] == pytest.approx(before["predicted_ms"] * target / before["measured_ms"])
+    assert proc.stdout.count("derive_measure: measured") == len({tuple(r["ops"]) for r in rounds})
+    assert f"measured        {result['measured_ms']:.4g} ms on litert" in (out / "summary.txt").read_text()
+
+
+def test_derive_measure_refuses_a_table_it_cannot_measure_before_training(tmp_path):
+    _, _, sp, tp = write_micro(tmp_path)  # a synthetic table: no device to measure
+    args = ["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
+            "--derive_measure", f"--out_dir={tmp_path}/run"]
+    assert_one_line_error(run_cli(args), "device.backend", "'synthetic'", "drop --derive_measure")
+    assert_one_line_error(run_cli(args + ["--derive_tolerance=0"]), "--derive_measure", "--derive_tolerance > 0")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,103 @@
+"""--derive_measure: the table-based derivation corrected by whole-network measurements.
+
+The correction is checked here against a device whose per-op costs differ from the table's
+in a known way (so the right answer is computable), and against this machine's real LiteRT
+interpreter for the refusals; the search CLI test runs it end to end with a real table.
+"""
+
+import numpy as np
+import pytest
+
+from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency.measured_derivation import derive_measured
+from proxyless_tf.supernet import derive_toward_target
+
+
+class Arch:
+    def __init__(self, idx):
+        self.ops = [f"op{i}" for i in idx]
+        self.idx = idx
+
+
+# six layers, three candidates each; the table prices them 1, 2, 3 ms; the device runs the
+# third candidate 40 % slower than the table says (a kernel the table's per-block
+# measurement under-rates), the others as priced
+TABLE = [np.array([1.0, 2.0, 3.0])] * 6
+DEVICE = [np.array([1.0, 2.0, 4.2])] * 6
+LOGP = [np.log(p) for p in ([.2, .3, .5], [.2, .3, .5], [.3, .2, .5], [.5, .3, .2], [.25, .5, .25], [.2, .2, .6])]
+
+
+def derive(target, tol):
+    idx = derive_toward_target(LOGP, TABLE, 0.0, target, tol)
+    return Arch(idx), float(sum(TABLE[layer][i] for layer, i in enumerate(idx)))
+
+
+def measure_on_device(calls):
+    def measure(arch):
+        calls.append(tuple(arch.ops))
+        return float(sum(DEVICE[layer][i] for layer, i in enumerate(arch.idx)))
+    return measure
+
+
+def test_a_network_in_the_table_band_that_misses_on_the_device_is_rederived_into_the_measured_band():
+    target, tol = 14.0, 0.05
+    # the table alone: the argmax is 3+3+3+1+2+3 = 15 ms predicted, 7 % over, so one cheaper swap
+    # lands it on 14 ms, inside the table's band ...
+    arch0, pred0 = derive(target, tol)
+    assert abs(pred0 - target) <= tol * target
+    calls = []
+    dev0 = measure_on_device([])(arch0)
+    assert abs(dev0 - target) > tol * target  # ... which the device measures outside the band
+    arch, ms, rounds = derive_measured(derive, measure_on_device(calls), target, tol)
+    assert abs(ms - target) <= tol * target
+    assert ms == measure_on_device([])(arch)
+    # round 1 is the table's own derivation; round 2 aims the table at pred x target / measured,
+    # and derives into half the band
+    assert rounds[0]["table_target_ms"] == target and rounds[0]["measured_ms"] == dev0
+    assert rounds[1]["table_target_ms"] == pytest.approx(pred0 * target / dev0)
+    assert rounds[-1]["ops"] == arch.ops and len(rounds) <= 4
+    assert len(calls) == len(set(calls))  # every network measured once
+
+
+def test_a_band_the_device_cannot_reach_returns_the_nearest_measured_network():
+    # 6.5 ms: all-1 ms is 6, one 2 ms op makes 7 on both clocks; ±2 % holds neither
+    calls = []
+    arch, ms, rounds = derive_measured(derive, measure_on_device(calls), 6.5, 0.02, max_rounds=4)
+    assert len(calls) <= 4 and len(rounds) <= 4
+    measured = [r["measured_ms"] for r in rounds]
+    assert ms == min(measured, key=lambda m: abs(m - 6.5))
+    assert abs(ms - 6.5) == pytest.approx(0.5)
+
+
+def derive_ceiling(target, tol):
+    idx = derive_toward_target(LOGP, TABLE, 0.0, target, tol, ceiling=True)
+    return Arch(idx), float(sum(TABLE[layer][i] for layer, i in enumerate(idx)))
+
+
+def test_ceiling_keeps_a_network_that_measures_under_budget_and_rederives_one_over_it():
+    # the argmax: 15 ms by the table, 4.2 x 4 + 1 + 2 = 19.8 ms on the device
+    calls = []
+    arch, ms, rounds = derive_measured(derive_ceiling, measure_on_device(calls), 20.0, 0.05, ceiling=True)
+    assert len(rounds) == 1 and ms == pytest.approx(19.8) and arch.idx == [int(np.argmax(lp)) for lp in LOGP]
+    # a 16 ms budget: the table keeps the argmax (15 ms), the device says 19.8 -> derived again, under 16.8
+    arch, ms, rounds = derive_measured(derive_ceiling, measure_on_device([]), 16.0, 0.05, ceiling=True)
+    assert rounds[0]["predicted_ms"] == 15.0 and rounds[0]["measured_ms"] == pytest.approx(19.8)
+    assert ms <= 16.0 * 1.05 and len(rounds) >= 2
+
+
+def test_tables_this_process_cannot_measure_are_refused_by_name(tmp_path):
+    from proxyless_tf.latency.measured_derivation import backend_like, check_measurable
+    from proxyless_tf.latency.table import LatencyTable
+
+    pixel = LatencyTable({"backend": "official", "device": "Pixel 1"}, {}, 1000, "mobile", "x")
+    with pytest.raises(ConfigError, match=r"pixel\.json: device\.backend: .*'official'.*drop --derive_measure"):
+        check_measurable(pixel, "pixel.json")
+    # a LiteRT table measured on another CPU: the backend is real, the host is not the table's
+    from proxyless_tf.latency.backends import make_backend
+
+    device = dict(make_backend("litert", threads=1, clock="ref").describe(), host_cpu="Some Other CPU")
+    with pytest.raises(ConfigError, match=r"other\.json: device\.host_cpu: .*'Some Other CPU'"):
+        backend_like(LatencyTable(device, {}, 10, "micro", "x"), "other.json")
+    # the same device as measured here: accepted, on the table's ms scale
+    device.update(host_cpu=make_backend("litert").describe()["host_cpu"], reference_ms=0.123)
+    assert backend_like(LatencyTable(device, {}, 10, "micro", "x"), "here.json").reference_ms == 0.123
