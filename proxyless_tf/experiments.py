@@ -32,11 +32,13 @@ def uniform_arch(space, op):
     return space_lib.Arch(space, [op] * space.num_layers)
 
 
-def matched_random_archs(space, predict, target_ms, count, tolerance=0.05, seed=0, max_draws=200_000):
+def matched_random_archs(space, predict, target_ms, count, tolerance=0.05, seed=0, max_draws=200_000, accept=None):
     """`count` distinct uniformly random archs whose predicted latency is within ±tolerance of target.
 
     Rejection sampling keeps the draw uniform over the space restricted to the latency
-    band, which is what "a random architecture at this latency" means.
+    band, which is what "a random architecture at this latency" means. `accept(arch)`, when
+    given, is a second, costlier test of the archs the prediction lets through (e.g. a
+    measurement in the band on the device): the draw stays uniform over the archs that pass both.
     Returns [(draw_seed, Arch, predicted_ms)].
     """
     out, seen = [], set()
@@ -46,9 +48,9 @@ def matched_random_archs(space, predict, target_ms, count, tolerance=0.05, seed=
         key = tuple(arch.ops)
         if key in seen:
             continue
+        seen.add(key)
         ms = float(predict(arch))
-        if abs(ms - target_ms) <= tolerance * target_ms:
-            seen.add(key)
+        if abs(ms - target_ms) <= tolerance * target_ms and (accept is None or accept(arch)):
             out.append((draw, arch, ms))
             if len(out) == count:
                 return out

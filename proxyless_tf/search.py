@@ -79,6 +79,9 @@ flags.DEFINE_boolean("derive_measure", False, "Measure the derived network on th
                      "TF tables built on this machine) and, when it misses the band, move the table's target by its "
                      "measured/predicted ratio and derive again (at most 4 measurements); the target is then on "
                      "the device's clock, not only the table's.")
+flags.DEFINE_float("measured_target_ms", None, "--derive_measure: the target on the device's clock when it differs "
+                   "from the table's (--target_ms then prices the latency loss, this one is the measured band); "
+                   "default: --target_ms.")
 flags.DEFINE_string("out_dir", "runs/search", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Seed of the split, shuffles and path sampling.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity.")

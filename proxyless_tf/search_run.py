@@ -71,6 +71,7 @@ class SearchConfig:
     derive_tolerance: float = 0.1
     derive_mode: str = "band"
     derive_measure: bool = False
+    measured_target_ms: float = None
     seed: int = 0
     verbose: int = 2
     strategy: str = "default"
@@ -86,7 +87,8 @@ class SearchConfig:
         directory's own path and the cluster wait may: a moved run directory still resumes)."""
         d = dataclasses.asdict(self)
         # derive_measure only acts after the last step, so a killed run may be resumed with or without it
-        for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout", "cpu_kernels", "derive_measure"):
+        for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout", "cpu_kernels", "derive_measure",
+                  "measured_target_ms"):
             d.pop(k)
         for k in ("latency_resolution", "latency_num_classes"):  # unset: a run from before they existed resumes
             if d[k] is None:
@@ -292,12 +294,16 @@ def derive_on_device(net, table, backend, num_classes, target, cfg):
     def measure(arch):
         stats = backend.measure(nets.build_model(net.latency_arch(arch), num_classes))
         ms = float(getattr(stats, table.statistic))
-        print(f"derive_measure: measured {ms:.4g} ms ({(ms - target) / target * 100:+.1f}% vs target {target:.4g} "
-              f"ms; table predicts {table.predict(net.latency_arch(arch), num_classes):.4g})", flush=True)
+        on_device = cfg.measured_target_ms or target
+        print(f"derive_measure: measured {ms:.4g} ms ({(ms - on_device) / on_device * 100:+.1f}% vs target "
+              f"{on_device:.4g} ms; table predicts {table.predict(net.latency_arch(arch), num_classes):.4g})",
+              flush=True)
         return ms
 
-    arch, ms, rounds = derive_measured(derive, measure, target, cfg.derive_tolerance, ceiling)
-    return arch, (ms, rounds)
+    on_device = cfg.measured_target_ms or target
+    arch, ms, rounds = derive_measured(derive, measure, on_device, cfg.derive_tolerance, ceiling,
+                                       table_target_ms=target)
+    return arch, (ms, rounds, on_device)
 
 
 def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall_s, ckpt, argmax_pred,
@@ -317,10 +323,10 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"({cfg.derive_mode}) changed {changes} layer(s))",
     ]
     if measured is not None:
-        ms, rounds = measured
-        lines.append(f"measured        {ms:.4g} ms on {table.device.get('backend')} ({(ms - target) / target * 100:+.1f}% "
-                     f"vs target; {len({tuple(r['ops']) for r in rounds})} network(s) measured in {len(rounds)} "
-                     f"round(s) of --derive_measure)")
+        ms, rounds, on_device = measured
+        lines.append(f"measured        {ms:.4g} ms on {table.device.get('backend')} ({(ms - on_device) / on_device * 100:+.1f}% "
+                     f"vs target {on_device:.4g} ms on the device; {len({tuple(r['ops']) for r in rounds})} network(s) "
+                     f"measured in {len(rounds)} round(s) of --derive_measure)")
     lines += [
         f"valid accuracy  {valid_acc * 100:.2f}% (derived net, supernet weights, BN recalibrated, "
         "validation split carved from train)",
@@ -356,7 +362,7 @@ def check_config(cfg):
         raise ConfigError("<flags>", "--bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}",
                           "pass 0 or more")
     for name in ("weight_lr", "arch_lr", "weight_momentum", "weight_decay", "arch_beta2", "loss_alpha",
-                 "loss_beta", "loss_lambda", "derive_tolerance", "target_ms", "target_frac"):
+                 "loss_beta", "loss_lambda", "derive_tolerance", "target_ms", "target_frac", "measured_target_ms"):
         v = getattr(cfg, name)
         if v is not None and (not math.isfinite(v) or v < 0):
             raise ConfigError("<flags>", f"--{name}", f"must be a finite number >= 0, got {v}",
@@ -367,6 +373,9 @@ def check_config(cfg):
     if cfg.target_ms is None and cfg.target_frac is not None and not 0.0 <= cfg.target_frac <= 1.0:
         raise ConfigError("<flags>", "target_frac", f"{cfg.target_frac} is not in [0, 1]",
                           "0 is the fastest architecture of the space, 1 the slowest")
+    if cfg.measured_target_ms is not None and not cfg.derive_measure:
+        raise ConfigError("<flags>", "--measured_target_ms", "is the band of --derive_measure, which is off",
+                          "pass --derive_measure too, or drop --measured_target_ms")
     if cfg.derive_measure and not cfg.derive_tolerance:
         raise ConfigError("<flags>", "--derive_measure", "needs a latency band to measure against, but "
                           "--derive_tolerance=0", "pass --derive_tolerance > 0 (e.g. 0.05)")
@@ -498,7 +507,7 @@ def run_search(cfg):
               "latency_input_shape": list(lat_space.input_shape), "latency_num_classes": lat_nc,
               "cpu_kernels": kernels}
     if measured is not None:
-        result.update(measured_ms=measured[0], measured_rounds=measured[1])
+        result.update(measured_ms=measured[0], measured_rounds=measured[1], measured_target_ms=measured[2])
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)

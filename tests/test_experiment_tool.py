@@ -8,33 +8,51 @@ from test_search_cli import write_micro
 
 
 def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
-    space, table, sp, tp = write_micro(tmp_path)
+    """Matched on the measurement (the default): a real LiteRT table of the micro space, built here;
+    the target is the uniform network's measured latency, random archs are kept by measurement,
+    the searches derive with --derive_measure."""
+    from proxyless_tf.latency import backends, builder
+
+    space, _, sp, _ = write_micro(tmp_path)
+    tp = tmp_path / "litert.json"
+    table = builder.build_table(space, backends.make_backend("litert", threads=1, clock="ref", warmup_runs=5,
+                                                             num_runs=20), str(tp), 10, progress=False)
     out = tmp_path / "exp"
     argv = [os.path.join(ROOT, "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
-            f"--latency_table={tp}", "--reference_op=mb_k3_e3", "--seeds=0", "--num_random=2", "--tolerance=0.1",
-            "--parallel=2", "--child_threads=1", "--nomeasure",
+            f"--latency_table={tp}", "--reference_op=mb_k3_e3", "--seeds=0", "--num_random=2", "--tolerance=0.5",
+            "--screen_tolerance=1.0", "--parallel=2", "--child_threads=1",
             "--search_args=--dataset=fashion_mnist,--epochs=2,--warmup_epochs=1,--max_train=128,--valid_size=40,"
             "--batch_size=16,--steps_per_epoch=2,--latency_loss=add#abs,--verbose=2",
             "--train_args=--dataset=fashion_mnist,--epochs=1,--train_examples=128,--batch_size=32,--steps_per_epoch=2"]
     proc = run_cli(argv, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
+    measured = json.loads((out / "measured.json").read_text())
     from proxyless_tf.experiments import uniform_arch
 
-    target = table.predict(uniform_arch(space, "mb_k3_e3"), 10)
-    assert abs(res["target_ms"] - target) < 1e-9
+    mbv2 = uniform_arch(space, "mb_k3_e3")
+    target = measured[",".join(mbv2.ops)]
+    assert res["target_ms"] == target and res["match_on"] == "measured"
     assert {g: s["n"] for g, s in res["groups"].items()} == {"aware": 1, "blind": 1, "random": 2, "mbv2": 1}
     for row in res["rows"]:
         assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["measured_ms"] == measured[",".join(row["ops"])]
         if row["group"] == "random":
-            assert abs(row["predicted_ms"] - target) <= 0.1 * target
+            assert abs(row["measured_ms"] - target) <= 0.5 * target
+            assert abs(row["predicted_ms"] - table.predict(mbv2, 10)) <= 1.0 * table.predict(mbv2, 10)
+        if row["group"] in ("aware", "blind"):  # the search measured its derived network itself
+            assert row["search_measured_ms"] > 0 and 1 <= row["derive_measure_rounds"] <= 4
     assert len({tuple(r["ops"]) for r in res["rows"] if r["group"] == "random"}) == 2
+    assert res["mbv2_repeat"]["first_ms"] == target and res["mbv2_repeat"]["again_ms"] > 0
     assert res["cost"]["per_seed"][0]["search_rss_mib"] > 100  # a TF process, measured through wait4
     assert (out / "pareto.png").stat().st_size > 1000 and (out / "alpha_heatmap.png").stat().st_size > 1000
-    # a second run finds every search and training done and only re-reports
+    # a second run finds every search and training done and only re-reports, measuring only the repeat
     again = run_cli(argv, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("[skip]") == 7 and "[start" not in again.stdout
+    assert json.loads((out / "measured.json").read_text()) == measured
+    # matching on the measurement without measuring: one line
+    assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
 
 
 def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):

@@ -37,6 +37,27 @@ def test_matched_random_archs_are_distinct_in_band_and_reproducible():
     with pytest.raises(ConfigError, match="random archs within"):
         experiments.matched_random_archs(space, predict, 40.0, 1, tolerance=0.05, max_draws=500)
 
+    # a second test (the device's measurement) on what the prediction lets through: the accepted
+    # archs are the first draws that pass both, each tested once, in draw order
+    def device(arch):  # k5 runs 1.5x what the table says
+        tested.append(tuple(arch.ops))
+        return 1.0 + sum({"mb_k5_e3": 3.0}.get(o, cost[o]) for o in arch.ops)
+
+    tested = []
+    both = experiments.matched_random_archs(space, predict, 4.0, 2, tolerance=0.3, seed=0,
+                                            accept=lambda a: abs(device(a) - 4.0) <= 0.05 * 4.0)
+    assert len(tested) == len(set(tested)) and all(abs(predict(space_arch(space, t)) - 4.0) <= 1.2 for t in tested)
+    seen = list(tested)
+    passed = [t for t in seen if abs(device(space_arch(space, t)) - 4.0) <= 0.2]
+    assert [tuple(a.ops) for _, a, _ in both] == passed and len(passed) == 2
+    assert seen[-1] == passed[-1] and len(seen) > 2  # some were measured out; it stopped at the second in
+
+
+def space_arch(space, ops):
+    from proxyless_tf.space import Arch
+
+    return Arch(space, list(ops))
+
 
 def test_uniform_arch_needs_an_op_every_layer_has():
     space = latency_helpers.tiny_space()

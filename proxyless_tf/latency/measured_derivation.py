@@ -37,18 +37,25 @@ def backend_like(table, source):
     check_measurable(table, source)
     name = table.device["backend"]
     backend = backends.make_backend(name, **{k: table.device[k] for k in MEASURABLE[name] if k in table.device})
+    if "statistic" in table.device and hasattr(backend, "statistic"):
+        # which summary of the runs is read is the table's choice (callers read table.statistic);
+        # an older table of the same clock chose another default than the backend does now
+        backend.statistic = table.device["statistic"]
     check_same_device(table, backend, source)
     builder.adopt_reference(backend, table)
     return backend
 
 
-def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_rounds=4):
+def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_rounds=4, table_target_ms=None):
     """The derived network whose *measured* latency is nearest the band, and the rounds that led there.
 
     Args:
         derive: table_target_ms, tolerance -> (arch, predicted_ms); the table-based derivation.
         measure: arch -> measured ms on the device.
         target_ms: the target, on the device's clock.
+        table_target_ms: where the first round aims the table (default target_ms): the target
+            on the table's clock when the caller knows how the two differ (e.g. a network
+            measured and predicted near the target).
         tolerance: the band, a fraction of target_ms; rounds after the first derive into half of
             it, so the next measurement has room for the table's remaining error.
         ceiling: the target is a budget (only latency above target x (1 + tolerance) misses).
@@ -61,7 +68,8 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
         err = ms - target_ms
         return max(err, 0.0) if ceiling else abs(err)
 
-    rounds, measured, table_target, tol = [], {}, target_ms, tolerance
+    rounds, measured, tol = [], {}, tolerance
+    table_target = target_ms if table_target_ms is None else table_target_ms
     for _ in range(max_rounds):
         arch, pred = derive(table_target, tol)
         key = tuple(arch.ops)
