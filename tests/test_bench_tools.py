@@ -46,6 +46,9 @@ def test_bench_train_step_bad_arch_is_one_line(tmp_path):
     bad.write_text('{"space": {}, "ops": [}')
     proc = run_cli(["tools/bench_train_step.py", f"--arch={bad}"])
     assert_one_line_error(proc, str(bad))
+    # an empty batch "ran" at 6.7 ms/step before; now refused before any child starts
+    proc = run_cli(["tools/bench_train_step.py", "--arch=fashion_mnist_example.json", "--batch=0"])
+    assert_one_line_error(proc, "--batch", "must be at least 1")
 
 
 def test_bench_table_workers_prints_speedup_and_agreement_of_both_tables(tmp_path):

@@ -65,6 +65,8 @@ def time_steps(arch_path, batch, steps, kernels):
 
 
 def run_setting(setting, arch_path):
+    from proxyless_tf.errors import ConfigError
+
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if setting.startswith("onednn") else "0",
                TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--_child={setting}", f"--arch={arch_path}",
@@ -73,7 +75,11 @@ def run_setting(setting, arch_path):
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"bench_train_step: setting {setting} failed: {tail}")
+        if tail.startswith("error: "):  # the child's own one-line error (a bad --arch, ...), passed on as it is
+            print(tail, file=sys.stderr)
+            raise SystemExit(2)
+        raise ConfigError(f"<setting {setting}>", "child process", f"exited with {proc.returncode}: {tail}",
+                          f"rerun with --settings={setting} alone and read its full stderr")
     return json.loads(lines[-1])["ms"]
 
 
@@ -86,6 +92,10 @@ def main(argv):
     if FLAGS._child:
         print(json.dumps({"ms": time_steps(arch_path, FLAGS.batch, FLAGS.steps, FLAGS._child.endswith("+kernels"))}))
         return
+    for name in ("batch", "steps"):
+        if getattr(FLAGS, name) < 1:
+            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {getattr(FLAGS, name)}",
+                              f"pass a positive --{name}")
     unknown = [s for s in FLAGS.settings if s not in SETTINGS]
     if unknown:
         raise ConfigError("<flags>", "--settings", f"unknown setting(s) {unknown}", f"use some of {list(SETTINGS)}")
