@@ -282,9 +282,12 @@ def derive_on_device(net, table, backend, num_classes, target, cfg):
 
     Returns (arch, (measured_ms, rounds)); each round is printed as it is measured.
     """
+    from absl import logging
+
     from proxyless_tf import nets
     from proxyless_tf.latency.measured_derivation import derive_measured
 
+    logging.set_verbosity(logging.WARNING)  # each conversion's INFO page would bury the rounds' lines
     ceiling = cfg.derive_mode == "ceiling"
 
     def derive(table_target, tolerance):
