@@ -280,7 +280,8 @@ def resolve_target(cfg, table, space, num_classes):
 def derive_on_device(net, table, backend, num_classes, target, cfg):
     """`--derive_measure`: the table-based derivation, corrected by measuring the derived networks.
 
-    Returns (arch, (measured_ms, rounds)); each round is printed as it is measured.
+    Returns (arch, (measured_ms, rounds, the target on the device's clock)); each measurement
+    is printed as it is made.
     """
     from absl import logging
 
@@ -289,6 +290,7 @@ def derive_on_device(net, table, backend, num_classes, target, cfg):
 
     logging.set_verbosity(logging.WARNING)  # each conversion's INFO page would bury the rounds' lines
     ceiling = cfg.derive_mode == "ceiling"
+    on_device = cfg.measured_target_ms or target
 
     def derive(table_target, tolerance):
         arch = net.derive_arch(target_ms=table_target, tolerance=tolerance, ceiling=ceiling)
@@ -297,13 +299,11 @@ def derive_on_device(net, table, backend, num_classes, target, cfg):
     def measure(arch):
         stats = backend.measure(nets.build_model(net.latency_arch(arch), num_classes))
         ms = float(getattr(stats, table.statistic))
-        on_device = cfg.measured_target_ms or target
         print(f"derive_measure: measured {ms:.4g} ms ({(ms - on_device) / on_device * 100:+.1f}% vs target "
               f"{on_device:.4g} ms; table predicts {table.predict(net.latency_arch(arch), num_classes):.4g})",
               flush=True)
         return ms
 
-    on_device = cfg.measured_target_ms or target
     arch, ms, rounds = derive_measured(derive, measure, on_device, cfg.derive_tolerance, ceiling,
                                        table_target_ms=target)
     return arch, (ms, rounds, on_device)
@@ -370,9 +370,10 @@ def check_config(cfg):
         if v is not None and (not math.isfinite(v) or v < 0):
             raise ConfigError("<flags>", f"--{name}", f"must be a finite number >= 0, got {v}",
                               f"pass a valid --{name}")
-    if cfg.target_ms is not None and cfg.target_ms <= 0:
-        raise ConfigError("<flags>", "--target_ms", f"must be positive, got {cfg.target_ms}",
-                          "pass a latency in milliseconds, or --target_frac")
+    for name in ("target_ms", "measured_target_ms"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise ConfigError("<flags>", f"--{name}", f"must be positive, got {getattr(cfg, name)}",
+                              "pass a latency in milliseconds" + (", or --target_frac" if name == "target_ms" else ""))
     if cfg.target_ms is None and cfg.target_frac is not None and not 0.0 <= cfg.target_frac <= 1.0:
         raise ConfigError("<flags>", "target_frac", f"{cfg.target_frac} is not in [0, 1]",
                           "0 is the fastest architecture of the space, 1 the slowest")

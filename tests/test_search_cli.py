@@ -176,4 +176,7 @@ def test_derive_measure_refuses_a_table_it_cannot_measure_before_training(tmp_pa
             "--derive_measure", f"--out_dir={tmp_path}/run"]
     assert_one_line_error(run_cli(args), "device.backend", "'synthetic'", "drop --derive_measure")
     assert_one_line_error(run_cli(args + ["--derive_tolerance=0"]), "--derive_measure", "--derive_tolerance > 0")
+    assert_one_line_error(run_cli(args + ["--measured_target_ms=0"]), "--measured_target_ms", "must be positive")
+    assert_one_line_error(run_cli(args[:-2] + ["--measured_target_ms=1", f"--out_dir={tmp_path}/run"]),
+                          "--measured_target_ms", "pass --derive_measure too")
     assert not (tmp_path / "run").exists()
