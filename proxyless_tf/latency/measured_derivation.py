@@ -37,10 +37,6 @@ def backend_like(table, source):
     check_measurable(table, source)
     name = table.device["backend"]
     backend = backends.make_backend(name, **{k: table.device[k] for k in MEASURABLE[name] if k in table.device})
-    if "statistic" in table.device and hasattr(backend, "statistic"):
-        # which summary of the runs is read is the table's choice (callers read table.statistic);
-        # an older table of the same clock chose another default than the backend does now
-        backend.statistic = table.device["statistic"]
     check_same_device(table, backend, source)
     builder.adopt_reference(backend, table)
     return backend
