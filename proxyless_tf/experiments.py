@@ -70,6 +70,27 @@ def pareto_front(points):
     return front
 
 
+def accuracy_stats(rows, by_arch=False):
+    """Accuracy summary of one group of contenders (rows with "ops" and "test_accuracy").
+
+    `by_arch`: the rows are fixed architectures each retrained with several seeds (the random
+    contenders). Their seeds are averaged first, so "best" and "median" rank architectures, not
+    single trainings: the best of 10 single-seed runs is mostly the luckiest seed, and claiming
+    against it compares a mean with a maximum of noise."""
+    if by_arch:
+        per = {}
+        for r in rows:
+            per.setdefault(tuple(r["ops"]), []).append(r["test_accuracy"])
+        runs = list(per.values())
+    else:  # one entry per row: each seed is its own search, the seed spread is the point
+        runs = [[r["test_accuracy"]] for r in rows]
+    means = np.array([np.mean(v) for v in runs])
+    best = int(np.argmax(means))
+    return {"n": len(runs), "runs": int(sum(len(v) for v in runs)), "acc_mean": float(means.mean()),
+            "acc_std": float(means.std(ddof=0)), "acc_median": float(np.median(means)),
+            "acc_max": float(means[best]), "acc_max_seed_std": float(np.std(runs[best], ddof=0))}
+
+
 @dataclasses.dataclass
 class Job:
     """One subprocess: `done_file` existing means it already ran (resume)."""

@@ -94,3 +94,21 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     experiments.write_section(str(md), "## B\n\ntwo", "## B")
     experiments.write_section(str(md), "## A\n\nthree", "## A")
     assert md.read_text() == "# Results\n\n## A\n\nthree\n\n## B\n\ntwo\n"
+
+
+def test_accuracy_stats_ranks_random_archs_by_their_seed_mean():
+    """A lucky single seed of a weak arch does not make it the best: archs are ranked by their mean."""
+    from proxyless_tf.experiments import accuracy_stats
+
+    rows = ([{"ops": ["a"], "test_accuracy": v} for v in (0.70, 0.72, 0.80)]      # mean 0.74, one lucky seed
+            + [{"ops": ["b"], "test_accuracy": v} for v in (0.76, 0.77, 0.78)]    # mean 0.77
+            + [{"ops": ["c"], "test_accuracy": v} for v in (0.75, 0.75, 0.75)])   # mean 0.75
+    s = accuracy_stats(rows, by_arch=True)
+    assert (s["n"], s["runs"]) == (3, 9)
+    np.testing.assert_allclose([s["acc_max"], s["acc_median"], s["acc_mean"]], [0.77, 0.75, (0.74 + 0.77 + 0.75) / 3])
+    np.testing.assert_allclose(s["acc_std"], np.std([0.74, 0.77, 0.75]))
+    np.testing.assert_allclose(s["acc_max_seed_std"], np.std([0.76, 0.77, 0.78]))
+    per_row = accuracy_stats(rows)  # searches: every seed is its own entry, the lucky 0.80 is the best
+    assert (per_row["n"], per_row["runs"]) == (9, 9)
+    np.testing.assert_allclose([per_row["acc_max"], per_row["acc_median"], per_row["acc_max_seed_std"]],
+                               [0.80, 0.75, 0.0])
