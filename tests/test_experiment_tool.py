@@ -3,6 +3,8 @@
 import json
 import os
 
+import numpy as np
+
 from conftest import ROOT, assert_one_line_error, run_cli
 from test_search_cli import write_micro
 
@@ -20,7 +22,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     out = tmp_path / "exp"
     argv = [os.path.join(ROOT, "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
             f"--latency_table={tp}", "--reference_op=mb_k3_e3", "--seeds=0", "--num_random=2", "--tolerance=0.5",
-            "--screen_tolerance=1.0", "--parallel=2", "--child_threads=1",
+            "--screen_tolerance=1.0", "--final_rounds=2", "--parallel=2", "--child_threads=1",
             "--search_args=--dataset=fashion_mnist,--epochs=2,--warmup_epochs=1,--max_train=128,--valid_size=40,"
             "--batch_size=16,--steps_per_epoch=2,--latency_loss=add#abs,--verbose=2",
             "--train_args=--dataset=fashion_mnist,--epochs=1,--train_examples=128,--batch_size=32,--steps_per_epoch=2"]
@@ -36,21 +38,31 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert {g: s["n"] for g, s in res["groups"].items()} == {"aware": 1, "blind": 1, "random": 2, "mbv2": 1}
     for row in res["rows"]:
         assert 0.0 <= row["test_accuracy"] <= 1.0
-        assert row["measured_ms"] == measured[",".join(row["ops"])]
-        if row["group"] == "random":
-            assert abs(row["measured_ms"] - target) <= 0.5 * target
+        if row["group"] == "random":  # kept by its first measurement
+            assert abs(measured[",".join(row["ops"])] - target) <= 0.5 * target
             assert abs(row["predicted_ms"] - table.predict(mbv2, 10)) <= 1.0 * table.predict(mbv2, 10)
         if row["group"] in ("aware", "blind"):  # the search measured its derived network itself
             assert row["search_measured_ms"] > 0 and 1 <= row["derive_measure_rounds"] <= 4
     assert len({tuple(r["ops"]) for r in res["rows"] if r["group"] == "random"}) == 2
-    assert res["mbv2_repeat"]["first_ms"] == target and res["mbv2_repeat"]["again_ms"] > 0
+    final = json.loads((out / "final_measured.json").read_text())["rounds"]
+    assert len(final) == 2 and all(set(rd) == set(final[0]) for rd in final)  # every network, every round
+    assert set(final[0]) == {",".join(r["ops"]) for r in res["rows"]}  # each distinct network once a round
+    for row in res["rows"]:  # the reported latency is the median of the final rounds, not the first measurement
+        key = ",".join(row["ops"])
+        assert row["measured_ms"] == float(np.median([rd[key] for rd in final]))
+    rep = res["repeatability"]
+    assert rep["first_ms"] == target and rep["rounds"] == 2 and len(rep["mbv2_rounds_ms"]) == 2
+    np.testing.assert_allclose(rep["mbv2_median_ms"], np.median(rep["mbv2_rounds_ms"]))
+    assert 0 <= rep["spread_pct_median"] <= rep["spread_pct_max"]
     assert res["cost"]["per_seed"][0]["search_rss_mib"] > 100  # a TF process, measured through wait4
     assert (out / "pareto.png").stat().st_size > 1000 and (out / "alpha_heatmap.png").stat().st_size > 1000
-    # a second run finds every search and training done and only re-reports, measuring only the repeat
+    # a second run finds every search and training done and only re-reports, measuring nothing
     again = run_cli(argv, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("[skip]") == 7 and "[start" not in again.stdout
     assert json.loads((out / "measured.json").read_text()) == measured
+    assert json.loads((out / "final_measured.json").read_text())["rounds"] == final
+    assert "final measurement" not in again.stdout
     # matching on the measurement without measuring: one line
     assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
 
