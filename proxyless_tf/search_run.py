@@ -490,7 +490,9 @@ def run_search(cfg):
     argmax_arch = net.derive_arch()
     argmax_pred = table.predict(net.latency_arch(argmax_arch), lat_nc)
     measured = None
-    if measurer is not None:
+    # only the chief measures: the other workers' arch.json is a side copy, and workers sharing a
+    # host would time each other's interpreters (on one host they are two processes on one CPU)
+    if measurer is not None and distribute.is_chief(strategy):
         arch, measured = derive_on_device(net, table, measurer, lat_nc, target, cfg)
     elif cfg.derive_tolerance:
         arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance, ceiling=cfg.derive_mode == "ceiling")

@@ -77,7 +77,13 @@ def runs(tmp_path_factory):
     space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
     space.to_json(tmp / "micro.json")
     synthetic_table(space, 10).save(tmp / "table.json")
+    from proxyless_tf.latency import backends, builder
+
+    # the worker pair derives with --derive_measure, so its table is a real LiteRT one
+    builder.build_table(space, backends.make_backend("litert", threads=1, clock="ref", warmup_runs=5, num_runs=20),
+                        str(tmp / "litert.json"), 10, progress=False)
     search = search_args(tmp) + ["--max_train=64", "--epochs=2", "--steps_per_epoch=2"]
+    measured_pair = [f"--latency_table={tmp}/litert.json", "--derive_measure", "--derive_tolerance=0.5"]
     ports = [free_port(), free_port()]
     dead = [free_port(), free_port()]  # nothing ever listens on dead[1]
     killed = [free_port(), free_port()]
@@ -85,7 +91,8 @@ def runs(tmp_path_factory):
     long = killed_run_args(tmp)
     procs = {
         "compare": Proc(tmp, "compare", [os.path.join(ROOT, "tests", "dist_compare.py")]),
-        **{f"worker{i}": Proc(tmp, f"worker{i}", search + ["--cluster_timeout=240", f"--out_dir={tmp}/mw"],
+        **{f"worker{i}": Proc(tmp, f"worker{i}", search + measured_pair + ["--cluster_timeout=240",
+                                                                                    f"--out_dir={tmp}/mw"],
                               TF_CONFIG=tf_config(ports, i)) for i in range(2)},
         **{f"kill{i}": Proc(tmp, f"kill{i}", long, TF_CONFIG=tf_config(killed, i)) for i in range(2)},
         "dead": Proc(tmp, "dead", search + [f"--cluster_timeout={DEAD_TIMEOUT_S}", f"--out_dir={tmp}/dead"],
@@ -139,7 +146,11 @@ def test_two_worker_processes_finish_with_identical_alpha(runs):
     r0, r1 = (json.loads((d / "result.json").read_text()) for d in (chief, other))
     # (valid_acc may differ: batch-norm moving statistics are per replica, and the final
     # evaluation re-estimates them on only one batch here)
-    assert r0["ops"] == r1["ops"]
+    assert r0["argmax_ops"] == r1["argmax_ops"]
+    # --derive_measure: only the chief measured (a second process timing interpreters on the
+    # same host would disturb it); the other worker derived from the table alone
+    assert r0["measured_ms"] > 0 and 1 <= len(r0["measured_rounds"]) <= 4 and "measured_ms" not in r1
+    assert "derive_measure: measured" in w[0].stdout and "derive_measure" not in w[1].stdout
     assert (chief / "checkpoints" / "last.weights.h5").exists()
 
 
