@@ -43,6 +43,9 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
             assert abs(row["predicted_ms"] - table.predict(mbv2, 10)) <= 1.0 * table.predict(mbv2, 10)
         if row["group"] in ("aware", "blind"):  # the search measured its derived network itself
             assert row["search_measured_ms"] > 0 and 1 <= row["derive_measure_rounds"] <= 4
+            last = json.loads((out / f"search_{row['name']}" / "alpha_history.json").read_text())[-1]["probs"]
+            assert row["alpha_max_prob_mean"] == np.mean([max(p.values()) for p in last])
+            assert row["alpha_uniform_prob_mean"] == np.mean([1 / len(p) for p in last])
     assert len({tuple(r["ops"]) for r in res["rows"] if r["group"] == "random"}) == 2
     final = json.loads((out / "final_measured.json").read_text())["rounds"]
     assert len(final) == 2 and all(set(rd) == set(final[0]) for rd in final)  # every network, every round
@@ -54,6 +57,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert rep["first_ms"] == target and rep["rounds"] == 2 and len(rep["mbv2_rounds_ms"]) == 2
     np.testing.assert_allclose(rep["mbv2_median_ms"], np.median(rep["mbv2_rounds_ms"]))
     assert 0 <= rep["spread_pct_median"] <= rep["spread_pct_max"]
+    assert "Final α (mean over layers of the largest op probability" in proc.stdout
     assert res["cost"]["per_seed"][0]["search_rss_mib"] > 100  # a TF process, measured through wait4
     assert (out / "pareto.png").stat().st_size > 1000 and (out / "alpha_heatmap.png").stat().st_size > 1000
     # a second run finds every search and training done and only re-reports, measuring nothing

@@ -264,7 +264,8 @@ def collect(contenders, recorded, table, measured):
             row.update(search_wall_s=sres["wall_s"], search_valid_acc=sres["valid_acc"],
                        derive_changed_layers=sres.get("derive_changed_layers"),
                        search_measured_ms=sres.get("measured_ms"),
-                       derive_measure_rounds=len(sres.get("measured_rounds", [])) or None)
+                       derive_measure_rounds=len(sres.get("measured_rounds", [])) or None,
+                       **alpha_decisiveness(os.path.join(c["search_dir"], "alpha_history.json")))
         for kind in ("search", "train"):
             j = recorded.get(f"{kind} {name}")
             if j is not None and j["max_rss_mib"] is not None:
@@ -272,6 +273,19 @@ def collect(contenders, recorded, table, measured):
                 row[f"{kind}_job_wall_s"] = j["wall_s"]
         rows.append(row)
     return rows
+
+
+def alpha_decisiveness(history_path):
+    """How far the search's final α is from uniform: per layer the largest op probability, its
+    mean over layers, and the same for a uniform α. A search whose α stayed near uniform had no
+    signal to derive from: its network is the derivation's pick among near-equal choices."""
+    import numpy as np
+
+    if not os.path.exists(history_path):
+        return {}
+    probs = json.load(open(history_path))[-1]["probs"]
+    return {"alpha_max_prob_mean": float(np.mean([max(layer.values()) for layer in probs])),
+            "alpha_uniform_prob_mean": float(np.mean([1.0 / len(layer) for layer in probs]))}
 
 
 def summarize(rows, target):
@@ -372,7 +386,7 @@ def plot_heatmap(history_path, path):
     plt.close(fig)
 
 
-def markdown(groups, claims, costs, target, tol, command, repeat=None):
+def markdown(groups, claims, costs, target, tol, command, repeat=None, rows=()):
     how = ("given by --target_ms" if FLAGS.target_ms else
            f"the uniform `{FLAGS.reference_op}` network's " + ("measured latency" if FLAGS.match_on == "measured"
                                                                  else "prediction"))
@@ -393,6 +407,13 @@ def markdown(groups, claims, costs, target, tol, command, repeat=None):
         lines += ["", "random: each arch retrained with every seed; n counts archs, mean ± std is over the archs' "
                   "seed means, median and best rank the archs by their seed mean."]
     lines += ["", "Claims: " + ", ".join(f"{k} = {v}" for k, v in claims.items())]
+    decisive = {g: [r["alpha_max_prob_mean"] for r in rows if r["group"] == g and "alpha_max_prob_mean" in r]
+                for g in ("aware", "blind")}
+    if all(decisive.values()):
+        uniform = next(r["alpha_uniform_prob_mean"] for r in rows if "alpha_uniform_prob_mean" in r)
+        lines += ["", "Final α (mean over layers of the largest op probability; uniform α: "
+                  f"{uniform:.2f}): " + ", ".join(f"{g} " + "/".join(f"{v:.2f}" for v in vals)
+                                                  for g, vals in decisive.items()) + " (per seed)."]
     if repeat:
         rounds_ms = ", ".join(f"{v:.4f}" for v in repeat["mbv2_rounds_ms"])
         lines += ["", f"Reported latencies are the median of {repeat['rounds']} fresh measurements per network at the "
@@ -457,7 +478,7 @@ def main(argv):
                                 {"target_ms": target, "rows": rows, "groups": groups, "claims": claims,
                                  "cost": costs, "command": command, "wall_s": time.time() - t0,
                                  "match_on": FLAGS.match_on, "repeatability": repeat})
-    text = markdown(groups, claims, costs, target, FLAGS.tolerance, command, repeat)
+    text = markdown(groups, claims, costs, target, FLAGS.tolerance, command, repeat, rows)
     print(text, flush=True)
     if FLAGS.results_md:
         import shutil
