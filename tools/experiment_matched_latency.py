@@ -218,6 +218,7 @@ def measure_all(contenders, measure, rounds, path):
     from proxyless_tf import space as space_lib
 
     paths = sorted({c["arch_path"] for c in contenders.values()})
+
     def label(p):  # a search's directory, or the file name of an arch under archs/
         d = os.path.basename(os.path.dirname(p))
         return d if d != "archs" else os.path.splitext(os.path.basename(p))[0]
@@ -227,9 +228,9 @@ def measure_all(contenders, measure, rounds, path):
     for r in range(len(done), rounds):
         got = {}
         for i in range(len(archs)):
-            label, arch = archs[(i + r) % len(archs)]
+            name, arch = archs[(i + r) % len(archs)]
             got[",".join(arch.ops)] = ms = measure(arch, fresh=True)
-            print(f"final measurement round {r + 1}/{rounds}, {i + 1}/{len(archs)} {label}: {ms:.4f} ms", flush=True)
+            print(f"final measurement round {r + 1}/{rounds}, {i + 1}/{len(archs)} {name}: {ms:.4f} ms", flush=True)
         done.append(got)
         space_lib.write_json_atomic(path, {"rounds": done})
     per_arch = {k: [rd[k] for rd in done[:rounds]] for k in done[0]} if done else {}
