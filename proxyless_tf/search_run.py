@@ -431,6 +431,7 @@ def run_search(cfg):
     target, rng = resolve_target(cfg, table, lat_space, lat_nc)
     loss = None if cfg.latency_loss in (None, "none") else cfg.latency_loss
     os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
+    write_config(os.path.join(out, "config.json"), cfg)
     steps = cfg.steps_per_epoch or data.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
@@ -520,5 +521,23 @@ def run_search(cfg):
     return result
 
 
-def dump_flags_json(path, values):
-    space_lib.write_text_atomic(path, json.dumps(values, indent=2, default=str) + "\n")
+def write_config(path, cfg):
+    """The search's whole configuration beside its checkpoint: later tools (the supernet ranking,
+    a reader of an old run) rebuild the same supernet and data split from it, not from a command
+    line they would have to re-parse."""
+    space_lib.write_text_atomic(path, json.dumps(dataclasses.asdict(cfg), indent=2, default=str) + "\n")
+
+
+def read_config(search_dir):
+    """The `SearchConfig` a finished search wrote; unknown keys (a newer run) are a clear error."""
+    path = os.path.join(search_dir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(path, "config.json", "missing: searches before config.json was written, or not a search "
+                          "directory", "pass the --out_dir of a proxyless_tf.search run (rerun older searches)")
+    values = json.load(open(path))
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(path, unknown[0], "not a field of this version's SearchConfig",
+                          "read it with the proxyless_tf version that wrote it")
+    return SearchConfig(**values)

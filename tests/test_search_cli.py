@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, run_cli
 from search_helpers import MICRO, synthetic_table
 
+from proxyless_tf.errors import ConfigError
 from proxyless_tf.space import SearchSpace
 
 
@@ -121,6 +122,13 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     hist = json.load(open(out / "alpha_history.json"))
     assert {"reward", "baseline", "valid_acc"} <= set(hist[-1]["metrics"])
     assert "mode reinforce, weights nested" in (out / "summary.txt").read_text()
+    from proxyless_tf import search_run  # the run's config, read back as the ranking tool does
+
+    cfg = search_run.read_config(out)
+    assert (cfg.mode, cfg.weight_sharing, cfg.reinforce_w, cfg.max_train, cfg.space) == \
+        ("reinforce", "nested", 0.2, 64, str(sp))
+    with pytest.raises(ConfigError, match="config.json"):
+        search_run.read_config(tmp_path)
     assert "reward acc*(T/lat)^0.2" in (out / "summary.txt").read_text()
     # run_search applies cpu_kernels.accelerate (oneDNN is on in the CLI, no GPU here): both
     # searchable layers' nested blocks get the slice depthwise, and BN layers the fused op
