@@ -78,3 +78,33 @@ def beat_median_bootstrap(searched, matrix, n_boot=10000, seed=0, level=0.9):
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": float(searched.mean() - np.median(matrix.mean(axis=1))), "lo": float(lo), "hi": float(hi),
             "level": level, "p_positive": float((diffs > 0).mean())}
+
+
+def claim_noise(rows, goal=0.9, n_boot=10000):
+    """The noise report of a matched-latency run's rows: the seed noise of its fixed architectures
+    (random and MobileNetV2-style) and, per searched group, the bootstrap of its mean minus the
+    median random architecture. None when no two fixed archs share two seeds (nothing to measure)."""
+    _, seeds, fixed = arch_seed_matrix(rows, ("random", "mbv2"))
+    _, _, random = arch_seed_matrix(rows, ("random",))
+    if fixed.shape[0] < 2 or fixed.shape[1] < 2 or random.shape[0] < 1:
+        return None
+    out = {"seed_ids": seeds, **seed_noise(fixed, goal)}
+    for g in ("aware", "blind"):
+        accs = [r["test_accuracy"] for r in rows if r["group"] == g]
+        if accs:
+            out[g] = beat_median_bootstrap(accs, random, n_boot=n_boot)
+    return out
+
+
+def claim_noise_line(noise):
+    """One markdown paragraph of `claim_noise`, for the experiment's section."""
+    parts = [f"Seed noise (fixed archs, {noise['archs']} × {noise['seeds']}): "
+             f"seed std {noise['within_std'] * 100:.2f}, arch std {noise['between_std'] * 100:.2f} points; "
+             f"reliability {noise['reliability_1']:.2f} for one training, {noise['reliability_k']:.2f} for the seed "
+             f"mean; {noise['seeds_for_goal']} seeds for {noise['goal']:.1f}."]
+    for g in ("aware", "blind"):
+        if g in noise:
+            b = noise[g]
+            parts.append(f"{g} − median random: {b['diff'] * 100:+.2f} points, {b['level']:.0%} bootstrap "
+                         f"[{b['lo'] * 100:+.2f}, {b['hi'] * 100:+.2f}], ahead in {b['p_positive']:.0%} of resamples.")
+    return " ".join(parts)

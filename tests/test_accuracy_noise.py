@@ -104,3 +104,21 @@ def test_seed_noise_tool_reports_the_modules_numbers_and_refuses_an_unfinished_r
     (tmp_path / "unfinished").mkdir()
     proc = run_cli([tool, f"--runs={tmp_path / 'unfinished'}"], timeout=120)
     assert_one_line_error(proc, "results.json")
+
+
+def test_claim_noise_needs_two_seeds_and_reports_what_the_pieces_give():
+    rng = np.random.default_rng(5)
+    rows = [{"group": "random", "ops": [f"r{i}"], "seed": s, "test_accuracy": float(0.86 + rng.normal(0, .004))}
+            for i in range(6) for s in range(2)]
+    rows += [{"group": "mbv2", "ops": ["m"], "seed": s, "test_accuracy": 0.86} for s in range(2)]
+    rows += [{"group": "blind", "ops": ["b"], "seed": s, "test_accuracy": 0.80} for s in range(2)]
+    got = accuracy_noise.claim_noise(rows, n_boot=300)
+    _, _, fixed = accuracy_noise.arch_seed_matrix(rows)
+    _, _, random = accuracy_noise.arch_seed_matrix(rows, ("random",))
+    assert got["seed_ids"] == [0, 1] and got["archs"] == 7 and got["seeds"] == 2
+    assert got["reliability_1"] == accuracy_noise.seed_noise(fixed)["reliability_1"]
+    assert got["blind"] == accuracy_noise.beat_median_bootstrap([0.80, 0.80], random, n_boot=300)
+    assert "aware" not in got and got["blind"]["p_positive"] == 0.0
+    line = accuracy_noise.claim_noise_line(got)
+    assert line.startswith("Seed noise (fixed archs, 7 × 2)") and "blind − median random: " in line
+    assert accuracy_noise.claim_noise([r for r in rows if r["seed"] == 0]) is None  # one seed: nothing to measure

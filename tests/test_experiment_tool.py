@@ -58,6 +58,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     np.testing.assert_allclose(rep["mbv2_median_ms"], np.median(rep["mbv2_rounds_ms"]))
     assert 0 <= rep["spread_pct_median"] <= rep["spread_pct_max"]
     assert "Final α (mean over layers of the largest op probability" in proc.stdout
+    assert res["noise"] is None and "Seed noise" not in proc.stdout  # one seed: no seed noise to report
     assert res["cost"]["per_seed"][0]["search_rss_mib"] > 100  # a TF process, measured through wait4
     assert (out / "pareto.png").stat().st_size > 1000 and (out / "alpha_heatmap.png").stat().st_size > 1000
     # a second run finds every search and training done and only re-reports, measuring nothing

@@ -387,7 +387,7 @@ def plot_heatmap(history_path, path):
     plt.close(fig)
 
 
-def markdown(groups, claims, costs, target, tol, command, repeat=None, rows=()):
+def markdown(groups, claims, costs, target, tol, command, repeat=None, rows=(), noise=None):
     how = ("given by --target_ms" if FLAGS.target_ms else
            f"the uniform `{FLAGS.reference_op}` network's " + ("measured latency" if FLAGS.match_on == "measured"
                                                                  else "prediction"))
@@ -408,6 +408,10 @@ def markdown(groups, claims, costs, target, tol, command, repeat=None, rows=()):
         lines += ["", "random: each arch retrained with every seed; n counts archs, mean ± std is over the archs' "
                   "seed means, median and best rank the archs by their seed mean."]
     lines += ["", "Claims: " + ", ".join(f"{k} = {v}" for k, v in claims.items())]
+    if noise:  # tools/experiment_seed_noise.py compares it across runs
+        from proxyless_tf import accuracy_noise
+
+        lines += ["", accuracy_noise.claim_noise_line(noise)]
     decisive = {g: [r["alpha_max_prob_mean"] for r in rows if r["group"] == g and "alpha_max_prob_mean" in r]
                 for g in ("aware", "blind")}
     if all(decisive.values()):
@@ -430,6 +434,7 @@ def markdown(groups, claims, costs, target, tol, command, repeat=None, rows=()):
 
 
 def main(argv):
+    from proxyless_tf import accuracy_noise
     from proxyless_tf import experiments
     from proxyless_tf import space as space_lib
 
@@ -470,6 +475,7 @@ def main(argv):
     rows = collect(contenders, recorded, table, measured)
     groups, claims = summarize(rows, target)
     costs = cost(rows)
+    noise = accuracy_noise.claim_noise(rows)  # can these trainings decide the claims at all?
     plot_pareto(rows, target, FLAGS.tolerance, os.path.join(out, "pareto.png"))
     hist = os.path.join(out, f"search_aware_s{FLAGS.heatmap_seed}", "alpha_history.json")
     if os.path.exists(hist):
@@ -478,8 +484,8 @@ def main(argv):
     space_lib.write_json_atomic(os.path.join(out, "results.json"),
                                 {"target_ms": target, "rows": rows, "groups": groups, "claims": claims,
                                  "cost": costs, "command": command, "wall_s": time.time() - t0,
-                                 "match_on": FLAGS.match_on, "repeatability": repeat})
-    text = markdown(groups, claims, costs, target, FLAGS.tolerance, command, repeat, rows)
+                                 "match_on": FLAGS.match_on, "repeatability": repeat, "noise": noise})
+    text = markdown(groups, claims, costs, target, FLAGS.tolerance, command, repeat, rows, noise)
     print(text, flush=True)
     if FLAGS.results_md:
         import shutil

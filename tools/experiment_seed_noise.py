@@ -53,15 +53,9 @@ def load_rows(run_dir):
 def analyse(rows, goal, n_boot):
     from proxyless_tf import accuracy_noise
 
-    _, seeds, fixed = accuracy_noise.arch_seed_matrix(rows, ("random", "mbv2"))
-    if fixed.shape[0] < 2 or fixed.shape[1] < 2:
-        raise ValueError(f"{fixed.shape[0]} fixed architectures with {fixed.shape[1]} common seeds")
-    out = {"seeds": seeds, **accuracy_noise.seed_noise(fixed, goal)}
-    _, _, random = accuracy_noise.arch_seed_matrix(rows, ("random",))
-    for g in ("aware", "blind"):
-        accs = [r["test_accuracy"] for r in rows if r["group"] == g]
-        if accs:
-            out[g] = accuracy_noise.beat_median_bootstrap(accs, random, n_boot=n_boot)
+    out = accuracy_noise.claim_noise(rows, goal, n_boot)
+    if out is None:
+        raise ValueError("fewer than 2 fixed architectures with 2 common seeds")
     return out
 
 
