@@ -171,9 +171,71 @@ def record_jobs(ran, path):
     """
     recorded = space_lib.read_json(path, "job record") if os.path.exists(path) else {}
     for j in ran:
-        recorded[j.name] = {"wall_s": j.wall_s, "max_rss_mib": j.max_rss_mib}
+        recorded[j.name] = {"wall_s": j.wall_s, "max_rss_mib": j.max_rss_mib, "signature": job_signature(j.argv)}
     space_lib.write_json_atomic(path, recorded)
     return recorded
+
+
+def job_signature(argv):
+    """A job's command as reuse compares it: the module and its flags, without the interpreter and
+    where it writes; an `--arch=PATH` becomes the ops the file holds, since two runs keep the same
+    network in their own archs/ folders."""
+    args = argv[argv.index("-m") + 1:] if "-m" in argv else argv[1:]
+    sig = []
+    for a in args:
+        if a.startswith("--out_dir="):
+            continue
+        if a.startswith("--arch=") and os.path.exists(a[len("--arch="):]):
+            a = "--arch_ops=" + ",".join(space_lib.Arch.from_json(a[len("--arch="):]).ops)
+        sig.append(a)
+    return sig
+
+
+def reuse_jobs(jobs, reuse_dirs, out_dir, log=print):
+    """Copy into `out_dir` every job not done there that one of `reuse_dirs` finished with the same
+    signature (its jobs.json), with its log and cost record; returns the names reused.
+
+    What makes a run reproducible from its printed command: sharing trainings between runs by
+    copying directories by hand leaves a command that, on an empty directory, would redo them.
+    A finished job whose record has no signature (an older run) or another one is not taken, and
+    the line says why."""
+    import shutil
+
+    reused = []
+    mine_path = os.path.join(out_dir, "jobs.json")
+    mine = space_lib.read_json(mine_path, "job record") if os.path.exists(mine_path) else {}
+    records = {d: space_lib.read_json(os.path.join(d, "jobs.json"), "job record")
+               if os.path.exists(os.path.join(d, "jobs.json")) else {} for d in reuse_dirs}
+    for j in jobs:
+        if os.path.exists(j.done_file):
+            continue
+        job_dir = os.path.dirname(os.path.abspath(j.done_file))
+        rel = os.path.relpath(job_dir, out_dir)
+        why = []
+        for d in reuse_dirs:
+            src, rec = os.path.join(d, rel), records[d].get(j.name)
+            if not os.path.exists(os.path.join(src, os.path.basename(j.done_file))):
+                continue
+            if rec is None or "signature" not in rec:
+                why.append(f"{d} recorded no arguments for it")
+            elif rec["signature"] != job_signature(j.argv):
+                diff = sorted(set(rec["signature"]) ^ set(job_signature(j.argv)))
+                why.append(f"{d} ran it with other arguments ({', '.join(diff[:2])})")
+            else:
+                if os.path.exists(job_dir):
+                    shutil.rmtree(job_dir)  # a partial run of ours: the finished one replaces it
+                shutil.copytree(src, job_dir)
+                if os.path.exists(src + ".log"):
+                    shutil.copyfile(src + ".log", j.log_path)
+                mine[j.name] = dict(rec, reused_from=os.path.abspath(d))
+                space_lib.write_json_atomic(mine_path, mine)
+                reused.append(j.name)
+                log(f"[reuse] {j.name}: from {d}")
+                break
+        else:
+            if why:
+                log(f"[no reuse] {j.name}: " + "; ".join(why))
+    return reused
 
 
 def python_module(module, *args):

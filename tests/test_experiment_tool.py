@@ -68,6 +68,17 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert json.loads((out / "measured.json").read_text()) == measured
     assert json.loads((out / "final_measured.json").read_text())["rounds"] == final
     assert "final measurement" not in again.stdout
+    # another out_dir reusing this one: the same plan, every job copied, nothing retrained
+    out2 = tmp_path / "exp2"
+    argv2 = [a if not a.startswith("--out_dir=") else f"--out_dir={out2}" for a in argv] + [f"--reuse_from={out}"]
+    reused = run_cli(argv2, timeout=600)
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert reused.stdout.count("[reuse]") == 7 and "[start" not in reused.stdout
+    assert json.loads((out2 / "measured.json").read_text()) == measured
+    res2 = json.loads((out2 / "results.json").read_text())
+    assert [(r["name"], r["test_accuracy"]) for r in res2["rows"]] == [(r["name"], r["test_accuracy"])
+                                                                       for r in res["rows"]]
+    assert all(rec["reused_from"] == str(out) for rec in json.loads((out2 / "jobs.json").read_text()).values())
     # matching on the measurement without measuring: one line
     assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
 

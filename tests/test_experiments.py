@@ -1,5 +1,6 @@
 """The experiment tools' shared pieces: matched-latency sampling, Pareto front, job runner."""
 
+import json
 import os
 import sys
 
@@ -112,3 +113,46 @@ def test_accuracy_stats_ranks_random_archs_by_their_seed_mean():
     assert (per_row["n"], per_row["runs"]) == (9, 9)
     np.testing.assert_allclose([per_row["acc_max"], per_row["acc_median"], per_row["acc_max_seed_std"]],
                                [0.80, 0.75, 0.0])
+
+
+def test_reuse_jobs_copies_only_finished_jobs_with_the_same_signature(tmp_path):
+    space = latency_helpers.tiny_space()
+    src, out = tmp_path / "src", tmp_path / "out"
+    for d in (src, out):
+        (d / "archs").mkdir(parents=True)
+    ops = [l.candidates[0] for l in space.layers]
+    from proxyless_tf import space as space_lib
+
+    space_lib.Arch(space, ops).to_json(str(src / "archs" / "a.json"))
+    space_lib.Arch(space, ops).to_json(str(out / "archs" / "a.json"))
+
+    def job(root, name, *args):
+        argv = experiments.python_module("proxyless_tf.train", *args, f"--arch={root / 'archs' / 'a.json'}",
+                                         f"--out_dir={root / name}")
+        return experiments.Job(name, argv, str(root / f"{name}.log"), str(root / name / "result.json"))
+
+    ran = [job(src, "same", "--epochs=3"), job(src, "other", "--epochs=3"), job(src, "old", "--epochs=3")]
+    for j in ran:
+        os.makedirs(os.path.dirname(j.done_file))
+        open(j.done_file, "w").write('{"test_accuracy": 0.5}')
+        open(j.log_path, "w").write(f"log of {j.name}")
+        j.wall_s, j.max_rss_mib = 10.0, 100.0
+    recorded = experiments.record_jobs(ran, str(src / "jobs.json"))
+    assert recorded["same"]["signature"][:2] == ["proxyless_tf.train", "--epochs=3"]
+    assert recorded["same"]["signature"][-1] == "--arch_ops=" + ",".join(ops)  # the path became the ops
+    recorded["old"].pop("signature")  # as an older run recorded it
+    experiments.space_lib.write_json_atomic(str(src / "jobs.json"), recorded)
+
+    want = [job(out, "same", "--epochs=3"), job(out, "other", "--epochs=4"), job(out, "old", "--epochs=3"),
+            job(out, "missing", "--epochs=3")]
+    lines = []
+    assert experiments.reuse_jobs(want, [str(src)], str(out), log=lines.append) == ["same"]
+    assert open(out / "same" / "result.json").read() == '{"test_accuracy": 0.5}'
+    assert open(out / "same.log").read() == "log of same"
+    mine = json.load(open(out / "jobs.json"))
+    assert set(mine) == {"same"} and mine["same"]["reused_from"] == str(src) and mine["same"]["wall_s"] == 10.0
+    assert not (out / "other").exists() and not (out / "old").exists()
+    assert any("[no reuse] other" in l and "--epochs=4" in l for l in lines)
+    assert any("[no reuse] old" in l and "recorded no arguments" in l for l in lines)
+    assert not any("missing" in l for l in lines)  # nothing to reuse, nothing to say
+    assert experiments.reuse_jobs(want, [str(src)], str(out), log=lines.append) == []  # done now: left alone

@@ -80,6 +80,9 @@ flags.DEFINE_string("results_md", None, "Markdown file whose '## Matched latency
                     "(e.g. docs/RESULTS.md); the plots are copied next to it.")
 flags.DEFINE_string("results_tag", "", "Tag of this run's section and plots in --results_md, so runs with other "
                     "settings (e.g. nested) stand beside each other instead of replacing one another.")
+flags.DEFINE_list("reuse_from", [], "Finished out_dirs of this tool whose jobs are taken when they ran with the same "
+                  "arguments (copied, with their cost records); an empty --out_dir also takes the first one's target "
+                  "and random archs (measured.json, archs/), so the contenders are the same.")
 flags.DEFINE_integer("heatmap_seed", 0, "Seed of the latency-aware search whose α history is drawn.")
 
 
@@ -165,6 +168,22 @@ def plan(space, table, out, measure):
         for s in random_seeds:
             contenders[f"random_{i}_s{s}"] = {"group": "random", "seed": int(s), "arch_path": path, "draw": draw}
     return target, table_target, contenders
+
+
+def take_plan(src, out):
+    """An empty out_dir starts from `src`'s plan: its measured target and random archs."""
+    import shutil
+
+    if not os.path.exists(os.path.join(src, "measured.json")):
+        raise ConfigError(os.path.join(src, "measured.json"), "--reuse_from", "missing: not an out_dir of this tool",
+                          "pass the --out_dir of a finished tools/experiment_matched_latency.py run")
+    if os.path.exists(os.path.join(out, "measured.json")):
+        return  # a plan of its own (a resumed run): kept
+    os.makedirs(out, exist_ok=True)
+    shutil.copyfile(os.path.join(src, "measured.json"), os.path.join(out, "measured.json"))
+    if os.path.isdir(os.path.join(src, "archs")):
+        shutil.copytree(os.path.join(src, "archs"), os.path.join(out, "archs"), dirs_exist_ok=True)
+    print(f"experiment: target and random archs from {src}", flush=True)
 
 
 def search_jobs(contenders, target, table_target):
@@ -449,17 +468,23 @@ def main(argv):
         from proxyless_tf.latency.measured_derivation import check_measurable
 
         check_measurable(table, FLAGS.latency_table)
+    if FLAGS.reuse_from:  # before the Measurer reads measured.json
+        take_plan(FLAGS.reuse_from[0], out)
+    if FLAGS.measure:
         os.makedirs(out, exist_ok=True)
         measure = Measurer(table, out)
     target, table_target, contenders = plan(space, table, out, measure if FLAGS.match_on == "measured" else None)
     print(f"experiment: target {target:.4f} ms, {len(contenders)} networks to retrain, out {out}", flush=True)
     t0 = time.time()
     sjobs = search_jobs(contenders, target, table_target)
+    experiments.reuse_jobs(sjobs, FLAGS.reuse_from, out)
     ran = experiments.run_jobs(sjobs, FLAGS.parallel, FLAGS.child_threads)
+    experiments.record_jobs(ran, os.path.join(out, "jobs.json"))  # a run killed in its trainings keeps these
     failed = [j for j in ran if j.returncode != 0]
     if failed:
         raise SystemExit(f"error: {failed[0].name} failed; see {failed[0].log_path}")
     tjobs = train_jobs(contenders, out)
+    experiments.reuse_jobs(tjobs, FLAGS.reuse_from, out)
     ran += experiments.run_jobs(tjobs, FLAGS.parallel, FLAGS.child_threads)
     failed = [j for j in ran if j.returncode != 0]
     if failed:
