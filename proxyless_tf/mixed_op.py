@@ -121,13 +121,17 @@ class MixedOp(keras.layers.Layer):
     def probs(self):
         return keras.ops.softmax(self.alpha)
 
-    def sample(self, mode=None):
-        """Draw what `call(mode)` needs: an index (single, full_v2), (pair, active slot) (two), None otherwise."""
+    def sample(self, mode=None, uniform=False):
+        """Draw what `call(mode)` needs: an index (single, full_v2), (pair, active slot) (two), None otherwise.
+
+        `uniform`: a single path drawn uniformly instead of from softmax(α) (the supernet's
+        `weight_sampling="uniform"` weight steps)."""
         mode = _check_mode(mode or self.mode)
         n = self.num_candidates
         if mode in ("single", "full_v2"):
+            logits = keras.ops.zeros_like(self.alpha) if uniform else self.alpha
             return keras.ops.cast(
-                keras.random.categorical(self.alpha[None, :], 1, seed=self.seed_generator)[0, 0], "int32")
+                keras.random.categorical(logits[None, :], 1, seed=self.seed_generator)[0, 0], "int32")
         if mode == "argmax":
             return keras.ops.cast(keras.ops.argmax(self.alpha), "int32")
         if mode == "two":

@@ -127,7 +127,7 @@ def train_step(net, data):
 
     # ---- weight step
     wmode = "full" if net.mode == "full" else "single"
-    samples = [m.sample(wmode) for m in net.mixed_ops]
+    samples = [m.sample(wmode, uniform=net.weight_sampling == "uniform") for m in net.mixed_ops]
     wvars = net.weight_variables
     with tf.GradientTape() as tape:
         logits = net._forward(x, True, wmode, samples)

@@ -55,6 +55,10 @@ flags.DEFINE_enum("weight_sharing", "independent", ["independent", "nested"],
                   "independent: every candidate op has its own weights (the paper); nested: a layer's MBConv "
                   "candidates are cut from shared kernels (k3 in k5 in k7, e3 in e6; private BN) so the supernet "
                   "learns on a small budget (proxyless_tf/nested.py).")
+flags.DEFINE_enum("weight_sampling", "alpha", ["alpha", "uniform"],
+                  "Path of each weight step: alpha (the paper: drawn from softmax(alpha)) or uniform (every op "
+                  "trained as often, so the supernet does not score alpha's favourites higher for having trained "
+                  "them more).")
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")

@@ -54,6 +54,7 @@ class SearchConfig:
     loss_lambda: float = 0.1
     mode: str = "two"
     weight_sharing: str = "independent"
+    weight_sampling: str = "alpha"
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
     epochs: int = 1
@@ -95,6 +96,8 @@ class SearchConfig:
                 d.pop(k)
         if d["weight_sharing"] == "independent":
             d.pop("weight_sharing")
+        if d["weight_sampling"] == "alpha":  # a run from before the field existed resumes
+            d.pop("weight_sampling")
         if d["derive_mode"] == "band":  # a run from before the field existed resumes
             d.pop("derive_mode")
         return d
@@ -315,7 +318,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
     last = history[-1]["metrics"] if history else {}
     lines = [
         f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
-        f"{space.num_architectures():.3g} architectures), mode {cfg.mode}, weights {cfg.weight_sharing}",
+        f"{space.num_architectures():.3g} architectures), mode {cfg.mode}, weights {cfg.weight_sharing}"
+        + (", weight paths uniform" if cfg.weight_sampling == "uniform" else ""),
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)"
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
@@ -436,7 +440,8 @@ def run_search(cfg):
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, steps * cfg.epochs))
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
-                       latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing)
+                       latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing,
+                       weight_sampling=cfg.weight_sampling)
         kernels = None  # None: --nocpu_kernels; all-zero counts: a GPU or oneDNN off, nothing to rebind
         if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels

@@ -43,6 +43,7 @@ from proxyless_tf.errors import ConfigError
 from proxyless_tf.mixed_op import MixedOp
 from proxyless_tf.nested import WEIGHT_SHARING
 
+WEIGHT_SAMPLING = ("alpha", "uniform")
 LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
 DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
@@ -154,10 +155,16 @@ class SuperNet(keras.Model):
             absolute milliseconds (e.g. a table measured for 1000 classes, searched on 10).
         weight_sharing: `independent` (the paper) or `nested` (MBConv candidates of a layer
             cut from shared kernels, `nested.py`: the supernet learns within a small budget).
+        weight_sampling: the path of a weight step: `alpha` (the paper: drawn from softmax(α),
+            so the ops α favours get the most weight updates) or `uniform` (every op as often,
+            whatever α says; α still learns from the binary gates on validation batches). The
+            paper's sampling lets the supernet score its favourites higher because it trained
+            them more (see tools/experiment_supernet_ranking.py); uniform paths remove that
+            feedback at the price of training the eventual choice less.
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
-                 latency_num_classes=None, weight_sharing="independent", **kwargs):
+                 latency_num_classes=None, weight_sharing="independent", weight_sampling="alpha", **kwargs):
         kwargs.setdefault("name", "supernet")
         super().__init__(**kwargs)
         if isinstance(space, dict):
@@ -172,6 +179,10 @@ class SuperNet(keras.Model):
             raise ConfigError("<supernet>", "weight_sharing", f"unknown weight sharing {weight_sharing!r}",
                               f"use one of {WEIGHT_SHARING}")
         self.weight_sharing = weight_sharing
+        if weight_sampling not in WEIGHT_SAMPLING:
+            raise ConfigError("<supernet>", "weight_sampling", f"unknown weight-step sampling {weight_sampling!r}",
+                              f"use one of {WEIGHT_SAMPLING}")
+        self.weight_sampling = weight_sampling
         self.latency_table = latency_table
         if isinstance(latency_space, dict):
             latency_space = space_lib.SearchSpace.from_dict(latency_space)
@@ -467,7 +478,7 @@ class SuperNet(keras.Model):
 
     def weight_step(self, x, y):
         wmode = "full" if self.mode == "full" else "single"
-        samples = [m.sample(wmode) for m in self.mixed_ops]
+        samples = [m.sample(wmode, uniform=self.weight_sampling == "uniform") for m in self.mixed_ops]
         wvars = self.weight_variables
         with tf.GradientTape() as tape:
             logits = self._forward(x, True, wmode, samples)
@@ -597,6 +608,8 @@ class SuperNet(keras.Model):
             config["latency_num_classes"] = self.latency_num_classes
         if self.weight_sharing != "independent":
             config["weight_sharing"] = self.weight_sharing
+        if self.weight_sampling != "alpha":
+            config["weight_sampling"] = self.weight_sampling
         return config
 
     @classmethod

@@ -183,3 +183,32 @@ def test_ceiling_derivation_treats_the_target_as_a_budget():
     assert derive_toward_target(logp, costs, 0.0, 1.1, 0.05, ceiling=True) == [0, 0]
     # inside target x (1 + tolerance) from above: untouched either way
     assert derive_toward_target(logp, costs, 0.0, 1.45, 0.05, ceiling=True) == [1, 0]
+
+
+def test_uniform_weight_sampling_trains_every_op_as_often_whatever_alpha_says():
+    space = micro_space()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((4,) + space.input_shape), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 4), tf.int32)
+    counts = {}
+    for sampling in ("alpha", "uniform"):
+        net = SuperNet(space, 4, None, seed=1, weight_sampling=sampling)
+        net.compile(keras.optimizers.SGD(0.01), latency_loss=None)
+        net(x)
+        for m in net.mixed_ops:  # α all but certain of op 0: p = e^8 / (e^8 + n - 1) > 0.99
+            m.alpha.assign(np.eye(m.num_candidates)[0] * 8.0)
+        step = tf.function(lambda x, y: net.weight_step(x, y)[2])
+        draws = np.array([[int(s) for s in step(x, y)] for _ in range(120)])
+        counts[sampling] = [np.bincount(draws[:, i], minlength=m.num_candidates)
+                            for i, m in enumerate(net.mixed_ops)]
+    for a, u, m in zip(counts["alpha"], counts["uniform"], net.mixed_ops):
+        n = m.num_candidates
+        assert a[0] >= 115  # the paper's sampling: α's favourite nearly every step
+        # uniform: every op about 120 / n times (binomial 4-sigma band)
+        sd = np.sqrt(120 * (1 / n) * (1 - 1 / n))
+        assert all(abs(c - 120 / n) <= 4 * sd for c in u), (u, n)
+    cfg = net.get_config()
+    assert cfg["weight_sampling"] == "uniform" and SuperNet.from_config(cfg).weight_sampling == "uniform"
+    assert "weight_sampling" not in SuperNet(space, 4, None).get_config()  # the default stays implicit
+    with pytest.raises(ConfigError, match="weight_sampling"):
+        SuperNet(space, 4, None, weight_sampling="fair")
