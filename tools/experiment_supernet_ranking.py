@@ -133,7 +133,12 @@ def evaluate_search(search_dir, fixed, own_row):
 
 
 def markdown(results, command):
-    lines = [f"    {command}", "",
+    lines = ["Each search's supernet (last checkpoint) scores the run's fixed architectures (random and "
+             "MobileNetV2-style, all in the latency band) and its own derived network on the search's validation "
+             "split, BN re-estimated per path. τ: Kendall's τ of those scores against the retrained accuracies "
+             "(seed means; single seeds); seed-vs-seed τ: what one retraining predicts of another (the ceiling). "
+             "Ranks are 1 = best; the own network's retrained rank uses its one training against the fixed "
+             "archs' seed means.", "", f"    {command}", "",
              "| supernet | search (epochs × images) | τ vs seed mean | τ vs one seed (per seed) | seed-vs-seed τ | supernet acc "
              "range | own network: supernet rank / retrained rank | supernet's top pick: retrained rank |",
              "|---|---|---|---|---|---|---|---|"]
