@@ -176,6 +176,20 @@ def record_jobs(ran, path):
     return recorded
 
 
+def load_run_rows(run_dir):
+    """The contender rows of a finished tools/experiment_matched_latency.py run (its results.json),
+    checked for what the analysis tools read from them."""
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.exists(path):
+        raise ConfigError(path, "results.json", "missing: the run has not finished",
+                          "finish it with its tools/experiment_matched_latency.py command, or pass another run")
+    rows = space_lib.read_json(path, "experiment results").get("rows")
+    if not rows or not all({"name", "group", "ops", "seed", "test_accuracy"} <= set(r) for r in rows):
+        raise ConfigError(path, "rows", "no contender rows with name, group, ops, seed and test_accuracy",
+                          "pass the out_dir of a tools/experiment_matched_latency.py run")
+    return rows
+
+
 def job_signature(argv):
     """A job's command as reuse compares it: the module and its flags, without the interpreter and
     where it writes; an `--arch=PATH` becomes the ops the file holds, since two runs keep the same
@@ -211,15 +225,15 @@ def reuse_jobs(jobs, reuse_dirs, out_dir, log=print):
             continue
         job_dir = os.path.dirname(os.path.abspath(j.done_file))
         rel = os.path.relpath(job_dir, out_dir)
-        why = []
+        want, why = job_signature(j.argv), []
         for d in reuse_dirs:
             src, rec = os.path.join(d, rel), records[d].get(j.name)
             if not os.path.exists(os.path.join(src, os.path.basename(j.done_file))):
                 continue
             if rec is None or "signature" not in rec:
                 why.append(f"{d} recorded no arguments for it")
-            elif rec["signature"] != job_signature(j.argv):
-                diff = sorted(set(rec["signature"]) ^ set(job_signature(j.argv)))
+            elif rec["signature"] != want:
+                diff = sorted(set(rec["signature"]) ^ set(want))
                 why.append(f"{d} ran it with other arguments ({', '.join(diff[:2])})")
             else:
                 if os.path.exists(job_dir):

@@ -82,10 +82,11 @@ def test_seed_noise_tool_reports_the_modules_numbers_and_refuses_an_unfinished_r
     from conftest import ROOT, assert_one_line_error, run_cli
 
     rng = np.random.default_rng(4)
-    rows = [{"group": "random", "ops": [f"r{i}"], "seed": s, "test_accuracy": float(0.86 + i / 1000 + rng.normal(0, .004))}
-            for i in range(10) for s in range(3)]
-    rows += [{"group": "mbv2", "ops": ["m"], "seed": s, "test_accuracy": 0.865} for s in range(3)]
-    rows += [{"group": "aware", "ops": [f"a{s}"], "seed": s, "test_accuracy": 0.87} for s in range(3)]
+    rows = [{"name": f"random_{i}_s{s}", "group": "random", "ops": [f"r{i}"], "seed": s,
+             "test_accuracy": float(0.86 + i / 1000 + rng.normal(0, .004))} for i in range(10) for s in range(3)]
+    rows += [{"name": f"mbv2_s{s}", "group": "mbv2", "ops": ["m"], "seed": s, "test_accuracy": 0.865} for s in range(3)]
+    rows += [{"name": f"aware_s{s}", "group": "aware", "ops": [f"a{s}"], "seed": s, "test_accuracy": 0.87}
+             for s in range(3)]
     run = tmp_path / "exp"
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"rows": rows}))
@@ -104,6 +105,9 @@ def test_seed_noise_tool_reports_the_modules_numbers_and_refuses_an_unfinished_r
     (tmp_path / "unfinished").mkdir()
     proc = run_cli([tool, f"--runs={tmp_path / 'unfinished'}"], timeout=120)
     assert_one_line_error(proc, "results.json")
+    (tmp_path / "unfinished" / "results.json").write_text(json.dumps({"rows": [{"group": "random"}]}))
+    proc = run_cli([tool, f"--runs={tmp_path / 'unfinished'}"], timeout=120)
+    assert_one_line_error(proc, "rows", "experiment_matched_latency.py")
 
 
 def test_claim_noise_needs_two_seeds_and_reports_what_the_pieces_give():

@@ -49,8 +49,13 @@ def test_rebuilt_supernet_reproduces_the_searchs_own_valid_accuracy(micro_search
         scorer = supernet_eval.PathScorer(net, data, 2, cfg.seed)
         other = space_lib.Arch(space, [l.candidates[0] for l in space.layers])
         first = scorer(arch)
+        state_first = [v.numpy().copy() for v, _ in scorer.snapshot]
         scorer(other)  # recalibrating another path in between changes nothing for the next one
+        moved = sum(not np.array_equal(v.numpy(), value) for v, value in scorer.snapshot)
+        assert moved > 0  # the recalibration did move BN statistics, so the restore below is what matters
         assert scorer(arch) == first
+        # the same statistics bit for bit, not only the same accuracy on 100 images
+        assert all(np.array_equal(v.numpy(), want) for (v, _), want in zip(scorer.snapshot, state_first))
     finally:
         tf.config.run_functions_eagerly(False)
     broken = tmp_path / "broken"

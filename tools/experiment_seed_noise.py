@@ -14,7 +14,6 @@ architectures and the fraction of resamples in which it is positive. A claim who
 spans zero is not decided by that budget, whichever way its point estimate falls.
 """
 
-import json
 import os
 import shlex
 import sys
@@ -36,18 +35,6 @@ flags.DEFINE_integer("n_boot", 10000, "Bootstrap resamples of the searched-vs-me
 flags.DEFINE_string("out_json", None, "Where the numbers go (default: print only).")
 flags.DEFINE_string("results_md", None, "Markdown file whose '## Seed noise' section is (re)written.")
 flags.mark_flag_as_required("runs")
-
-
-def load_rows(run_dir):
-    path = os.path.join(run_dir, "results.json")
-    if not os.path.exists(path):
-        raise ConfigError(path, "results.json", "missing: the run has not finished",
-                          "finish it with the same tools/experiment_matched_latency.py command, or drop it from --runs")
-    rows = json.load(open(path)).get("rows")
-    if not rows or not all({"group", "ops", "seed", "test_accuracy"} <= set(r) for r in rows):
-        raise ConfigError(path, "rows", "no contender rows with group, ops, seed and test_accuracy",
-                          "pass the out_dir of a tools/experiment_matched_latency.py run")
-    return rows
 
 
 def analyse(rows, goal, n_boot):
@@ -96,7 +83,7 @@ def main(argv):
                           "give one label per --runs entry, or none")
     results = []
     for label, run in zip(labels, FLAGS.runs):
-        rows = load_rows(run)
+        rows = experiments.load_run_rows(run)
         try:
             r = analyse(rows, FLAGS.goal, FLAGS.n_boot)
         except ValueError as e:

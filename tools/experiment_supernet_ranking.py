@@ -45,47 +45,25 @@ flags.DEFINE_string("results_tag", "", "Tag of the section in --results_md.")
 flags.mark_flag_as_required("run")
 
 
-def load_rows(run):
-    path = os.path.join(run, "results.json")
-    if not os.path.exists(path):
-        raise ConfigError(path, "results.json", "missing: the run has not finished",
-                          "finish it with its tools/experiment_matched_latency.py command, or pass another run")
-    return json.load(open(path))["rows"]
-
-
-def fixed_archs(rows, groups):
-    """{ops tuple: {"names": [...], "seeds": {seed: accuracy}}} of the rows in `groups`."""
-    out = {}
-    for r in rows:
-        if r["group"] in groups:
-            e = out.setdefault(tuple(r["ops"]), {"names": set(), "seeds": {}})
-            e["names"].add(r["name"].rsplit("_s", 1)[0])
-            e["seeds"][int(r["seed"])] = float(r["test_accuracy"])
-    return out
-
-
 def rank_of(value, others):
     """1-based rank of `value` among `others` + itself, highest first."""
     return 1 + int(sum(o > value for o in others))
 
 
-def compare(scores, fixed, own_score=None, own_retrained=None):
-    """τ of the supernet's scores against the retrained seed means and single seeds; where the
-    search's own network ranks in both."""
+def compare(sup, matrix, own_score=None, own_retrained=None):
+    """τ of the supernet's scores `sup` (one per row of `matrix`, archs × seeds of retrained accuracy)
+    against the seed means and single seeds; where the search's own network ranks in both."""
     import numpy as np
     import scipy.stats
 
     from proxyless_tf import accuracy_noise
 
-    keys = list(fixed)
-    seeds = sorted(set.intersection(*(set(fixed[k]["seeds"]) for k in keys)))
-    matrix = np.array([[fixed[k]["seeds"][s] for s in seeds] for k in keys])
-    sup = np.array([scores[k] for k in keys])
+    sup = np.asarray(sup, dtype=float)
     means = matrix.mean(axis=1)
-    out = {"archs": len(keys), "seeds": seeds,
+    out = {"archs": matrix.shape[0], "seeds": matrix.shape[1],
            "tau_mean": float(scipy.stats.kendalltau(sup, means).statistic),
-           "tau_single": [float(scipy.stats.kendalltau(sup, matrix[:, j]).statistic) for j in range(len(seeds))],
-           "noise": accuracy_noise.seed_noise(matrix) if len(seeds) > 1 else None,
+           "tau_single": [float(scipy.stats.kendalltau(sup, matrix[:, j]).statistic) for j in range(matrix.shape[1])],
+           "noise": accuracy_noise.seed_noise(matrix) if matrix.shape[1] > 1 else None,
            "supernet_range": [float(sup.min()), float(sup.max())]}
     top = int(np.argmax(sup))
     out["top_pick_retrained_rank"] = rank_of(means[top], np.delete(means, top))
@@ -118,15 +96,14 @@ def score_search(search_dir, archs):
     return {ops: cache[",".join(ops)] for ops in archs}
 
 
-def evaluate_search(search_dir, fixed, own_row):
+def evaluate_search(search_dir, keys, matrix, own_row):
     from proxyless_tf import search_run
     from proxyless_tf import space as space_lib
 
     own = tuple(space_lib.Arch.from_json(os.path.join(search_dir, "arch.json")).ops)
-    scores = score_search(search_dir, list(fixed) + [own])
+    scores = score_search(search_dir, list(keys) + [own])
     cfg = search_run.read_config(search_dir)
-    res = compare({k: scores[k] for k in fixed}, fixed, scores[own],
-                  own_row["test_accuracy"] if own_row else None)
+    res = compare([scores[k] for k in keys], matrix, scores[own], own_row["test_accuracy"] if own_row else None)
     res.update(epochs=cfg.epochs, max_train=cfg.max_train, batch_size=cfg.batch_size,
                latency_loss=cfg.latency_loss, own_ops=list(own), scores={",".join(k): v for k, v in scores.items()})
     return res
@@ -158,19 +135,24 @@ def main(argv):
     from proxyless_tf import experiments
     from proxyless_tf import space as space_lib
 
-    rows = load_rows(FLAGS.run)
-    path = os.path.join(FLAGS.rows_from or FLAGS.run, "results.json")
-    fixed = fixed_archs(load_rows(FLAGS.rows_from) if FLAGS.rows_from else rows, FLAGS.groups)
-    if len(fixed) < 3:
-        raise ConfigError(path, "rows", f"{len(fixed)} fixed architectures in groups {FLAGS.groups}",
+    from proxyless_tf import accuracy_noise
+
+    rows = experiments.load_run_rows(FLAGS.run)
+    ref = FLAGS.rows_from or FLAGS.run
+    keys, _, matrix = accuracy_noise.arch_seed_matrix(experiments.load_run_rows(ref) if FLAGS.rows_from else rows,
+                                                      FLAGS.groups)
+    if len(keys) < 3:
+        raise ConfigError(os.path.join(ref, "results.json"), "rows",
+                          f"{len(keys)} fixed architectures retrained with common seeds in groups {FLAGS.groups}",
                           "pass a run with random contenders (--num_random >= 2) or other --groups")
     names = FLAGS.searches or sorted(os.path.basename(d) for d in glob.glob(os.path.join(FLAGS.run, "search_*"))
                                      if os.path.isdir(d))
     by_name = {r["name"]: r for r in rows}
     results = {}
     for name in names:
-        print(f"supernet {name}: scoring {len(fixed)} fixed architectures and its own", flush=True)
-        results[name] = evaluate_search(os.path.join(FLAGS.run, name), fixed, by_name.get(name.replace("search_", "", 1)))
+        print(f"supernet {name}: scoring {len(keys)} fixed architectures and its own", flush=True)
+        results[name] = evaluate_search(os.path.join(FLAGS.run, name), keys, matrix,
+                                        by_name.get(name.replace("search_", "", 1)))
     command = "python tools/experiment_supernet_ranking.py " + shlex.join(sys.argv[1:])
     space_lib.write_json_atomic(FLAGS.out_json or os.path.join(FLAGS.run, "supernet_ranking.json"),
                                 {"command": command, "searches": results})
