@@ -92,6 +92,21 @@ def test_ranking_tool_taus_match_scipy_on_its_scores_and_a_rerun_uses_the_cache(
     assert got["top_pick_retrained_rank"] == 1 + int((retrained.mean(axis=1) > retrained[top].mean()).sum())
     assert "| search_blind_s0 | 2 × 640 |" in (run / "R.md").read_text()
 
+    # depth / width / kernel of each arch, decoded here from the op names by hand
+    kept = [[tuple(map(float, re.match(r"mb_k(\d+)_e(\d+)", op).groups())) for op in ops if op != "zero"]
+            for ops in archs]
+    traits = np.array([[len(ops) - len(k), np.mean([e for _, e in k]), np.mean([kk for kk, _ in k])]
+                       for ops, k in zip(archs, kept)])
+    report = json.load(open(run / "supernet_ranking.json"))
+    for j, name in enumerate(("skipped layers", "mean expand ratio", "mean kernel")):
+        for values, got_tau in ((sup, got["trait_tau"][name]),
+                                (retrained.mean(axis=1), report["retrained_trait_tau"][name])):
+            if np.ptp(traits[:, j]) == 0:
+                assert got_tau is None
+            else:
+                assert got_tau == pytest.approx(scipy.stats.kendalltau(values, traits[:, j]).statistic)
+    assert "| skipped layers |" in (run / "R.md").read_text()
+
     again = run_cli(argv, timeout=600)  # every path is cached: nothing is scored, the same numbers
     assert again.returncode == 0 and not re.search(r"\d+/\d+: supernet", again.stdout)
     assert json.load(open(run / "supernet_ranking.json"))["searches"]["search_blind_s0"] == got
