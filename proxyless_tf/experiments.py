@@ -256,10 +256,15 @@ def python_module(module, *args):
     return [sys.executable, "-m", module, *[str(a) for a in args]]
 
 
+HAND_WRITTEN = "<!-- by hand: kept when a tool rewrites this section -->"
+
+
 def write_section(path, text, heading):
     """Replace (or append) the `## ` section called `heading` of a markdown file, keeping the others.
 
-    Each experiment tool owns one section of docs/RESULTS.md and rewrites only that one.
+    Each experiment tool owns one section of docs/RESULTS.md and rewrites only that one. A reading
+    of the numbers written by a person below a `HAND_WRITTEN` line survives the rewrite (it follows
+    the new text): rerunning a tool on more data must not silently delete what someone concluded.
     """
     old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Results\n\n"
     lines = old.splitlines()
@@ -268,5 +273,7 @@ def write_section(path, text, heading):
         new = old.rstrip("\n") + "\n\n" + text
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + [""] + lines[end:])
+        hand = next((i for i in range(start + 1, end) if lines[i].strip() == HAND_WRITTEN), end)
+        kept = [""] + "\n".join(lines[hand:end]).rstrip("\n").splitlines() if hand < end else []
+        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + kept + [""] + lines[end:])
     space_lib.write_text_atomic(path, new.rstrip("\n") + "\n")

@@ -97,6 +97,19 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     assert md.read_text() == "# Results\n\n## A\n\nthree\n\n## B\n\ntwo\n"
 
 
+def test_write_section_keeps_the_hand_written_reading_of_its_section(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    experiments.write_section(str(md), "## A\n\none", "## A")
+    experiments.write_section(str(md), "## B\n\ntwo", "## B")
+    text = md.read_text().replace("one\n", f"one\n\n{experiments.HAND_WRITTEN}\nReading: one is small.\n")
+    md.write_text(text)
+    experiments.write_section(str(md), "## A\n\nthree", "## A")
+    assert md.read_text() == (f"# Results\n\n## A\n\nthree\n\n{experiments.HAND_WRITTEN}\nReading: one is small."
+                              "\n\n## B\n\ntwo\n")
+    experiments.write_section(str(md), "## A\n\nfour", "## A")  # a second rewrite keeps it once
+    assert md.read_text().count("Reading: one is small.") == 1 and "three" not in md.read_text()
+
+
 def test_accuracy_stats_ranks_random_archs_by_their_seed_mean():
     """A lucky single seed of a weak arch does not make it the best: archs are ranked by their mean."""
     from proxyless_tf.experiments import accuracy_stats
