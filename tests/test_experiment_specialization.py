@@ -10,6 +10,7 @@ import os
 import textwrap
 
 from conftest import ROOT, run_cli
+from proxyless_tf.experiments import HAND_WRITTEN
 
 PRELUDE = textwrap.dedent("""
     import importlib.util, json, os, sys
@@ -78,7 +79,7 @@ def test_layer_diff_counts_how_each_layer_differs():
 
 def test_markdown_regenerates_the_committed_section_from_its_results_json():
     """docs/RESULTS.md's `## Specialization [ceiling]` was written by the tool from
-    docs/specialization_ceiling.json; everything above the hand-written reading must come back."""
+    docs/specialization_ceiling.json; everything above the hand-written reading (its marker line) must come back."""
     out = run_tool_code(f"""
         res = json.load(open(os.path.join({ROOT!r}, "docs", "specialization_ceiling.json")))
         print(json.dumps({{"md": tool.markdown(res), "heading": tool._heading()}}))
@@ -88,6 +89,6 @@ def test_markdown_regenerates_the_committed_section_from_its_results_json():
     start = doc.index(out["heading"] + "\n")
     end = doc.find("\n## ", start + 1)
     section = doc[start:end if end > 0 else None]
-    generated = section.split("\nReading (written by hand")[0].strip()
+    generated = section.split(HAND_WRITTEN)[0].strip()
     assert out["md"].strip() == generated
     assert "- pixel1: **holds**" in generated and "- litert1: **holds**" in generated
