@@ -7,7 +7,8 @@ This module measures that from the trainings an experiment already made (several
 fixed architecture), with the textbook tools: the one-way random-effects intra-class correlation
 (ICC(1)) for the reliability of a k-seed mean, Spearman–Brown for the seeds a target reliability
 needs, Kendall's τ between the rankings two seeds give, and a bootstrap over seeds and
-architectures for the searched-vs-median-random difference.
+architectures for the searched-vs-median-random difference. `trait_taus` says which architecture
+traits (depth, width, kernel) a ranking — retrained or a supernet's — orders networks by.
 """
 
 import itertools
@@ -15,6 +16,8 @@ import math
 
 import numpy as np
 import scipy.stats
+
+from proxyless_tf import space as space_lib
 
 
 def arch_seed_matrix(rows, groups=("random", "mbv2")):
@@ -108,3 +111,24 @@ def claim_noise_line(noise):
             parts.append(f"{g} − median random: {b['diff'] * 100:+.2f} points, {b['level']:.0%} bootstrap "
                          f"[{b['lo'] * 100:+.2f}, {b['hi'] * 100:+.2f}], ahead in {b['p_positive']:.0%} of resamples.")
     return " ".join(parts)
+
+
+TRAITS = ("skipped layers", "mean expand ratio", "mean kernel")
+
+
+def arch_traits(ops):
+    """The three things a network of an MBConv space trades against latency: depth (layers set to
+    `zero`), width (expand ratio of the layers it keeps) and receptive field (their kernel size).
+    A supernet can only guide the search if it values each of them as retraining does."""
+    specs = [space_lib.parse_op(op) for op in ops]
+    kept = [s for s in specs if not s.is_zero]
+    n = len(kept) or 1  # a network of only `zero` layers has width and kernel 0
+    return len(specs) - len(kept), sum(s.expand for s in kept) / n, sum(s.kernel for s in kept) / n
+
+
+def trait_taus(values, keys):
+    """Kendall's τ of `values` (one per arch, `keys` their op lists) with each of `TRAITS`; None for a
+    trait that does not vary among the archs (τ is undefined there)."""
+    traits = np.array([arch_traits(k) for k in keys], dtype=float)
+    return [float(scipy.stats.kendalltau(values, traits[:, j]).statistic) if np.ptp(traits[:, j]) > 0
+            else None for j in range(len(TRAITS))]

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from proxyless_tf import accuracy_noise
 
@@ -126,3 +127,22 @@ def test_claim_noise_needs_two_seeds_and_reports_what_the_pieces_give():
     line = accuracy_noise.claim_noise_line(got)
     assert line.startswith("Seed noise (fixed archs, 7 × 2)") and "blind − median random: " in line
     assert accuracy_noise.claim_noise([r for r in rows if r["seed"] == 0]) is None  # one seed: nothing to measure
+
+
+def test_arch_traits_and_their_taus_against_hand_counts_and_scipy():
+    """Depth, width and kernel decoded from op names, and τ of a ranking with each: the ranking
+    tool's trait table. The micro search space of the tool test has one expand ratio, so width is
+    checked here."""
+    archs = [("mb_k3_e3", "zero", "mb_k5_e6"), ("mb_k3_e6", "mb_k3_e6", "mb_k3_e6"),
+             ("zero", "zero", "mb_k7_e3"), ("mb_k5_e3", "mb_k5_e3", "zero")]
+    # by hand: (skipped, mean expand of kept, mean kernel of kept)
+    want = [(1, 4.5, 4.0), (0, 6.0, 3.0), (2, 3.0, 7.0), (1, 3.0, 5.0)]
+    assert [accuracy_noise.arch_traits(a) for a in archs] == want
+    assert accuracy_noise.arch_traits(("zero", "zero")) == (2, 0.0, 0.0)
+    acc = [0.861, 0.872, 0.850, 0.855]
+    got = accuracy_noise.trait_taus(acc, archs)
+    for j in range(3):
+        assert got[j] == pytest.approx(scipy.stats.kendalltau(acc, [w[j] for w in want]).statistic)
+    # width by hand: 5 concordant pairs, none discordant, one pair tied in expand -> tau_b = 5 / sqrt(6 * 5)
+    assert got[1] == pytest.approx(5 / np.sqrt(30))
+    assert accuracy_noise.trait_taus(acc, [("mb_k3_e3", "zero")] * 4) == [None, None, None]

@@ -50,32 +50,6 @@ def rank_of(value, others):
     return 1 + int(sum(o > value for o in others))
 
 
-TRAITS = ("skipped layers", "mean expand ratio", "mean kernel")
-
-
-def arch_traits(ops):
-    """The three things a network of an MBConv space trades against latency: depth (layers set to
-    `zero`), width (expand ratio of the layers it keeps) and receptive field (their kernel size).
-    A supernet can only guide the search if it values each of them as retraining does."""
-    from proxyless_tf import space as space_lib
-
-    specs = [space_lib.parse_op(op) for op in ops]
-    kept = [s for s in specs if not s.is_zero] or [space_lib.OpSpec("none", 0, 0.0)]
-    return (sum(s.is_zero for s in specs), sum(s.expand for s in kept) / len(kept),
-            sum(s.kernel for s in kept) / len(kept))
-
-
-def trait_taus(values, keys):
-    """Kendall's τ of `values` (one per arch in `keys`) against each of `arch_traits`; None for a trait
-    that does not vary among the archs."""
-    import numpy as np
-    import scipy.stats
-
-    traits = np.array([arch_traits(k) for k in keys], dtype=float)
-    return [float(scipy.stats.kendalltau(values, traits[:, j]).statistic) if np.ptp(traits[:, j]) > 0
-            else None for j in range(len(TRAITS))]
-
-
 def compare(sup, matrix, own_score=None, own_retrained=None):
     """τ of the supernet's scores `sup` (one per row of `matrix`, archs × seeds of retrained accuracy)
     against the seed means and single seeds; where the search's own network ranks in both."""
@@ -123,6 +97,7 @@ def score_search(search_dir, archs):
 
 
 def evaluate_search(search_dir, keys, matrix, own_row):
+    from proxyless_tf import accuracy_noise
     from proxyless_tf import search_run
     from proxyless_tf import space as space_lib
 
@@ -130,7 +105,7 @@ def evaluate_search(search_dir, keys, matrix, own_row):
     scores = score_search(search_dir, list(keys) + [own])
     cfg = search_run.read_config(search_dir)
     res = compare([scores[k] for k in keys], matrix, scores[own], own_row["test_accuracy"] if own_row else None)
-    res["trait_tau"] = dict(zip(TRAITS, trait_taus([scores[k] for k in keys], keys)))
+    res["trait_tau"] = dict(zip(accuracy_noise.TRAITS, accuracy_noise.trait_taus([scores[k] for k in keys], keys)))
     res.update(epochs=cfg.epochs, max_train=cfg.max_train, batch_size=cfg.batch_size,
                latency_loss=cfg.latency_loss, own_ops=list(own), scores={",".join(k): v for k, v in scores.items()})
     return res
@@ -145,8 +120,12 @@ def trait_markdown(results, retrained_taus):
              "supernet's score (+: more of it ranks higher):", "",
              "| trait | retrained | " + " | ".join(n.replace("search_", "") for n in names) + " | supernets' mean |",
              "|---|---|" + "---|" * (len(names) + 1)]
-    fmt = lambda t: "—" if t is None else f"{t:+.2f}"  # noqa: E731 - a trait that does not vary
-    for j, trait in enumerate(TRAITS):
+    from proxyless_tf import accuracy_noise
+
+    def fmt(t):
+        return "—" if t is None else f"{t:+.2f}"  # None: the trait does not vary among the archs
+
+    for j, trait in enumerate(accuracy_noise.TRAITS):
         sup = [results[n]["trait_tau"][trait] for n in names]
         known = [t for t in sup if t is not None]
         mean = sum(known) / len(known) if known else None
@@ -154,7 +133,7 @@ def trait_markdown(results, retrained_taus):
     return lines
 
 
-def markdown(results, command, retrained_taus=None):
+def markdown(results, command, retrained_taus):
     lines = ["Each search's supernet (last checkpoint) scores the run's fixed architectures (random and "
              "MobileNetV2-style, all in the latency band) and its own derived network on the search's validation "
              "split, BN re-estimated per path. τ: Kendall's τ of those scores against the retrained accuracies "
@@ -173,16 +152,13 @@ def markdown(results, command, retrained_taus=None):
                      + "/".join(f"{t:+.2f}" for t in r["tau_single"]) + f" | {seed_tau} | "
                      f"{r['supernet_range'][0] * 100:.1f}–{r['supernet_range'][1] * 100:.1f} % | {own} | "
                      f"{r['top_pick_retrained_rank']} of {r['archs']} |")
-    if retrained_taus is not None:
-        lines += trait_markdown(results, retrained_taus)
-    return "\n".join(lines)
+    return "\n".join(lines + trait_markdown(results, retrained_taus))
 
 
 def main(argv):
+    from proxyless_tf import accuracy_noise
     from proxyless_tf import experiments
     from proxyless_tf import space as space_lib
-
-    from proxyless_tf import accuracy_noise
 
     rows = experiments.load_run_rows(FLAGS.run)
     ref = FLAGS.rows_from or FLAGS.run
@@ -201,10 +177,10 @@ def main(argv):
         results[name] = evaluate_search(os.path.join(FLAGS.run, name), keys, matrix,
                                         by_name.get(name.replace("search_", "", 1)))
     command = "python tools/experiment_supernet_ranking.py " + shlex.join(sys.argv[1:])
-    retrained_taus = trait_taus(matrix.mean(axis=1), keys)
+    retrained_taus = accuracy_noise.trait_taus(matrix.mean(axis=1), keys)
     space_lib.write_json_atomic(FLAGS.out_json or os.path.join(FLAGS.run, "supernet_ranking.json"),
                                 {"command": command, "searches": results,
-                                 "retrained_trait_tau": dict(zip(TRAITS, retrained_taus))})
+                                 "retrained_trait_tau": dict(zip(accuracy_noise.TRAITS, retrained_taus))})
     text = markdown(results, command, retrained_taus)
     print(text, flush=True)
     if FLAGS.results_md:
