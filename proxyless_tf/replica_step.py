@@ -122,6 +122,9 @@ def train_step(net, data):
     n = ctx.num_replicas_in_sync
     if net.mode not in ("two", "full"):
         raise ConfigError("<compile>", "mode", f"{net.mode!r} has no distributed step", "search without --strategy")
+    if net.sandwich_paths:
+        raise ConfigError("<compile>", "sandwich", f"{net.sandwich!r} has no distributed step",
+                          "search without --strategy or with --sandwich=none")
     check_optimizer(net.optimizer, "weight_optimizer")
     check_optimizer(net.arch_optimizer, "arch_optimizer")
 

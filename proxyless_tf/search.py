@@ -59,6 +59,11 @@ flags.DEFINE_enum("weight_sampling", "alpha", ["alpha", "uniform"],
                   "Path of each weight step: alpha (the paper: drawn from softmax(alpha)) or uniform (every op "
                   "trained as often, so the supernet does not score alpha's favourites higher for having trained "
                   "them more).")
+flags.DEFINE_enum("sandwich", "none", ["none", "largest", "largest_smallest"],
+                  "Fixed paths every weight step trains besides the sampled one (BigNAS's sandwich rule): the "
+                  "largest network (widest, largest-kernel op everywhere), and with largest_smallest also the "
+                  "smallest (skippable layers skipped, narrowest op elsewhere). Each costs one more forward and "
+                  "backward per weight step.")
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")

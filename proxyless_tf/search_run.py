@@ -55,6 +55,7 @@ class SearchConfig:
     mode: str = "two"
     weight_sharing: str = "independent"
     weight_sampling: str = "alpha"
+    sandwich: str = "none"
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
     epochs: int = 1
@@ -98,6 +99,8 @@ class SearchConfig:
             d.pop("weight_sharing")
         if d["weight_sampling"] == "alpha":  # a run from before the field existed resumes
             d.pop("weight_sampling")
+        if d["sandwich"] == "none":  # a run from before the field existed resumes
+            d.pop("sandwich")
         if d["derive_mode"] == "band":  # a run from before the field existed resumes
             d.pop("derive_mode")
         return d
@@ -319,7 +322,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
     lines = [
         f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
         f"{space.num_architectures():.3g} architectures), mode {cfg.mode}, weights {cfg.weight_sharing}"
-        + (", weight paths uniform" if cfg.weight_sampling == "uniform" else ""),
+        + (", weight paths uniform" if cfg.weight_sampling == "uniform" else "")
+        + (f", sandwich {cfg.sandwich}" if cfg.sandwich != "none" else ""),
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)"
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
@@ -365,6 +369,10 @@ def check_config(cfg):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
+    if cfg.sandwich != "none" and (cfg.strategy != "default" or cfg.mode in ("full", "reinforce")):
+        raise ConfigError("<flags>", "--sandwich", f"{cfg.sandwich!r} has no step for --strategy={cfg.strategy} "
+                          f"--mode={cfg.mode}", "use it with --mode=two or full_v2 and no --strategy, "
+                          "or pass --sandwich=none")
     if cfg.bn_recalibration_steps < 0:
         raise ConfigError("<flags>", "--bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}",
                           "pass 0 or more")
@@ -441,7 +449,7 @@ def run_search(cfg):
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
                        latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing,
-                       weight_sampling=cfg.weight_sampling)
+                       weight_sampling=cfg.weight_sampling, sandwich=cfg.sandwich)
         kernels = None  # None: --nocpu_kernels; all-zero counts: a GPU or oneDNN off, nothing to rebind
         if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels

@@ -16,6 +16,12 @@ One `fit` step on a batch ((x, y), (x_val, y_val)):
    the pair rescale of every layer. The argmax network is evaluated on the same
    validation batch for the `valid_acc` metric.
 
+With a `sandwich` (BigNAS, Yu et al. 2020; OFA's sandwich rule) the weight step also runs
+fixed paths on the same batch — the largest network (every layer's widest, largest-kernel
+op) and optionally the smallest (every skippable layer skipped, the narrowest op elsewhere) —
+and applies the summed gradient once: their ops' weights are applied unconditionally, the
+sampled op's through its `tf.switch_case` as above.
+
 In `full` mode (DARTS baseline) both steps use the softmax-weighted sum of all ops.
 In `full_v2` mode the architecture step runs one sampled path per layer and recomputes the
 other ops' outputs in the backward pass, so α gets the gate gradient of every op with one
@@ -44,10 +50,24 @@ from proxyless_tf.mixed_op import MixedOp
 from proxyless_tf.nested import WEIGHT_SHARING
 
 WEIGHT_SAMPLING = ("alpha", "uniform")
+SANDWICH = ("none", "largest", "largest_smallest")
 LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
 DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
                        "add#abs": {"lambda": 0.1}}
+
+
+def largest_op(candidates):
+    """The widest op of a layer, the largest kernel among the widest (never `zero`)."""
+    ops = [space_lib.parse_op(c) for c in candidates if c != space_lib.ZERO]
+    return max(ops, key=lambda o: (o.expand, o.kernel)).name
+
+
+def smallest_op(candidates):
+    """`zero` where the layer may be skipped, else its narrowest op with the smallest kernel."""
+    if space_lib.ZERO in candidates:
+        return space_lib.ZERO
+    return min((space_lib.parse_op(c) for c in candidates), key=lambda o: (o.expand, o.kernel)).name
 
 
 def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance, ceiling=False):
@@ -161,10 +181,19 @@ class SuperNet(keras.Model):
             paper's sampling lets the supernet score its favourites higher because it trained
             them more (see tools/experiment_supernet_ranking.py); uniform paths remove that
             feedback at the price of training the eventual choice less.
+        sandwich: fixed paths every weight step trains besides the sampled one: `none` (the
+            paper), `largest` or `largest_smallest` (see module doc; `largest_op`,
+            `smallest_op`). Why: with nested weights the channels beyond the narrowest
+            expansion are trained only when a wide op is sampled, so the supernet scores wide
+            layers no better than narrow ones (the width column of
+            tools/experiment_supernet_ranking.py); the largest path trains them every step,
+            and the smallest trains every layer to work after skipped ones. Each fixed path
+            costs one more forward and backward per weight step.
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
-                 latency_num_classes=None, weight_sharing="independent", weight_sampling="alpha", **kwargs):
+                 latency_num_classes=None, weight_sharing="independent", weight_sampling="alpha", sandwich="none",
+                 **kwargs):
         kwargs.setdefault("name", "supernet")
         super().__init__(**kwargs)
         if isinstance(space, dict):
@@ -183,6 +212,12 @@ class SuperNet(keras.Model):
             raise ConfigError("<supernet>", "weight_sampling", f"unknown weight-step sampling {weight_sampling!r}",
                               f"use one of {WEIGHT_SAMPLING}")
         self.weight_sampling = weight_sampling
+        if sandwich not in SANDWICH:
+            raise ConfigError("<supernet>", "sandwich", f"unknown sandwich {sandwich!r}", f"use one of {SANDWICH}")
+        self.sandwich = sandwich
+        picks = {"none": (), "largest": (largest_op,), "largest_smallest": (largest_op, smallest_op)}[sandwich]
+        # per fixed path, per layer: the candidate index (constants of the traced step)
+        self.sandwich_paths = [[l.candidates.index(pick(l.candidates)) for l in space.layers] for pick in picks]
         self.latency_table = latency_table
         if isinstance(latency_space, dict):
             latency_space = space_lib.SearchSpace.from_dict(latency_space)
@@ -454,17 +489,22 @@ class SuperNet(keras.Model):
         return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
     def _apply_weight_step(self, grads, wvars, samples):
-        """Shared weights always; of each layer only the sampled op's weights and slots."""
+        """Shared weights and the sandwich paths' ops always; of the sampled op only its weights and slots."""
         opt = self.optimizer
         grad_of = {id(v): g for g, v in zip(grads, wvars)}
         cand = {id(v) for m in self.mixed_ops for v in m.trainable_variables}
-        shared = [(g, v) for g, v in zip(grads, wvars) if id(v) not in cand]
+        always = [v for v in wvars if id(v) not in cand]
+        for path in self.sandwich_paths:
+            for m, j in zip(self.mixed_ops, path):
+                always += m.candidate_variables(j)
+        always = list({id(v): v for v in always}.values())  # nested candidates share kernels: once each
+        applied = {id(v) for v in always}
         step = tf.identity(opt.iterations)
-        opt.apply([g for g, _ in shared], [v for _, v in shared])
+        opt.apply([grad_of[id(v)] for v in always], always)
         for m, index in zip(self.mixed_ops, samples):
             branches = []
             for j in range(m.num_candidates):
-                vs = m.candidate_variables(j)
+                vs = [v for v in m.candidate_variables(j) if id(v) not in applied]
 
                 def branch(vs=vs):
                     if vs:
@@ -477,13 +517,18 @@ class SuperNet(keras.Model):
         opt.iterations.assign(step + 1)
 
     def weight_step(self, x, y):
+        """One weight step; returns the sampled path's loss and logits (what the metrics show) and samples."""
         wmode = "full" if self.mode == "full" else "single"
         samples = [m.sample(wmode, uniform=self.weight_sampling == "uniform") for m in self.mixed_ops]
         wvars = self.weight_variables
         with tf.GradientTape() as tape:
             logits = self._forward(x, True, wmode, samples)
             ce = self._ce(y, logits)
-        grads = tape.gradient(ce, wvars)
+            loss = ce
+            for path in self.sandwich_paths:  # summed, as BigNAS accumulates its children's gradients
+                fixed = [tf.constant(j, tf.int32) for j in path]
+                loss = loss + self._ce(y, self._forward(x, True, "single", fixed))
+        grads = tape.gradient(loss, wvars)
         if wmode == "full":
             self.optimizer.apply(grads, wvars)
         else:
@@ -610,6 +655,8 @@ class SuperNet(keras.Model):
             config["weight_sharing"] = self.weight_sharing
         if self.weight_sampling != "alpha":
             config["weight_sampling"] = self.weight_sampling
+        if self.sandwich != "none":
+            config["sandwich"] = self.sandwich
         return config
 
     @classmethod

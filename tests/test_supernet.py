@@ -212,3 +212,49 @@ def test_uniform_weight_sampling_trains_every_op_as_often_whatever_alpha_says():
     assert "weight_sampling" not in SuperNet(space, 4, None).get_config()  # the default stays implicit
     with pytest.raises(ConfigError, match="weight_sampling"):
         SuperNet(space, 4, None, weight_sampling="fair")
+
+
+@pytest.mark.parametrize("weight_sharing", ["independent", "nested"])
+def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_paths(weight_sharing):
+    from proxyless_tf.supernet import largest_op, smallest_op
+
+    space = tiny_space()  # candidates mb_k3_e3, mb_k5_e3, mb_k3_e6 (+ zero on some layers)
+    assert largest_op(["mb_k5_e3", "mb_k3_e6", "zero"]) == "mb_k3_e6"
+    assert largest_op(["mb_k7_e6", "mb_k3_e6", "mb_k7_e3"]) == "mb_k7_e6"
+    assert smallest_op(["mb_k5_e3", "mb_k3_e6", "zero"]) == "zero"
+    assert smallest_op(["mb_k5_e6", "mb_k3_e3", "mb_k5_e3"]) == "mb_k3_e3"
+    net = SuperNet(space, 4, None, seed=3, weight_sharing=weight_sharing, sandwich="largest_smallest")
+    names = [[l.candidates[j] for j, l in zip(p, space.layers)] for p in net.sandwich_paths]
+    assert names[0] == ["mb_k3_e6"] * space.num_layers
+    assert names[1] == ["zero" if "zero" in l.candidates else "mb_k3_e3" for l in space.layers]
+    assert "zero" in names[1] and "mb_k3_e3" in names[1]  # both kinds of smallest occur
+    lr = 0.05
+    net.compile(keras.optimizers.SGD(lr), latency_loss=None)  # plain SGD: the update is -lr * gradient
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((8,) + space.input_shape), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 8), tf.int32)
+    wvars = net.weight_variables
+    before = [v.numpy().copy() for v in wvars]
+    samples = [int(s) for s in tf.function(lambda x, y: net.weight_step(x, y)[2])(x, y)]
+    after = [v.numpy().copy() for v in wvars]
+    for v, b in zip(wvars, before):
+        v.assign(b)
+    paths = [samples] + net.sandwich_paths
+    with tf.GradientTape() as tape:  # the formula: one CE per path, on the same batch, summed
+        loss = sum(net._ce(y, net._forward(x, True, "single", [tf.constant(j) for j in p])) for p in paths)
+    grads = tape.gradient(loss, wvars)
+    ran = {id(v) for m, *js in zip(net.mixed_ops, *paths) for j in js for v in m.candidate_variables(j)}
+    cand = {id(v) for m in net.mixed_ops for v in m.trainable_variables}
+    moved = 0
+    for v, b, a, g in zip(wvars, before, after, grads):
+        if id(v) in cand and id(v) not in ran:
+            np.testing.assert_array_equal(a, b, err_msg=f"{v.path}: no path ran it, yet it moved")
+        else:
+            np.testing.assert_allclose(a, b - lr * np.asarray(g), rtol=1e-4, atol=1e-6, err_msg=v.path)
+            moved += int(not np.array_equal(a, b))
+    assert moved > len(net.mixed_ops)
+    cfg = net.get_config()
+    assert cfg["sandwich"] == "largest_smallest" and SuperNet.from_config(cfg).sandwich_paths == net.sandwich_paths
+    assert "sandwich" not in SuperNet(space, 4, None).get_config()
+    with pytest.raises(ConfigError, match="sandwich"):
+        SuperNet(space, 4, None, sandwich="all")
