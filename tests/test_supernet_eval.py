@@ -4,6 +4,7 @@ and tools/experiment_supernet_ranking.py compares those scores with retrained ac
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -31,8 +32,6 @@ def micro_search(tmp_path_factory):
 
 
 def test_rebuilt_supernet_reproduces_the_searchs_own_valid_accuracy(micro_search, tmp_path):
-    import shutil
-
     import tensorflow as tf
 
     from proxyless_tf import supernet_eval
@@ -65,7 +64,7 @@ def test_rebuilt_supernet_reproduces_the_searchs_own_valid_accuracy(micro_search
         supernet_eval.load_search(str(broken))
 
 
-def test_ranking_tool_taus_match_scipy_on_its_scores_and_a_rerun_uses_the_cache(micro_search):
+def test_ranking_tool_taus_match_scipy_on_its_scores_and_a_rerun_uses_the_cache(micro_search, tmp_path):
     space, out = micro_search
     run = out.parent
     rng = np.random.default_rng(0)
@@ -110,6 +109,15 @@ def test_ranking_tool_taus_match_scipy_on_its_scores_and_a_rerun_uses_the_cache(
     again = run_cli(argv, timeout=600)  # every path is cached: nothing is scored, the same numbers
     assert again.returncode == 0 and not re.search(r"\d+/\d+: supernet", again.stdout)
     assert json.load(open(run / "supernet_ranking.json"))["searches"]["search_blind_s0"] == got
+
+    # a probe: search dirs without a results.json, judged against another run's retrained archs
+    probe = tmp_path / "probe"
+    shutil.copytree(out, probe / "search_blind_s0")
+    proc = run_cli([tool, f"--run={probe}", f"--rows_from={run}", "--recalibration_steps=2"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probed = json.load(open(probe / "supernet_ranking.json"))["searches"]["search_blind_s0"]
+    assert probed["tau_mean"] == got["tau_mean"] and probed["scores"] == got["scores"]
+    assert "own_retrained_rank" not in probed  # its own network was never retrained
 
     proc = run_cli([tool, f"--run={run / 'nowhere'}"], timeout=120)
     assert_one_line_error(proc, "results.json")

@@ -32,7 +32,8 @@ from proxyless_tf.errors import ConfigError  # noqa: E402
 HEADING = "## Supernet ranking: does the supernet's score predict retrained accuracy?"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run", None, "Output directory of a finished experiment_matched_latency.py run.")
+flags.DEFINE_string("run", None, "Output directory of a finished experiment_matched_latency.py run (with "
+                    "--rows_from: any directory of search_* runs, finished or not retrained).")
 flags.DEFINE_list("searches", None, "Search directories of the run to evaluate (names like search_blind_s0; "
                   "default: every one).")
 flags.DEFINE_string("rows_from", None, "Run whose retrained fixed architectures are the reference (default: --run); "
@@ -160,7 +161,10 @@ def main(argv):
     from proxyless_tf import experiments
     from proxyless_tf import space as space_lib
 
-    rows = experiments.load_run_rows(FLAGS.run)
+    # with --rows_from, a run still searching (or bare search dirs) can be probed: its own networks
+    # are then scored but not placed in the retrained ranking
+    probe = FLAGS.rows_from and not os.path.exists(os.path.join(FLAGS.run, "results.json"))
+    rows = [] if probe else experiments.load_run_rows(FLAGS.run)
     ref = FLAGS.rows_from or FLAGS.run
     keys, _, matrix = accuracy_noise.arch_seed_matrix(experiments.load_run_rows(ref) if FLAGS.rows_from else rows,
                                                       FLAGS.groups)
