@@ -188,7 +188,9 @@ class SuperNet(keras.Model):
             layers no better than narrow ones (the width column of
             tools/experiment_supernet_ranking.py); the largest path trains them every step,
             and the smallest trains every layer to work after skipped ones. Each fixed path
-            costs one more forward and backward per weight step.
+            costs one more forward and backward per weight step and keeps its activations
+            for the backward (measured: 1.2× the search's peak RSS with `largest`, docs/RESULTS.md
+            `[sandwich]`, where it did not fix the width blindness at that budget).
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
