@@ -369,9 +369,10 @@ def check_config(cfg):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
-    if cfg.sandwich != "none" and (cfg.strategy != "default" or cfg.mode in ("full", "reinforce")):
+    if cfg.sandwich != "none" and (cfg.strategy != "default" or cfg.mode == "full"):
+        # full already trains every op every step; the distributed step has no sandwich
         raise ConfigError("<flags>", "--sandwich", f"{cfg.sandwich!r} has no step for --strategy={cfg.strategy} "
-                          f"--mode={cfg.mode}", "use it with --mode=two or full_v2 and no --strategy, "
+                          f"--mode={cfg.mode}", "use it without --strategy and with a --mode other than full, "
                           "or pass --sandwich=none")
     if cfg.bn_recalibration_steps < 0:
         raise ConfigError("<flags>", "--bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}",
