@@ -277,3 +277,46 @@ def write_section(path, text, heading):
         kept = [""] + "\n".join(lines[hand:end]).rstrip("\n").splitlines() if hand < end else []
         new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + kept + [""] + lines[end:])
     space_lib.write_text_atomic(path, new.rstrip("\n") + "\n")
+
+
+def measure_all(contenders, measure, rounds, path):
+    """The reported latency of every distinct arch: the median of `rounds` fresh measurements.
+
+    One measurement of a network on this VM moves 3-6 % between sessions (a fresh interpreter,
+    another moment), which is the size of the ±5 % band the claim is held to. So at the end every
+    network — random ones too, though they were kept by a first measurement — is measured again
+    `rounds` times with the table's backend settings (`measure(arch, fresh=True)`), each time a
+    fresh conversion and interpreter, in interleaved rounds (round r starts r networks further
+    down the list, so a slow spell of the machine does not always land on the same ones). Rounds
+    are written to `path` as they finish: a killed run resumes at the round it was in, and a run
+    extended with more contenders (more seeds) measures only the new networks in each round.
+    Returns ({ops key: median ms}, {ops key: [ms per round]})."""
+    import json
+
+    paths = sorted({c["arch_path"] for c in contenders.values()})
+
+    def label(p):  # a search's directory, or the file name of an arch under archs/
+        d = os.path.basename(os.path.dirname(p))
+        return d if d != "archs" else os.path.splitext(os.path.basename(p))[0]
+
+    archs = [(label(p), space_lib.Arch.from_json(p)) for p in paths]
+    done = json.load(open(path))["rounds"] if os.path.exists(path) else []
+    for r in range(rounds):
+        got = done[r] if r < len(done) else {}
+        fresh = 0
+        for i in range(len(archs)):
+            name, arch = archs[(i + r) % len(archs)]
+            key = ",".join(arch.ops)
+            if key in got:
+                continue
+            got[key] = ms = measure(arch, fresh=True)
+            fresh += 1
+            print(f"final measurement round {r + 1}/{rounds}, {i + 1}/{len(archs)} {name}: {ms:.4f} ms", flush=True)
+        if r == len(done):
+            done.append(got)
+        if fresh:
+            space_lib.write_json_atomic(path, {"rounds": done})
+    keys = [",".join(a.ops) for _, a in archs]
+    per_arch = {k: [rd[k] for rd in done[:rounds]] for k in keys}
+    return {k: float(np.median(v)) for k, v in per_arch.items()}, per_arch
+

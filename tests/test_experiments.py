@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import latency_helpers
+from search_helpers import micro_space
 from proxyless_tf import experiments
 from proxyless_tf.errors import ConfigError
 
@@ -169,3 +170,34 @@ def test_reuse_jobs_copies_only_finished_jobs_with_the_same_signature(tmp_path):
     assert any("[no reuse] old" in l and "recorded no arguments" in l for l in lines)
     assert not any("missing" in l for l in lines)  # nothing to reuse, nothing to say
     assert experiments.reuse_jobs(want, [str(src)], str(out), log=lines.append) == []  # done now: left alone
+
+
+def test_measure_all_resumes_rounds_and_measures_only_networks_added_since(tmp_path):
+    space = micro_space()
+    archs = [space.sample(seed=i) for i in range(40)]
+    archs = list({tuple(a.ops): a for a in archs}.values())[:3]
+    assert len(archs) == 3
+    contenders = {}
+    for i, a in enumerate(archs):
+        p = tmp_path / f"search_{i}" / "arch.json"
+        p.parent.mkdir()
+        a.to_json(str(p))
+        contenders[f"c{i}"] = {"arch_path": str(p)}
+    calls = []
+
+    def measure(arch, fresh):  # a fake clock: 1 ms per call so far, so every round differs
+        assert fresh
+        calls.append(tuple(arch.ops))
+        return float(len(calls))
+
+    path = str(tmp_path / "final.json")
+    first = dict(list(contenders.items())[:2])
+    med, per = experiments.measure_all(first, measure, 3, path)
+    assert len(calls) == 6 and all(len(v) == 3 for v in per.values())
+    assert med == {k: float(np.median(v)) for k, v in per.items()}
+    calls.clear()
+    med, per = experiments.measure_all(contenders, measure, 3, path)  # one network more: 3 calls
+    assert calls == [tuple(archs[2].ops)] * 3 and len(per) == 3 and per[",".join(archs[2].ops)] == [1.0, 2.0, 3.0]
+    calls.clear()
+    again, _ = experiments.measure_all(contenders, measure, 3, path)  # all done: nothing measured
+    assert not calls and again == med

@@ -221,41 +221,6 @@ def train_jobs(contenders, out):
     return jobs
 
 
-def measure_all(contenders, measure, rounds, path):
-    """The reported latency of every distinct arch: the median of `rounds` fresh measurements.
-
-    One measurement of a network on this VM moves 3-6 % between sessions (a fresh interpreter,
-    another moment), which is the size of the ±5 % band the claim is held to. So at the end every
-    network — random ones too, though they were kept by a first measurement — is measured again
-    `rounds` times with the table's backend settings, each time a fresh conversion and
-    interpreter, in interleaved rounds (round r starts r networks further down the list, so a
-    slow spell of the machine does not always land on the same ones). Rounds are written to
-    `path` as they finish: a killed run resumes at the round it was in.
-    Returns ({ops key: median ms}, {ops key: [ms per round]})."""
-    import numpy as np
-
-    from proxyless_tf import space as space_lib
-
-    paths = sorted({c["arch_path"] for c in contenders.values()})
-
-    def label(p):  # a search's directory, or the file name of an arch under archs/
-        d = os.path.basename(os.path.dirname(p))
-        return d if d != "archs" else os.path.splitext(os.path.basename(p))[0]
-
-    archs = [(label(p), space_lib.Arch.from_json(p)) for p in paths]
-    done = json.load(open(path))["rounds"] if os.path.exists(path) else []
-    for r in range(len(done), rounds):
-        got = {}
-        for i in range(len(archs)):
-            name, arch = archs[(i + r) % len(archs)]
-            got[",".join(arch.ops)] = ms = measure(arch, fresh=True)
-            print(f"final measurement round {r + 1}/{rounds}, {i + 1}/{len(archs)} {name}: {ms:.4f} ms", flush=True)
-        done.append(got)
-        space_lib.write_json_atomic(path, {"rounds": done})
-    per_arch = {k: [rd[k] for rd in done[:rounds]] for k in done[0]} if done else {}
-    return {k: float(np.median(v)) for k, v in per_arch.items()}, per_arch
-
-
 def repeatability(per_arch, first, mbv2_key):
     """How far one measurement strays: each network's spread over the final rounds, relative to
     its median, and the uniform network's first (target-setting) measurement against its median."""
@@ -493,7 +458,7 @@ def main(argv):
     recorded = experiments.record_jobs(ran, os.path.join(out, "jobs.json"))
     measured, repeat = {}, None
     if measure:  # the measurement's own repeatability, next to the ±tolerance it is held to
-        measured, per_arch = measure_all(contenders, measure, FLAGS.final_rounds,
+        measured, per_arch = experiments.measure_all(contenders, measure, FLAGS.final_rounds,
                                          os.path.join(out, "final_measured.json"))
         key = ",".join(space_lib.Arch.from_json(os.path.join(out, "archs", "mbv2.json")).ops)
         repeat = repeatability(per_arch, measure.cache[key], key)
