@@ -291,8 +291,6 @@ def measure_all(contenders, measure, rounds, path):
     are written to `path` as they finish: a killed run resumes at the round it was in, and a run
     extended with more contenders (more seeds) measures only the new networks in each round.
     Returns ({ops key: median ms}, {ops key: [ms per round]})."""
-    import json
-
     paths = sorted({c["arch_path"] for c in contenders.values()})
 
     def label(p):  # a search's directory, or the file name of an arch under archs/
@@ -300,7 +298,7 @@ def measure_all(contenders, measure, rounds, path):
         return d if d != "archs" else os.path.splitext(os.path.basename(p))[0]
 
     archs = [(label(p), space_lib.Arch.from_json(p)) for p in paths]
-    done = json.load(open(path))["rounds"] if os.path.exists(path) else []
+    done = space_lib.read_json(path, "final measurements")["rounds"] if os.path.exists(path) else []
     for r in range(rounds):
         got = done[r] if r < len(done) else {}
         fresh = 0
