@@ -64,6 +64,9 @@ flags.DEFINE_enum("sandwich", "none", ["none", "largest", "largest_smallest"],
                   "largest network (widest, largest-kernel op everywhere), and with largest_smallest also the "
                   "smallest (skippable layers skipped, narrowest op elsewhere). Each costs one more forward and "
                   "backward per weight step.")
+flags.DEFINE_float("distill", 0.0, "With --sandwich=largest or largest_smallest: weight w of the largest path's "
+                   "softmax in the other paths' weight loss, (1 - w) * CE(labels) + w * CE(largest's softmax); "
+                   "1 is BigNAS's in-place distillation, 0 (default) trains every path on the labels.")
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")
@@ -86,7 +89,8 @@ flags.DEFINE_enum("derive_mode", "band", ["band", "ceiling"], "band: derive into
                   "than target x (1 + tolerance) is changed.")
 flags.DEFINE_boolean("derive_measure", False, "Measure the derived network on the table's device (LiteRT or "
                      "TF tables built on this machine) and, when it misses the band, move the table's target by its "
-                     "measured/predicted ratio and derive again (at most 4 measurements); the target is then on "
+                     "measured/predicted ratio, or between two networks measured on either side, and derive again (at "
+                     "most 5 measurements); the target is then on "
                      "the device's clock, not only the table's.")
 flags.DEFINE_float("measured_target_ms", None, "--derive_measure: the target on the device's clock when it differs "
                    "from the table's (--target_ms then prices the latency loss, this one is the measured band); "

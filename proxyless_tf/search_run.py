@@ -56,6 +56,7 @@ class SearchConfig:
     weight_sharing: str = "independent"
     weight_sampling: str = "alpha"
     sandwich: str = "none"
+    distill: float = 0.0
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
     epochs: int = 1
@@ -101,6 +102,8 @@ class SearchConfig:
             d.pop("weight_sampling")
         if d["sandwich"] == "none":  # a run from before the field existed resumes
             d.pop("sandwich")
+        if not d["distill"]:  # a run from before the field existed resumes
+            d.pop("distill")
         if d["derive_mode"] == "band":  # a run from before the field existed resumes
             d.pop("derive_mode")
         return d
@@ -323,7 +326,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"ProxylessNAS search: {cfg.dataset} on space {space.name} ({space.num_layers} searchable layers, "
         f"{space.num_architectures():.3g} architectures), mode {cfg.mode}, weights {cfg.weight_sharing}"
         + (", weight paths uniform" if cfg.weight_sampling == "uniform" else "")
-        + (f", sandwich {cfg.sandwich}" if cfg.sandwich != "none" else ""),
+        + (f", sandwich {cfg.sandwich}" if cfg.sandwich != "none" else "")
+        + (f", distilled {cfg.distill:g}" if cfg.distill else ""),
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)"
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
@@ -374,6 +378,12 @@ def check_config(cfg):
         raise ConfigError("<flags>", "--sandwich", f"{cfg.sandwich!r} has no step for --strategy={cfg.strategy} "
                           f"--mode={cfg.mode}", "use it without --strategy and with a --mode other than full, "
                           "or pass --sandwich=none")
+    if not 0.0 <= cfg.distill <= 1.0:
+        raise ConfigError("<flags>", "--distill", f"{cfg.distill} is not in [0, 1]",
+                          "pass a weight from 0 (labels only) to 1 (BigNAS: the largest's softmax only)")
+    if cfg.distill and not cfg.sandwich.startswith("largest"):
+        raise ConfigError("<flags>", "--distill", f"needs the largest path as the teacher, but --sandwich={cfg.sandwich}",
+                          "add --sandwich=largest_smallest (or largest), or drop --distill")
     if cfg.bn_recalibration_steps < 0:
         raise ConfigError("<flags>", "--bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}",
                           "pass 0 or more")
@@ -450,7 +460,8 @@ def run_search(cfg):
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
                        latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing,
-                       weight_sampling=cfg.weight_sampling, sandwich=cfg.sandwich)
+                       weight_sampling=cfg.weight_sampling, sandwich=cfg.sandwich,
+                       distill=cfg.distill)
         kernels = None  # None: --nocpu_kernels; all-zero counts: a GPU or oneDNN off, nothing to rebind
         if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels

@@ -20,7 +20,9 @@ With a `sandwich` (BigNAS, Yu et al. 2020; OFA's sandwich rule) the weight step 
 fixed paths on the same batch — the largest network (every layer's widest, largest-kernel
 op) and optionally the smallest (every skippable layer skipped, the narrowest op elsewhere) —
 and applies the summed gradient once: their ops' weights are applied unconditionally, the
-sampled op's through its `tf.switch_case` as above.
+sampled op's through its `tf.switch_case` as above. With `distill` > 0 (BigNAS's in-place
+distillation) the largest path learns from the labels and the others partly or wholly from
+the largest's softmax on the same batch (held constant), at no extra forward pass.
 
 In `full` mode (DARTS baseline) both steps use the softmax-weighted sum of all ops.
 In `full_v2` mode the architecture step runs one sampled path per layer and recomputes the
@@ -191,11 +193,16 @@ class SuperNet(keras.Model):
             costs one more forward and backward per weight step and keeps its activations
             for the backward (measured: 1.2× the search's peak RSS with `largest`, docs/RESULTS.md
             `[sandwich]`, where it did not fix the width blindness at that budget).
+        distill: with a sandwich that runs the largest path, the weight w of its soft labels in
+            the other paths' loss: (1 − w) · CE(labels) + w · CE(largest's softmax), 1 being
+            BigNAS's in-place distillation. Why: a child that imitates the largest network on
+            every batch learns the function the wide channels compute, so the supernet may score
+            a network by how near it comes to the largest rather than by how often it was sampled.
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
                  latency_num_classes=None, weight_sharing="independent", weight_sampling="alpha", sandwich="none",
-                 **kwargs):
+                 distill=0.0, **kwargs):
         kwargs.setdefault("name", "supernet")
         super().__init__(**kwargs)
         if isinstance(space, dict):
@@ -220,6 +227,14 @@ class SuperNet(keras.Model):
         picks = {"none": (), "largest": (largest_op,), "largest_smallest": (largest_op, smallest_op)}[sandwich]
         # per fixed path, per layer: the candidate index (constants of the traced step)
         self.sandwich_paths = [[l.candidates.index(pick(l.candidates)) for l in space.layers] for pick in picks]
+        distill = float(distill)
+        if not 0.0 <= distill <= 1.0:
+            raise ConfigError("<supernet>", "distill", f"{distill} is not in [0, 1]",
+                              "0 trains every path on the labels, 1 the non-largest paths on the largest's softmax")
+        if distill and not sandwich.startswith("largest"):
+            raise ConfigError("<supernet>", "distill", f"needs the largest path as the teacher, but sandwich={sandwich!r}",
+                              "pass sandwich='largest' or 'largest_smallest', or distill=0")
+        self.distill = distill
         self.latency_table = latency_table
         if isinstance(latency_space, dict):
             latency_space = space_lib.SearchSpace.from_dict(latency_space)
@@ -490,6 +505,14 @@ class SuperNet(keras.Model):
     def _ce(y, logits):
         return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
+    def _student_loss(self, y, logits, teacher):
+        """A non-largest path's weight-step loss: labels and, with `distill`, the largest's soft labels."""
+        ce = self._ce(y, logits)
+        if teacher is None or not self.distill:
+            return ce
+        soft = keras.ops.mean(keras.losses.categorical_crossentropy(teacher, logits, from_logits=True))
+        return (1.0 - self.distill) * ce + self.distill * soft
+
     def _apply_weight_step(self, grads, wvars, samples):
         """Shared weights and the sandwich paths' ops always; of the sampled op only its weights and slots."""
         opt = self.optimizer
@@ -525,11 +548,14 @@ class SuperNet(keras.Model):
         wvars = self.weight_variables
         with tf.GradientTape() as tape:
             logits = self._forward(x, True, wmode, samples)
-            ce = self._ce(y, logits)
-            loss = ce
-            for path in self.sandwich_paths:  # summed, as BigNAS accumulates its children's gradients
-                fixed = [tf.constant(j, tf.int32) for j in path]
-                loss = loss + self._ce(y, self._forward(x, True, "single", fixed))
+            ce = self._ce(y, logits)  # what the metrics show, whatever the path learns from
+            fixed = [self._forward(x, True, "single", [tf.constant(j, tf.int32) for j in path])
+                     for path in self.sandwich_paths]
+            # the largest (first fixed path) learns from the labels and teaches the others
+            teacher = tf.stop_gradient(keras.ops.softmax(fixed[0])) if self.distill else None
+            loss = self._student_loss(y, logits, teacher) if teacher is not None else ce
+            for k, fixed_logits in enumerate(fixed):  # summed, as BigNAS accumulates its children's gradients
+                loss = loss + (self._ce(y, fixed_logits) if k == 0 else self._student_loss(y, fixed_logits, teacher))
         grads = tape.gradient(loss, wvars)
         if wmode == "full":
             self.optimizer.apply(grads, wvars)
@@ -659,6 +685,8 @@ class SuperNet(keras.Model):
             config["weight_sampling"] = self.weight_sampling
         if self.sandwich != "none":
             config["sandwich"] = self.sandwich
+        if self.distill:
+            config["distill"] = self.distill
         return config
 
     @classmethod

@@ -61,6 +61,20 @@ def test_a_network_in_the_table_band_that_misses_on_the_device_is_rederived_into
     assert len(calls) == len(set(calls))  # every network measured once
 
 
+def test_once_measurements_bracket_the_target_the_table_aims_between_them():
+    # 23 ms: the argmax (18 ms by the table, four 4.2 ms ops: 25.2 on the device) is 9.6 % over;
+    # the ratio aims at 18 x 23 / 25.2 = 16.43 -> 16 predicted, 20.8 measured (-9.6 %). The ratio
+    # of that network would aim at 16 x 23 / 20.8 = 17.69 and derive the argmax again (18 ms):
+    # back and forth, never in the band. The secant between the two measured networks aims at
+    # 16 + (23 - 20.8) x (18 - 16) / (25.2 - 20.8) = 17 ms, which measures 23.0: on target.
+    calls = []
+    arch, ms, rounds = derive_measured(derive, measure_on_device(calls), 23.0, 0.05, max_rounds=4)
+    assert [r["predicted_ms"] for r in rounds] == pytest.approx([18, 16, 17])
+    assert [r["measured_ms"] for r in rounds] == pytest.approx([25.2, 20.8, 23.0])
+    assert rounds[2]["table_target_ms"] == pytest.approx(17.0)
+    assert ms == pytest.approx(23.0) and len(calls) == len(set(calls)) == 3
+
+
 def test_a_band_the_device_cannot_reach_returns_the_nearest_measured_network():
     # 6.5 ms: all-1 ms is 6, one 2 ms op makes 7 on both clocks; ±2 % holds neither
     # the device agrees with the table on this network (no k = 3 op), so the corrected table target

@@ -214,8 +214,8 @@ def test_uniform_weight_sampling_trains_every_op_as_often_whatever_alpha_says():
         SuperNet(space, 4, None, weight_sampling="fair")
 
 
-@pytest.mark.parametrize("weight_sharing", ["independent", "nested"])
-def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_paths(weight_sharing):
+@pytest.mark.parametrize("weight_sharing,distill", [("independent", 0.0), ("nested", 0.0), ("nested", 0.6)])
+def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_paths(weight_sharing, distill):
     from proxyless_tf.supernet import largest_op, smallest_op
 
     space = tiny_space()  # candidates mb_k3_e3, mb_k5_e3, mb_k3_e6 (+ zero on some layers)
@@ -223,7 +223,8 @@ def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_path
     assert largest_op(["mb_k7_e6", "mb_k3_e6", "mb_k7_e3"]) == "mb_k7_e6"
     assert smallest_op(["mb_k5_e3", "mb_k3_e6", "zero"]) == "zero"
     assert smallest_op(["mb_k5_e6", "mb_k3_e3", "mb_k5_e3"]) == "mb_k3_e3"
-    net = SuperNet(space, 4, None, seed=3, weight_sharing=weight_sharing, sandwich="largest_smallest")
+    net = SuperNet(space, 4, None, seed=3, weight_sharing=weight_sharing, sandwich="largest_smallest",
+                   distill=distill)
     names = [[l.candidates[j] for j, l in zip(p, space.layers)] for p in net.sandwich_paths]
     assert names[0] == ["mb_k3_e6"] * space.num_layers
     assert names[1] == ["zero" if "zero" in l.candidates else "mb_k3_e3" for l in space.layers]
@@ -240,8 +241,20 @@ def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_path
     for v, b in zip(wvars, before):
         v.assign(b)
     paths = [samples] + net.sandwich_paths
-    with tf.GradientTape() as tape:  # the formula: one CE per path, on the same batch, summed
-        loss = sum(net._ce(y, net._forward(x, True, "single", [tf.constant(j) for j in p])) for p in paths)
+
+    def run(p):
+        return net._forward(x, True, "single", [tf.constant(j) for j in p])
+
+    # the largest's softmax on this batch, before the step: the other paths' soft labels
+    teacher = tf.constant(tf.nn.softmax(run(net.sandwich_paths[0])).numpy())
+    with tf.GradientTape() as tape:  # the formula: one loss per path, on the same batch, summed
+        losses = []
+        for k, p in enumerate(paths):
+            logits = run(p)
+            ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            soft = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(teacher, logits))
+            losses.append(ce if k == 1 else (1 - distill) * ce + distill * soft)  # k == 1: the largest
+        loss = tf.add_n(losses)
     grads = tape.gradient(loss, wvars)
     ran = {id(v) for m, *js in zip(net.mixed_ops, *paths) for j in js for v in m.candidate_variables(j)}
     cand = {id(v) for m in net.mixed_ops for v in m.trainable_variables}
@@ -255,6 +268,11 @@ def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_path
     assert moved > len(net.mixed_ops)
     cfg = net.get_config()
     assert cfg["sandwich"] == "largest_smallest" and SuperNet.from_config(cfg).sandwich_paths == net.sandwich_paths
+    assert cfg.get("distill", 0.0) == distill and SuperNet.from_config(cfg).distill == distill
     assert "sandwich" not in SuperNet(space, 4, None).get_config()
     with pytest.raises(ConfigError, match="sandwich"):
         SuperNet(space, 4, None, sandwich="all")
+    with pytest.raises(ConfigError, match=r"distill: needs the largest path.*sandwich='none'"):
+        SuperNet(space, 4, None, distill=0.5)
+    with pytest.raises(ConfigError, match=r"distill: 1.5 is not in \[0, 1\]"):
+        SuperNet(space, 4, None, sandwich="largest", distill=1.5)

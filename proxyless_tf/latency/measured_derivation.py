@@ -7,7 +7,8 @@ table's level also drifted between sessions). A network derived into target +- 5
 table* therefore misses that band *on the device* — which is where the user's budget is.
 When the device can be measured from this process (the LiteRT interpreter on this machine, the
 TF runtime here), the derived network is converted and measured; if it misses, the table's
-target is moved by that network's measured/predicted ratio and the derivation repeated. The
+target is moved by that network's measured/predicted ratio (or between two networks measured on
+either side of it) and the derivation repeated. The
 table still decides which layers to change (cheapest in lost log-probability per ms); the
 measurement only corrects where the band is. Direct measurement in the loop is the paper's
 premise ("latency measured on the target hardware"), applied where it is cheap: a handful of
@@ -42,7 +43,7 @@ def backend_like(table, source):
     return backend
 
 
-def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_rounds=4, table_target_ms=None):
+def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_rounds=5, table_target_ms=None):
     """The derived network whose *measured* latency is nearest the band, and the rounds that led there.
 
     Args:
@@ -55,7 +56,14 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
         tolerance: the band, a fraction of target_ms; rounds after the first derive into half of
             it, so the next measurement has room for the table's remaining error.
         ceiling: the target is a budget (only latency above target x (1 + tolerance) misses).
-        max_rounds: measurements at most (a network derived twice is measured once).
+        max_rounds: rounds at most; each round measures a network not measured before.
+
+    Each round after the first aims the table where the measurements say the target lies: once
+    networks have been measured on both sides of it, between the nearest two (the secant of
+    measured against predicted ms), else at pred x target / measured of the last. Why: the
+    table's error differs between networks of one search by several per cent (e.g. 0.875 and
+    0.823 of the measurement for two of them, docs/RESULTS.md `[sandwich_ls]` seed 0), so the
+    last network's ratio alone can throw the next one past the band, back and forth.
     Returns:
         (arch, measured_ms, rounds): rounds is a list of {table_target_ms, predicted_ms,
         measured_ms, ops}, in order.
@@ -64,21 +72,50 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
         err = ms - target_ms
         return max(err, 0.0) if ceiling else abs(err)
 
-    rounds, measured, tol = [], {}, tolerance
+    measured, points = {}, {}  # network -> (arch, measured ms); network -> (predicted, measured) ms
     table_target = target_ms if table_target_ms is None else table_target_ms
-    for _ in range(max_rounds):
-        arch, pred = derive(table_target, tol)
+    arch, pred = derive(table_target, tolerance)
+    rounds = []
+    while True:
         key = tuple(arch.ops)
         if key not in measured:
             measured[key] = (arch, float(measure(arch)))
         ms = measured[key][1]
+        points[key] = (pred, ms)
         rounds.append({"table_target_ms": table_target, "predicted_ms": pred, "measured_ms": ms, "ops": list(key)})
-        if miss(ms) <= tolerance * target_ms:
+        if miss(ms) <= tolerance * target_ms or len(rounds) >= max_rounds:
             break
-        # where the table would have to aim for this network family to measure on target
-        new_target = pred * target_ms / ms
-        if abs(new_target - table_target) <= 1e-9 * target_ms:
-            break
-        table_target, tol = new_target, tolerance / 2
+        # deriving is free, measuring is not: aim where the measurements point, and take the first
+        # aim that gives a network not measured yet (the table's steps are coarse; a secant aim can
+        # land on a network at one end of the bracket again)
+        fresh = None
+        for aim in next_table_targets(list(points.values()), pred, ms, target_ms):
+            for tol in (tolerance / 2, tolerance / 4):
+                a, p = derive(aim, tol)
+                if tuple(a.ops) not in measured:
+                    fresh = (aim, a, p)
+                    break
+            if fresh:
+                break
+        if fresh is None:
+            break  # every aim derives a network already measured
+        table_target, arch, pred = fresh
     best_key = min(measured, key=lambda k: miss(measured[k][1]))
     return measured[best_key][0], measured[best_key][1], rounds
+
+
+def next_table_targets(points, pred, ms, target_ms):
+    """Where the table should aim next, best first, from the (predicted, measured) ms of the networks so far.
+
+    Bracketed (measured below and above the target): the secant between the nearest network
+    below and the nearest above. Then the last network's ratio, pred x target / measured: where
+    the table would have to aim for that network's family to measure on target.
+    """
+    aims = []
+    below = [p for p in points if p[1] < target_ms]
+    above = [p for p in points if p[1] > target_ms]
+    if below and above:
+        (p_lo, m_lo), (p_hi, m_hi) = max(below, key=lambda p: p[1]), min(above, key=lambda p: p[1])
+        aims.append(p_lo + (target_ms - m_lo) * (p_hi - p_lo) / (m_hi - m_lo))
+    aims.append(pred * target_ms / ms)
+    return aims
