@@ -46,6 +46,13 @@ def backend_like(table, source):
 def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_rounds=5, table_target_ms=None):
     """The derived network whose *measured* latency is nearest the band, and the rounds that led there.
 
+    Each round after the first aims the table where the measurements say the target lies: once
+    networks have been measured on both sides of it, between the nearest two (the secant of
+    measured against predicted ms), else at pred x target / measured of the last. Why: the
+    table's error differs between networks of one search by several per cent (0.875 and 0.823
+    of the measurement for two of them, docs/RESULTS.md `[sandwich_ls]` seed 0), so the last
+    network's ratio alone can throw the next one past the band, back and forth.
+
     Args:
         derive: table_target_ms, tolerance -> (arch, predicted_ms); the table-based derivation.
         measure: arch -> measured ms on the device.
@@ -54,16 +61,10 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
             on the table's clock when the caller knows how the two differ (e.g. a network
             measured and predicted near the target).
         tolerance: the band, a fraction of target_ms; rounds after the first derive into half of
-            it, so the next measurement has room for the table's remaining error.
+            it (a quarter when half gives a network already measured), so the next measurement
+            has room for the table's remaining error.
         ceiling: the target is a budget (only latency above target x (1 + tolerance) misses).
-        max_rounds: rounds at most; each round measures a network not measured before.
-
-    Each round after the first aims the table where the measurements say the target lies: once
-    networks have been measured on both sides of it, between the nearest two (the secant of
-    measured against predicted ms), else at pred x target / measured of the last. Why: the
-    table's error differs between networks of one search by several per cent (e.g. 0.875 and
-    0.823 of the measurement for two of them, docs/RESULTS.md `[sandwich_ls]` seed 0), so the
-    last network's ratio alone can throw the next one past the band, back and forth.
+        max_rounds: measurements at most, each of a network not measured before.
     Returns:
         (arch, measured_ms, rounds): rounds is a list of {table_target_ms, predicted_ms,
         measured_ms, ops}, in order.
@@ -78,8 +79,7 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
     rounds = []
     while True:
         key = tuple(arch.ops)
-        if key not in measured:
-            measured[key] = (arch, float(measure(arch)))
+        measured[key] = (arch, float(measure(arch)))  # every round's network is a new one
         ms = measured[key][1]
         points[key] = (pred, ms)
         rounds.append({"table_target_ms": table_target, "predicted_ms": pred, "measured_ms": ms, "ops": list(key)})
