@@ -150,6 +150,8 @@ class MixedOp(keras.layers.Layer):
 
     # ---- forward --------------------------------------------------------------------------
     def _run(self, index, x, training):
+        if isinstance(index, int):  # a fixed path (the sandwich's): that op alone, no switch_case in the graph
+            return self.ops[index](x, training=training)
         branches = [lambda v, op=op: op(v, training=training) for op in self.ops]
         return keras.ops.switch(index, branches, x)
 

@@ -549,8 +549,9 @@ class SuperNet(keras.Model):
         with tf.GradientTape() as tape:
             logits = self._forward(x, True, wmode, samples)
             ce = self._ce(y, logits)  # what the metrics show, whatever the path learns from
-            fixed = [self._forward(x, True, "single", [tf.constant(j, tf.int32) for j in path])
-                     for path in self.sandwich_paths]
+            # Python ints: each fixed path is traced as a plain network, not through every layer's
+            # C-way switch_case (tools/bench_search.py: 0.43x the tracing, 0.59x the graph's RSS)
+            fixed = [self._forward(x, True, "single", list(path)) for path in self.sandwich_paths]
             # the largest (first fixed path) learns from the labels and teaches the others
             teacher = tf.stop_gradient(keras.ops.softmax(fixed[0])) if self.distill else None
             loss = self._student_loss(y, logits, teacher) if teacher is not None else ce

@@ -88,6 +88,16 @@ def test_single_mode_runs_only_the_sampled_op_and_full_is_weighted_sum(sharing):
     for j in range(4):
         y = op(x, training=False, mode="single", sample=tf.constant(j))
         np.testing.assert_allclose(y.numpy(), (x + op.ops[j](x, training=False)).numpy(), atol=1e-6)
+    # a fixed path (a Python int, as the sandwich passes) is the same op, traced without a switch_case
+    for j in range(4):
+        fn = tf.function(lambda v, j=j: op(v, training=False, mode="single", sample=j))
+        np.testing.assert_allclose(fn(x).numpy(), op(x, training=False, mode="single", sample=tf.constant(j)).numpy(),
+                                   atol=1e-6)
+        kinds = {n.op for n in fn.get_concrete_function(x).graph.as_graph_def().node}
+        assert not kinds & {"Case", "StatelessCase"}, kinds
+    dynamic = tf.function(lambda v, j: op(v, training=False, mode="single", sample=j))
+    assert {n.op for n in dynamic.get_concrete_function(x, tf.constant(0)).graph.as_graph_def().node} & {
+        "Case", "StatelessCase"}
     p = tf.nn.softmax(op.alpha).numpy()
     full = op(x, training=False, mode="full")
     expect = x.numpy() + sum(p[j] * op.ops[j](x, training=False).numpy() for j in range(4))

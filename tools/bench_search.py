@@ -10,6 +10,10 @@ Configurations, all at the same batch and resolution:
   full_v2 the official code's full_v2 architecture step (one path forward, every op's gate
           gradient; the other ops' outputs recomputed in the backward), α only
   reinforce  a Proxyless-R architecture step (one sampled path forward, no tape, α only)
+  sandwich   the weight step with --sandwich=largest_smallest (the sampled path, the largest and
+          the smallest network on the same batch), each fixed path traced as a plain network
+  sandwich_switch  the same step with the fixed paths run through every layer's switch_case,
+          as before they were traced as plain networks (MixedOp's fixed-index shortcut off)
 at 7 candidates (6 MBConv + zero, the paper's set) and, for weight/two/full/full_v2, at 4 and 12
 MBConv candidates (each set contains mb_k7_e6, so the biggest path is the same).
 
@@ -97,7 +101,14 @@ def run_child(cfg):
             return loss
     else:
         mode = kind if kind in ("full", "full_v2", "reinforce") else "two"
-        net = SuperNet(space, 10, None, mode=mode, seed=0)
+        if kind == "sandwich_switch":
+            from proxyless_tf.mixed_op import MixedOp
+
+            run = MixedOp._run
+            MixedOp._run = lambda self, index, x, training: run(
+                self, tf.constant(index, tf.int32) if isinstance(index, int) else index, x, training)
+        net = SuperNet(space, 10, None, mode=mode, seed=0,
+                       sandwich="largest_smallest" if kind.startswith("sandwich") else "none")
         net.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), latency_loss=None)
         fn = net.arch_step if kind in ("two", "full_v2", "reinforce") else (lambda a, b: net.weight_step(a, b)[0])
         step = tf.function(lambda: fn(x, y))
@@ -119,7 +130,7 @@ def run_child(cfg):
 
 def configs():
     out = [("plain", 7, {"kind": "plain", "candidates": PAPER6, "allow_zero": True})]
-    for kind in ("weight", "two", "full", "full_v2", "reinforce"):
+    for kind in ("weight", "two", "full", "full_v2", "reinforce", "sandwich", "sandwich_switch"):
         out.append((kind, 7, {"kind": kind, "candidates": PAPER6, "allow_zero": True}))
     for n in (4, 12):
         for kind in ("weight", "two", "full", "full_v2"):
@@ -169,6 +180,15 @@ def report(r):
     for name in ("weight@7", "two@7", "full@7", "full_v2@7", "reinforce@7"):
         print(f"{name:12s} {ratio(name, 'plain@7', 'mem_mib'):7.2f}x {ratio(name, 'plain@7', 'step_s'):7.2f}x   "
               f"{targets[name]}")
+    print("sandwich weight step (largest_smallest) against the single-path weight step; fixed paths as plain "
+          "networks vs through switch_case:")
+    for name in ("sandwich@7", "sandwich_switch@7"):
+        print(f"{name:18s} mem {ratio(name, 'weight@7', 'mem_mib'):5.2f}x  time {ratio(name, 'weight@7', 'step_s'):5.2f}x  "
+              f"trace+first step {ratio(name, 'weight@7', 'trace_s'):5.2f}x")
+    print(f"plain fixed paths / switch_case: trace+first step {ratio('sandwich@7', 'sandwich_switch@7', 'trace_s'):.2f}x, "
+          f"step {ratio('sandwich@7', 'sandwich_switch@7', 'step_s'):.2f}x, "
+          f"mem {ratio('sandwich@7', 'sandwich_switch@7', 'mem_mib'):.2f}x, "
+          f"RSS after tracing (the graph) {ratio('sandwich@7', 'sandwich_switch@7', 'base_mib'):.2f}x")
     print("growth 4 -> 12 candidates (memory): target two/single <= 1.15x, full >= 2x")
     for kind in ("weight", "two", "full", "full_v2"):
         print(f"{kind:12s} {ratio(f'{kind}@12', f'{kind}@4', 'mem_mib'):7.2f}x  "
