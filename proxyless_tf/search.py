@@ -90,7 +90,7 @@ flags.DEFINE_enum("derive_mode", "band", ["band", "ceiling"], "band: derive into
 flags.DEFINE_boolean("derive_measure", False, "Measure the derived network on the table's device (LiteRT or "
                      "TF tables built on this machine) and, when it misses the band, move the table's target by its "
                      "measured/predicted ratio, or between two networks measured on either side, and derive again (at "
-                     "most 5 measurements); the target is then on "
+                     "most 5 measurements, until one is within half the band); the target is then on "
                      "the device's clock, not only the table's.")
 flags.DEFINE_float("measured_target_ms", None, "--derive_measure: the target on the device's clock when it differs "
                    "from the table's (--target_ms then prices the latency loss, this one is the measured band); "

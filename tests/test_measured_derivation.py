@@ -75,6 +75,19 @@ def test_once_measurements_bracket_the_target_the_table_aims_between_them():
     assert ms == pytest.approx(23.0) and len(calls) == len(set(calls)) == 3
 
 
+def test_a_network_in_the_outer_part_of_the_band_is_kept_only_when_nothing_nearer_follows():
+    # 11 ms, band ±8 %: the argmax measures 13.4 (+22 %); the ratio aims at 9.03 -> 9 ms predicted,
+    # 10.2 measured (-7.3 %): inside the band, but a fresh measurement at the end could put it
+    # outside. With settle=1 the search stops there; by default (settle 0.5: within ±4 %) it
+    # measures the secant's network too, 10 ms predicted, 11.2 measured (+1.8 %), and keeps that
+    _, ms, rounds = derive_measured(derive, measure_on_device([]), 11.0, 0.08, settle=1.0)
+    assert len(rounds) == 2 and ms == pytest.approx(10.2)
+    calls = []
+    arch, ms, rounds = derive_measured(derive, measure_on_device(calls), 11.0, 0.08)
+    assert [r["measured_ms"] for r in rounds] == pytest.approx([13.4, 10.2, 11.2])
+    assert ms == pytest.approx(11.2) and rounds[2]["predicted_ms"] == 10.0 and len(calls) == 3
+
+
 def test_a_band_the_device_cannot_reach_returns_the_nearest_measured_network():
     # 6.5 ms: all-1 ms is 6, one 2 ms op makes 7 on both clocks; ±2 % holds neither
     # the device agrees with the table on this network (no k = 3 op), so the corrected table target
