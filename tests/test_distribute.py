@@ -149,7 +149,7 @@ def test_two_worker_processes_finish_with_identical_alpha(runs):
     assert r0["argmax_ops"] == r1["argmax_ops"]
     # --derive_measure: only the chief measured (a second process timing interpreters on the
     # same host would disturb it); the other worker derived from the table alone
-    assert r0["measured_ms"] > 0 and 1 <= len(r0["measured_rounds"]) <= 4 and "measured_ms" not in r1
+    assert r0["measured_ms"] > 0 and 1 <= len(r0["measured_rounds"]) <= 5 and "measured_ms" not in r1
     assert "derive_measure: measured" in w[0].stdout and "derive_measure" not in w[1].stdout
     assert (chief / "checkpoints" / "last.weights.h5").exists()
 

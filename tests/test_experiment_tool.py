@@ -42,7 +42,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
             assert abs(measured[",".join(row["ops"])] - target) <= 0.5 * target
             assert abs(row["predicted_ms"] - table.predict(mbv2, 10)) <= 1.0 * table.predict(mbv2, 10)
         if row["group"] in ("aware", "blind"):  # the search measured its derived network itself
-            assert row["search_measured_ms"] > 0 and 1 <= row["derive_measure_rounds"] <= 4
+            assert row["search_measured_ms"] > 0 and 1 <= row["derive_measure_rounds"] <= 5
             last = json.loads((out / f"search_{row['name']}" / "alpha_history.json").read_text())[-1]["probs"]
             assert row["alpha_max_prob_mean"] == np.mean([max(p.values()) for p in last])
             assert row["alpha_uniform_prob_mean"] == np.mean([1 / len(p) for p in last])
