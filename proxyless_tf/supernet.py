@@ -191,13 +191,15 @@ class SuperNet(keras.Model):
             tools/experiment_supernet_ranking.py); the largest path trains them every step,
             and the smallest trains every layer to work after skipped ones. Each fixed path
             costs one more forward and backward per weight step and keeps its activations
-            for the backward (measured: 1.2× the search's peak RSS with `largest`, docs/RESULTS.md
-            `[sandwich]`, where it did not fix the width blindness at that budget).
+            for the backward; the fixed paths are traced as plain networks (no `switch_case`),
+            so the graph hardly grows (`[ls_v2]`: peak RSS 3.7–4.1 GiB, as the plain search;
+            5.5–5.8 when they went through every layer's `switch_case`).
         distill: with a sandwich that runs the largest path, the weight w of its soft labels in
             the other paths' loss: (1 − w) · CE(labels) + w · CE(largest's softmax), 1 being
             BigNAS's in-place distillation. Why: a child that imitates the largest network on
             every batch learns the function the wide channels compute, so the supernet may score
             a network by how near it comes to the largest rather than by how often it was sampled.
+            Measured at w = 0.5 (docs/RESULTS.md `[kd05]`): the aware networks got worse.
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
