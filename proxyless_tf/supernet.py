@@ -507,10 +507,10 @@ class SuperNet(keras.Model):
     def _ce(y, logits):
         return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
-    def _student_loss(self, y, logits, teacher):
-        """A non-largest path's weight-step loss: labels and, with `distill`, the largest's soft labels."""
-        ce = self._ce(y, logits)
-        if teacher is None or not self.distill:
+    def _student_loss(self, ce, logits, teacher):
+        """A non-largest path's weight-step loss from its label CE: with a teacher (`distill`),
+        mixed with the CE against the largest path's softmax."""
+        if teacher is None:
             return ce
         soft = keras.ops.mean(keras.losses.categorical_crossentropy(teacher, logits, from_logits=True))
         return (1.0 - self.distill) * ce + self.distill * soft
@@ -556,9 +556,10 @@ class SuperNet(keras.Model):
             fixed = [self._forward(x, True, "single", list(path)) for path in self.sandwich_paths]
             # the largest (first fixed path) learns from the labels and teaches the others
             teacher = tf.stop_gradient(keras.ops.softmax(fixed[0])) if self.distill else None
-            loss = self._student_loss(y, logits, teacher) if teacher is not None else ce
+            loss = self._student_loss(ce, logits, teacher)
             for k, fixed_logits in enumerate(fixed):  # summed, as BigNAS accumulates its children's gradients
-                loss = loss + (self._ce(y, fixed_logits) if k == 0 else self._student_loss(y, fixed_logits, teacher))
+                fixed_ce = self._ce(y, fixed_logits)
+                loss = loss + (fixed_ce if k == 0 else self._student_loss(fixed_ce, fixed_logits, teacher))
         grads = tape.gradient(loss, wvars)
         if wmode == "full":
             self.optimizer.apply(grads, wvars)

@@ -78,30 +78,23 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
         err = ms - target_ms
         return max(err, 0.0) if ceiling else abs(err)
 
-    measured, points = {}, {}  # network -> (arch, measured ms); network -> (predicted, measured) ms
+    measured = {}  # network -> (arch, measured ms); every round's network is a new one
     table_target = target_ms if table_target_ms is None else table_target_ms
     arch, pred = derive(table_target, tolerance)
     rounds = []
     while True:
-        key = tuple(arch.ops)
-        measured[key] = (arch, float(measure(arch)))  # every round's network is a new one
-        ms = measured[key][1]
-        points[key] = (pred, ms)
-        rounds.append({"table_target_ms": table_target, "predicted_ms": pred, "measured_ms": ms, "ops": list(key)})
+        ms = float(measure(arch))
+        measured[tuple(arch.ops)] = (arch, ms)
+        rounds.append({"table_target_ms": table_target, "predicted_ms": pred, "measured_ms": ms, "ops": list(arch.ops)})
         if miss(ms) <= settle * tolerance * target_ms or len(rounds) >= max_rounds:
             break
         # deriving is free, measuring is not: aim where the measurements point, and take the first
         # aim that gives a network not measured yet (the table's steps are coarse; a secant aim can
         # land on a network at one end of the bracket again)
-        fresh = None
-        for aim in next_table_targets(list(points.values()), pred, ms, target_ms):
-            for tol in (tolerance / 2, tolerance / 4):
-                a, p = derive(aim, tol)
-                if tuple(a.ops) not in measured:
-                    fresh = (aim, a, p)
-                    break
-            if fresh:
-                break
+        points = [(r["predicted_ms"], r["measured_ms"]) for r in rounds]
+        tries = ((aim, *derive(aim, tol)) for aim in next_table_targets(points, pred, ms, target_ms)
+                 for tol in (tolerance / 2, tolerance / 4))
+        fresh = next(((aim, a, p) for aim, a, p in tries if tuple(a.ops) not in measured), None)
         if fresh is None:
             break  # every aim derives a network already measured
         table_target, arch, pred = fresh
