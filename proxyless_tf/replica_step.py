@@ -15,13 +15,15 @@ moved to where no synchronisation happens:
     replica context (each replica: its slice of the global batch)
       1. sample one path per layer (the SeedGenerator state is a mirrored variable updated
          locally, so every replica draws the same paths)
-      2. gradients of CE / num_replicas (a hand-written mean: the SUM all-reduce then gives
-         the gradient of the global-batch mean, as on one device)
+      2. gradients of the weight loss / num_replicas (`SuperNet.weight_loss`: the sampled
+         path's CE, plus the sandwich's fixed paths when there is one; a hand-written mean: the
+         SUM all-reduce then gives the gradient of the global-batch mean, as on one device)
       3. all-reduce SUM, at the top level
     one merge_call -> cross-replica context (no synchronisation inside: control flow is fine)
       4. weight decay + `optimizer.update_step` through `strategy.extended.update` on every
          copy — what Keras' own TF optimizer does inside its merge_call — for the shared
-         weights always and, per layer inside a `tf.switch_case`, for the sampled op only
+         weights and the sandwich paths' ops always and, per layer inside a `tf.switch_case`,
+         for the rest of the sampled op (`SuperNet.weight_update_groups`, as on one device)
     replica context
       5. if an architecture step is due (`tf.cond`, no synchronisation inside): sample pairs,
          forward on the validation slice, gradients of the arch loss / num_replicas in α
@@ -72,17 +74,17 @@ def _update(strategy, opt, grads, variables, lr):
 
 
 def _apply_weights(strategy, net, grads, wvars, samples):
-    """Cross-replica: shared weights always; of each layer only the sampled op's weights and slots."""
+    """Cross-replica: by `SuperNet.weight_update_groups` — shared weights and the sandwich paths'
+    ops always; of each layer the rest of the sampled op's weights and slots."""
     opt = net.optimizer
     lr = tf.identity(opt.learning_rate)  # the schedule at this step, for every update below
     grad_of = {id(v): g for g, v in zip(grads, wvars)}
-    cand = {id(v) for m in net.mixed_ops for v in m.trainable_variables}
-    shared = [v for v in wvars if id(v) not in cand]
-    _update(strategy, opt, [grad_of[id(v)] for v in shared], shared, lr)
-    for m, index in zip(net.mixed_ops, samples):
+    always, per_layer = net.weight_update_groups(wvars)
+    _update(strategy, opt, [grad_of[id(v)] for v in always], always, lr)
+    for groups, index in zip(per_layer, samples):
         branches = []
-        for j in range(m.num_candidates):
-            def branch(vs=m.candidate_variables(j)):
+        for vs in groups:
+            def branch(vs=vs):
                 _update(strategy, opt, [grad_of[id(v)] for v in vs], vs, lr)
                 return tf.constant(0)
 
@@ -122,9 +124,6 @@ def train_step(net, data):
     n = ctx.num_replicas_in_sync
     if net.mode not in ("two", "full"):
         raise ConfigError("<compile>", "mode", f"{net.mode!r} has no distributed step", "search without --strategy")
-    if net.sandwich_paths:
-        raise ConfigError("<compile>", "sandwich", f"{net.sandwich!r} has no distributed step",
-                          "search without --strategy or with --sandwich=none")
     check_optimizer(net.optimizer, "weight_optimizer")
     check_optimizer(net.arch_optimizer, "arch_optimizer")
 
@@ -133,9 +132,8 @@ def train_step(net, data):
     samples = [m.sample(wmode, uniform=net.weight_sampling == "uniform") for m in net.mixed_ops]
     wvars = net.weight_variables
     with tf.GradientTape() as tape:
-        logits = net._forward(x, True, wmode, samples)
-        ce = net._ce(y, logits)
-        scaled = ce / n
+        loss, ce, logits = net.weight_loss(x, y, samples, wmode)  # with the sandwich's fixed paths
+        scaled = loss / n
     grads = ctx.all_reduce(SUM, tape.gradient(scaled, wvars))
     if wmode == "full":
         ctx.merge_call(lambda s, g: _apply_all(s, net, g, wvars), args=(grads,))

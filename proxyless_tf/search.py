@@ -63,7 +63,7 @@ flags.DEFINE_enum("sandwich", "none", ["none", "largest", "largest_smallest"],
                   "Fixed paths every weight step trains besides the sampled one (BigNAS's sandwich rule): the "
                   "largest network (widest, largest-kernel op everywhere), and with largest_smallest also the "
                   "smallest (skippable layers skipped, narrowest op elsewhere). Each costs one more forward and "
-                  "backward per weight step.")
+                  "backward per weight step. Also under --strategy; not with --mode=full.")
 flags.DEFINE_float("distill", 0.0, "With --sandwich=largest or largest_smallest: weight w of the largest path's "
                    "softmax in the other paths' weight loss, (1 - w) * CE(labels) + w * CE(largest's softmax); "
                    "1 is BigNAS's in-place distillation, 0 (default) trains every path on the labels.")

@@ -373,11 +373,9 @@ def check_config(cfg):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
-    if cfg.sandwich != "none" and (cfg.strategy != "default" or cfg.mode == "full"):
-        # full already trains every op every step; the distributed step has no sandwich
-        raise ConfigError("<flags>", "--sandwich", f"{cfg.sandwich!r} has no step for --strategy={cfg.strategy} "
-                          f"--mode={cfg.mode}", "use it without --strategy and with a --mode other than full, "
-                          "or pass --sandwich=none")
+    if cfg.sandwich != "none" and cfg.mode == "full":  # full already trains every op every step
+        raise ConfigError("<flags>", "--sandwich", f"{cfg.sandwich!r} adds nothing to --mode=full, which trains "
+                          "every op every step", "use it with --mode=two (or full_v2, reinforce), or pass --sandwich=none")
     if not 0.0 <= cfg.distill <= 1.0:
         raise ConfigError("<flags>", "--distill", f"{cfg.distill} is not in [0, 1]",
                           "pass a weight from 0 (labels only) to 1 (BigNAS: the largest's softmax only)")

@@ -515,24 +515,32 @@ class SuperNet(keras.Model):
         soft = keras.ops.mean(keras.losses.categorical_crossentropy(teacher, logits, from_logits=True))
         return (1.0 - self.distill) * ce + self.distill * soft
 
-    def _apply_weight_step(self, grads, wvars, samples):
-        """Shared weights and the sandwich paths' ops always; of the sampled op only its weights and slots."""
-        opt = self.optimizer
-        grad_of = {id(v): g for g, v in zip(grads, wvars)}
+    def weight_update_groups(self, wvars):
+        """The weights every weight step moves (shared ones and the sandwich paths' ops, once each:
+        nested candidates share kernels) and, per layer and candidate, the rest of its weights —
+        moved only when that candidate is the sampled one. Both the one-device and the
+        distributed step update by these groups, so both move the same variables."""
         cand = {id(v) for m in self.mixed_ops for v in m.trainable_variables}
         always = [v for v in wvars if id(v) not in cand]
         for path in self.sandwich_paths:
             for m, j in zip(self.mixed_ops, path):
                 always += m.candidate_variables(j)
-        always = list({id(v): v for v in always}.values())  # nested candidates share kernels: once each
+        always = list({id(v): v for v in always}.values())
         applied = {id(v) for v in always}
+        per_layer = [[[v for v in m.candidate_variables(j) if id(v) not in applied] for j in range(m.num_candidates)]
+                     for m in self.mixed_ops]
+        return always, per_layer
+
+    def _apply_weight_step(self, grads, wvars, samples):
+        """Shared weights and the sandwich paths' ops always; of the sampled op only its weights and slots."""
+        opt = self.optimizer
+        grad_of = {id(v): g for g, v in zip(grads, wvars)}
+        always, per_layer = self.weight_update_groups(wvars)
         step = tf.identity(opt.iterations)
         opt.apply([grad_of[id(v)] for v in always], always)
-        for m, index in zip(self.mixed_ops, samples):
+        for groups, index in zip(per_layer, samples):
             branches = []
-            for j in range(m.num_candidates):
-                vs = [v for v in m.candidate_variables(j) if id(v) not in applied]
-
+            for vs in groups:
                 def branch(vs=vs):
                     if vs:
                         opt.iterations.assign(step)  # same lr schedule point for every apply
@@ -543,23 +551,29 @@ class SuperNet(keras.Model):
             tf.switch_case(index, branches)
         opt.iterations.assign(step + 1)
 
+    def weight_loss(self, x, y, samples, mode="single"):
+        """The weight step's loss on (x, y) with the sampled path `samples` (and the sandwich's fixed
+        paths), and the sampled path's CE and logits (what the metrics show). Called under a tape."""
+        logits = self._forward(x, True, mode, samples)
+        ce = self._ce(y, logits)  # what the metrics show, whatever the path learns from
+        # Python ints: each fixed path is traced as a plain network, not through every layer's
+        # C-way switch_case (tools/bench_search.py: 0.43x the tracing, 0.59x the graph's RSS)
+        fixed = [self._forward(x, True, "single", list(path)) for path in self.sandwich_paths]
+        # the largest (first fixed path) learns from the labels and teaches the others
+        teacher = tf.stop_gradient(keras.ops.softmax(fixed[0])) if self.distill else None
+        loss = self._student_loss(ce, logits, teacher)
+        for k, fixed_logits in enumerate(fixed):  # summed, as BigNAS accumulates its children's gradients
+            fixed_ce = self._ce(y, fixed_logits)
+            loss = loss + (fixed_ce if k == 0 else self._student_loss(fixed_ce, fixed_logits, teacher))
+        return loss, ce, logits
+
     def weight_step(self, x, y):
         """One weight step; returns the sampled path's loss and logits (what the metrics show) and samples."""
         wmode = "full" if self.mode == "full" else "single"
         samples = [m.sample(wmode, uniform=self.weight_sampling == "uniform") for m in self.mixed_ops]
         wvars = self.weight_variables
         with tf.GradientTape() as tape:
-            logits = self._forward(x, True, wmode, samples)
-            ce = self._ce(y, logits)  # what the metrics show, whatever the path learns from
-            # Python ints: each fixed path is traced as a plain network, not through every layer's
-            # C-way switch_case (tools/bench_search.py: 0.43x the tracing, 0.59x the graph's RSS)
-            fixed = [self._forward(x, True, "single", list(path)) for path in self.sandwich_paths]
-            # the largest (first fixed path) learns from the labels and teaches the others
-            teacher = tf.stop_gradient(keras.ops.softmax(fixed[0])) if self.distill else None
-            loss = self._student_loss(ce, logits, teacher)
-            for k, fixed_logits in enumerate(fixed):  # summed, as BigNAS accumulates its children's gradients
-                fixed_ce = self._ce(y, fixed_logits)
-                loss = loss + (fixed_ce if k == 0 else self._student_loss(fixed_ce, fixed_logits, teacher))
+            loss, ce, logits = self.weight_loss(x, y, samples, wmode)
         grads = tape.gradient(loss, wvars)
         if wmode == "full":
             self.optimizer.apply(grads, wvars)

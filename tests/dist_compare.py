@@ -1,5 +1,8 @@
 """Run by tests/test_distribute.py in a fresh interpreter: one device vs MirroredStrategy on 2 CPUs.
 
+The same comparison runs once more with the sandwich rule (fixed largest and smallest
+paths in every weight step, nested kernels, in-place distillation).
+
 A subprocess because the CPU can be split into logical devices only before TensorFlow
 initialises them, which the test session has long done. Prints one JSON line.
 
@@ -45,11 +48,11 @@ def duplicated_halves_data():
     return tf.data.Dataset.zip((train, valid))
 
 
-def make(scope, warmup_epochs=1):
+def make(scope, warmup_epochs=1, **net_kwargs):
     keras.utils.set_random_seed(0)
     lo, hi = TABLE.latency_range(SPACE, 4)
     with scope:
-        net = SuperNet(SPACE, 4, TABLE, seed=0)
+        net = SuperNet(SPACE, 4, TABLE, seed=0, **net_kwargs)
         net.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
                     keras.optimizers.Adam(0.1, beta_1=0.0), latency_loss="add#linear", target_ms=(lo + hi) / 2,
                     warmup_epochs=warmup_epochs)
@@ -94,6 +97,21 @@ class FirstStepMoves(keras.callbacks.Callback):
                                                               for s in slots_of(opt, w)]]
 
 
+def gaps(one, two):
+    """How far the mirrored run `two` is from the one-device run `one`, and its replicas apart."""
+    all_vars = lambda n: n.weights + n.optimizer.variables + n.arch_optimizer.variables  # noqa: E731
+    return {
+        "alpha_one": [m.alpha.numpy().tolist() for m in one.mixed_ops],
+        "alpha_two": [m.alpha.numpy().tolist() for m in two.mixed_ops],
+        "weight_gap": max_diff([np.asarray(v) for v in one.weights], [copies(v)[0] for v in two.weights]),
+        "slot_gap": max_diff([np.asarray(v) for v in one.optimizer.variables + one.arch_optimizer.variables],
+                             [copies(v)[0] for v in two.optimizer.variables + two.arch_optimizer.variables]),
+        "replica_gap": max(max_diff(copies(v)[:1], copies(v)[1:]) for v in all_vars(two) if len(copies(v)) == 2),
+        "iterations": [int(copies(o.iterations)[0]) for o in (one.optimizer, two.optimizer, one.arch_optimizer,
+                                                               two.arch_optimizer)],
+    }
+
+
 def main():
     t0 = time.time()
     one = make(contextlib.nullcontext())
@@ -103,21 +121,26 @@ def main():
     first = FirstStepMoves()
     h2 = two.fit(duplicated_halves_data(), epochs=2, verbose=0, callbacks=[first]).history
     t2 = time.time()
-    all_vars = lambda n: n.weights + n.optimizer.variables + n.arch_optimizer.variables  # noqa: E731
+    # the sandwich (nested kernels, largest + smallest paths, the largest teaching at 0.5) on both
+    sandwich = dict(weight_sharing="nested", sandwich="largest_smallest", distill=0.5)
+    one_s = make(contextlib.nullcontext(), **sandwich)
+    h1_s = one_s.fit(duplicated_halves_data(), epochs=2, verbose=0).history
+    two_s = make(STRATEGY.scope(), **sandwich)
+    h2_s = two_s.fit(duplicated_halves_data(), epochs=2, verbose=0).history
+    plain_nested = make(contextlib.nullcontext(), weight_sharing="nested")
+    plain_nested.fit(duplicated_halves_data(), epochs=2, verbose=0)
+    t3 = time.time()
     print(json.dumps({
         "replicas": STRATEGY.num_replicas_in_sync,
-        "alpha_one": [m.alpha.numpy().tolist() for m in one.mixed_ops],
-        "alpha_two": [m.alpha.numpy().tolist() for m in two.mixed_ops],
-        "weight_gap": max_diff([np.asarray(v) for v in one.weights], [copies(v)[0] for v in two.weights]),
-        "slot_gap": max_diff([np.asarray(v) for v in one.optimizer.variables + one.arch_optimizer.variables],
-                             [copies(v)[0] for v in two.optimizer.variables + two.arch_optimizer.variables]),
-        "replica_gap": max(max_diff(copies(v)[:1], copies(v)[1:]) for v in all_vars(two) if len(copies(v)) == 2),
-        "iterations": [int(copies(o.iterations)[0]) for o in (one.optimizer, two.optimizer, one.arch_optimizer,
-                                                               two.arch_optimizer)],
+        **gaps(one, two),
         "history_one": h1, "history_two": h2,
         "accuracy_total_count": [float(np.asarray(v)) for v in two._metric("accuracy").variables],
         "moved_in_first_weight_step": first.moved,
-        "seconds": {"one_device": round(t1 - t0, 1), "mirrored": round(t2 - t1, 1)},
+        "sandwich": dict(gaps(one_s, two_s), history_one=h1_s, history_two=h2_s,
+                         # what the fixed paths change: the same run without them, on one device
+                         gap_to_no_sandwich=max_diff([np.asarray(v) for v in one_s.weights],
+                                                     [np.asarray(v) for v in plain_nested.weights])),
+        "seconds": {"one_device": round(t1 - t0, 1), "mirrored": round(t2 - t1, 1), "sandwich": round(t3 - t2, 1)},
     }))
 
 

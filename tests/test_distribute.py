@@ -1,4 +1,5 @@
-"""tf.distribute: the search on 2 mirrored CPUs equals one device; 2 workers agree; bad clusters fail fast.
+"""tf.distribute: the search (plain and sandwich) on 2 mirrored CPUs equals one device; 2 workers
+agree; bad clusters fail fast.
 
 Every distributed run is a subprocess (logical CPUs and multi-worker servers need a fresh
 TensorFlow). They are all started at once by a module fixture, so their start-up and
@@ -10,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -71,6 +73,19 @@ def killed_run_args(tmp):
                                "--cluster_timeout=240", f"--out_dir={tmp}/killed"]
 
 
+def kill_after_checkpoint(procs, state, limit_s=600):
+    """SIGKILL worker 1 of the `kill` pair once `state` (its first resume checkpoint) is written;
+    records on the thread what it saw, for the test to assert."""
+    t0 = time.time()
+    while not state.exists():
+        if procs["kill0"].p.poll() is not None or time.time() - t0 > limit_s:
+            threading.current_thread().outcome = "no checkpoint while worker 0 ran"
+            return
+        time.sleep(0.2)
+    procs["kill1"].p.kill()
+    threading.current_thread().outcome = "killed"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
@@ -102,7 +117,12 @@ def runs(tmp_path_factory):
                                      "--batch_size=64", "--steps_per_epoch=3", "--strategy=mirrored",
                                      "--cpu_devices=2", f"--out_dir={tmp}/train"]),
     }
-    yield tmp, procs
+    # worker 1 of the long pair is killed as soon as its first resume checkpoint exists, whatever
+    # test runs then (waiting for that test would let a fast pair finish first)
+    killer = threading.Thread(target=kill_after_checkpoint, args=(procs, tmp / "killed" / "resume" / "state.json"),
+                              daemon=True)
+    killer.start()
+    yield tmp, procs, killer
     print("\nsubprocess seconds:", {k: round(getattr(pr, "seconds", -1), 1) for k, pr in procs.items()})
     for pr in procs.values():
         if pr.p.poll() is None:
@@ -110,7 +130,7 @@ def runs(tmp_path_factory):
 
 
 def test_search_on_two_mirrored_cpus_matches_one_device(runs):
-    _, procs = runs
+    _, procs, _ = runs
     pr = procs["compare"].wait()
     assert pr.returncode == 0, pr.stderr[-3000:]
     r = json.loads(pr.stdout.strip().splitlines()[-1])
@@ -130,10 +150,18 @@ def test_search_on_two_mirrored_cpus_matches_one_device(runs):
     # the weight step's invariant on the distributed path: at most one candidate per layer moved
     assert all(len(m) <= 1 for m in r["moved_in_first_weight_step"]), r["moved_in_first_weight_step"]
     assert sum(len(m) for m in r["moved_in_first_weight_step"]) >= 1
+    # the sandwich's distributed step trains the same fixed paths with the same loss
+    sw = r["sandwich"]
+    np.testing.assert_allclose(np.concatenate(sw["alpha_two"]), np.concatenate(sw["alpha_one"]), atol=1e-5)
+    assert sw["weight_gap"] < 1e-5 and sw["slot_gap"] < 1e-5 and sw["replica_gap"] == 0.0
+    assert sw["iterations"] == [6, 6, 3, 3]
+    assert sw["gap_to_no_sandwich"] > 1e-3  # the fixed paths did change the weights
+    for key, one in sw["history_one"].items():
+        np.testing.assert_allclose(sw["history_two"][key], one, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_two_worker_processes_finish_with_identical_alpha(runs):
-    tmp, procs = runs
+    tmp, procs, _ = runs
     w = [procs[f"worker{i}"].wait() for i in range(2)]
     for pr in w:
         assert pr.returncode == 0, pr.stderr[-3000:]
@@ -155,7 +183,7 @@ def test_two_worker_processes_finish_with_identical_alpha(runs):
 
 
 def test_dead_worker_fails_with_one_line_in_bounded_time(runs):
-    _, procs = runs
+    _, procs, _ = runs
     pr = procs["dead"].wait(timeout=DEAD_TIMEOUT_S + 120)
     assert pr.returncode != 0
     lines = [l for l in pr.stderr.splitlines() if l.startswith("error:")]
@@ -167,14 +195,10 @@ def test_dead_worker_fails_with_one_line_in_bounded_time(runs):
 def test_worker_killed_mid_run_stops_with_one_line_and_both_resume(runs):
     """SIGKILL worker 1 after the first resume checkpoint: worker 0 ends with one line naming the
     checkpoint; the same command on both workers continues from it and finishes in sync."""
-    tmp, procs = runs
-    state = tmp / "killed" / "resume" / "state.json"
-    t0 = time.time()
-    while not state.exists():
-        assert procs["kill0"].p.poll() is None, procs["kill0"].err.read_text()[-3000:]
-        assert time.time() - t0 < 600, "no resume checkpoint after 600 s"
-        time.sleep(0.5)
-    procs["kill1"].p.kill()
+    tmp, procs, killer = runs
+    killer.join(timeout=660)
+    assert getattr(killer, "outcome", None) == "killed", (getattr(killer, "outcome", None),
+                                                          procs["kill0"].err.read_text()[-3000:])
     pr = procs["kill0"].wait(timeout=300)
     assert pr.returncode == 2, (pr.returncode, pr.stderr[-3000:])
     lines = [l for l in pr.stderr.splitlines() if l.startswith("error:")]
@@ -193,7 +217,7 @@ def test_worker_killed_mid_run_stops_with_one_line_and_both_resume(runs):
 
 
 def test_retraining_on_two_mirrored_cpus(runs):
-    tmp, procs = runs
+    tmp, procs, _ = runs
     pr = procs["train"].wait()
     assert pr.returncode == 0, pr.stderr[-3000:]
     res = json.loads((tmp / "train" / "result.json").read_text())
