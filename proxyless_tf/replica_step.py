@@ -129,7 +129,7 @@ def train_step(net, data):
 
     # ---- weight step
     wmode = "full" if net.mode == "full" else "single"
-    samples = [m.sample(wmode, uniform=net.weight_sampling == "uniform") for m in net.mixed_ops]
+    samples = net.weight_samples(wmode)
     wvars = net.weight_variables
     with tf.GradientTape() as tape:
         loss, ce, logits = net.weight_loss(x, y, samples, wmode)  # with the sandwich's fixed paths

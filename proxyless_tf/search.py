@@ -67,6 +67,10 @@ flags.DEFINE_enum("sandwich", "none", ["none", "largest", "largest_smallest"],
 flags.DEFINE_float("distill", 0.0, "With --sandwich=largest or largest_smallest: weight w of the largest path's "
                    "softmax in the other paths' weight loss, (1 - w) * CE(labels) + w * CE(largest's softmax); "
                    "1 is BigNAS's in-place distillation, 0 (default) trains every path on the labels.")
+flags.DEFINE_enum("warmup_path", "sampled", ["sampled", "largest"],
+                  "Path of the warm-up epochs' weight steps: sampled (the paper: as after the warm-up) or largest "
+                  "(the largest network only, once-for-all's first stage; the sub-networks then start from its "
+                  "trained weights). Needs --warmup_epochs >= 1.")
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")

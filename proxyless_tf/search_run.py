@@ -57,6 +57,7 @@ class SearchConfig:
     weight_sampling: str = "alpha"
     sandwich: str = "none"
     distill: float = 0.0
+    warmup_path: str = "sampled"
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
     epochs: int = 1
@@ -104,6 +105,8 @@ class SearchConfig:
             d.pop("sandwich")
         if not d["distill"]:  # a run from before the field existed resumes
             d.pop("distill")
+        if d["warmup_path"] == "sampled":  # a run from before the field existed resumes
+            d.pop("warmup_path")
         if d["derive_mode"] == "band":  # a run from before the field existed resumes
             d.pop("derive_mode")
         return d
@@ -327,7 +330,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         f"{space.num_architectures():.3g} architectures), mode {cfg.mode}, weights {cfg.weight_sharing}"
         + (", weight paths uniform" if cfg.weight_sampling == "uniform" else "")
         + (f", sandwich {cfg.sandwich}" if cfg.sandwich != "none" else "")
-        + (f", distilled {cfg.distill:g}" if cfg.distill else ""),
+        + (f", distilled {cfg.distill:g}" if cfg.distill else "")
+        + (f", warm-up on the {cfg.warmup_path} path" if cfg.warmup_path != "sampled" else ""),
         f"latency table   {table.path} ({table.device.get('backend')}, {len(table)} blocks)"
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
@@ -382,6 +386,10 @@ def check_config(cfg):
     if cfg.distill and not cfg.sandwich.startswith("largest"):
         raise ConfigError("<flags>", "--distill", f"needs the largest path as the teacher, but --sandwich={cfg.sandwich}",
                           "add --sandwich=largest_smallest (or largest), or drop --distill")
+    if cfg.warmup_path != "sampled" and (cfg.mode == "full" or not cfg.warmup_epochs):
+        raise ConfigError("<flags>", "--warmup_path", f"{cfg.warmup_path!r} needs warm-up epochs with one path per "
+                          f"weight step, but --warmup_epochs={cfg.warmup_epochs} --mode={cfg.mode}",
+                          "pass --warmup_epochs=1 or more and a --mode other than full, or drop --warmup_path")
     if cfg.bn_recalibration_steps < 0:
         raise ConfigError("<flags>", "--bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}",
                           "pass 0 or more")
@@ -459,7 +467,7 @@ def run_search(cfg):
         net = SuperNet(space, data.num_classes, table, mode=cfg.mode, seed=cfg.seed, latency_space=lat_space,
                        latency_num_classes=lat_nc, weight_sharing=cfg.weight_sharing,
                        weight_sampling=cfg.weight_sampling, sandwich=cfg.sandwich,
-                       distill=cfg.distill)
+                       distill=cfg.distill, warmup_path=cfg.warmup_path)
         kernels = None  # None: --nocpu_kernels; all-zero counts: a GPU or oneDNN off, nothing to rebind
         if cfg.cpu_kernels:
             from proxyless_tf import cpu_kernels

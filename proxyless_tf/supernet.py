@@ -53,6 +53,7 @@ from proxyless_tf.nested import WEIGHT_SHARING
 
 WEIGHT_SAMPLING = ("alpha", "uniform")
 SANDWICH = ("none", "largest", "largest_smallest")
+WARMUP_PATHS = ("sampled", "largest")
 LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
 DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
@@ -200,11 +201,17 @@ class SuperNet(keras.Model):
             every batch learns the function the wide channels compute, so the supernet may score
             a network by how near it comes to the largest rather than by how often it was sampled.
             Measured at w = 0.5 (docs/RESULTS.md `[kd05]`): the aware networks got worse.
+        warmup_path: the path of the warm-up epochs' weight steps: `sampled` (the paper: as
+            after the warm-up) or `largest` (the largest network only, once-for-all's first
+            stage: train the full network, then let the sub-networks share its weights). Why:
+            a narrow op's nested channels are then a slice of a trained wide layer, so cutting
+            them away costs accuracy in the supernet as it does in a retrained network, where
+            a supernet trained on sampled paths from the start scores wide layers no better.
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
                  latency_num_classes=None, weight_sharing="independent", weight_sampling="alpha", sandwich="none",
-                 distill=0.0, **kwargs):
+                 distill=0.0, warmup_path="sampled", **kwargs):
         kwargs.setdefault("name", "supernet")
         super().__init__(**kwargs)
         if isinstance(space, dict):
@@ -237,6 +244,15 @@ class SuperNet(keras.Model):
             raise ConfigError("<supernet>", "distill", f"needs the largest path as the teacher, but sandwich={sandwich!r}",
                               "pass sandwich='largest' or 'largest_smallest', or distill=0")
         self.distill = distill
+        if warmup_path not in WARMUP_PATHS:
+            raise ConfigError("<supernet>", "warmup_path", f"unknown warm-up path {warmup_path!r}",
+                              f"use one of {WARMUP_PATHS}")
+        if warmup_path != "sampled" and mode == "full":
+            raise ConfigError("<supernet>", "warmup_path", f"{warmup_path!r} needs one path per weight step, but "
+                              "mode='full' runs every op", "use mode='two' (or full_v2, reinforce) or "
+                              "warmup_path='sampled'")
+        self.warmup_path = warmup_path
+        self.largest_path = [l.candidates.index(largest_op(l.candidates)) for l in space.layers]
         self.latency_table = latency_table
         if isinstance(latency_space, dict):
             latency_space = space_lib.SearchSpace.from_dict(latency_space)
@@ -567,10 +583,19 @@ class SuperNet(keras.Model):
             loss = loss + (fixed_ce if k == 0 else self._student_loss(fixed_ce, fixed_logits, teacher))
         return loss, ce, logits
 
+    def weight_samples(self, wmode):
+        """Each layer's op of a weight step (None per layer in `full`): drawn by `weight_sampling`,
+        or during the warm-up with `warmup_path='largest'` the largest op."""
+        samples = [m.sample(wmode, uniform=self.weight_sampling == "uniform") for m in self.mixed_ops]
+        if self.warmup_path == "largest":
+            warm = tf.equal(self.arch_enabled, 0)  # drawn either way: the same draws follow the warm-up
+            samples = [tf.where(warm, tf.constant(j, s.dtype), s) for s, j in zip(samples, self.largest_path)]
+        return samples
+
     def weight_step(self, x, y):
         """One weight step; returns the sampled path's loss and logits (what the metrics show) and samples."""
         wmode = "full" if self.mode == "full" else "single"
-        samples = [m.sample(wmode, uniform=self.weight_sampling == "uniform") for m in self.mixed_ops]
+        samples = self.weight_samples(wmode)
         wvars = self.weight_variables
         with tf.GradientTape() as tape:
             loss, ce, logits = self.weight_loss(x, y, samples, wmode)
@@ -705,6 +730,8 @@ class SuperNet(keras.Model):
             config["sandwich"] = self.sandwich
         if self.distill:
             config["distill"] = self.distill
+        if self.warmup_path != "sampled":
+            config["warmup_path"] = self.warmup_path
         return config
 
     @classmethod

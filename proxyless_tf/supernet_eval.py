@@ -41,7 +41,7 @@ def load_search(search_dir, eager=True):
                                 label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
     net = SuperNet(space, data.num_classes, None, mode=cfg.mode, seed=cfg.seed, weight_sharing=cfg.weight_sharing,
                    weight_sampling=cfg.weight_sampling, sandwich=cfg.sandwich,
-                   distill=cfg.distill)
+                   distill=cfg.distill, warmup_path=cfg.warmup_path)
     # the optimizers as the search built them, so the checkpoint's optimizer variables match
     net.compile(weight_optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(cfg.weight_lr, 1),
                                                       momentum=cfg.weight_momentum, nesterov=True,

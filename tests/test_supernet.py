@@ -214,6 +214,41 @@ def test_uniform_weight_sampling_trains_every_op_as_often_whatever_alpha_says():
         SuperNet(space, 4, None, weight_sampling="fair")
 
 
+def test_largest_warmup_path_trains_only_the_largest_network_until_the_arch_steps_start():
+    space = micro_space()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((4,) + space.input_shape), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 4), tf.int32)
+    net = SuperNet(space, 4, None, seed=1, weight_sampling="uniform", warmup_path="largest")
+    net.compile(keras.optimizers.SGD(0.1), latency_loss=None, warmup_epochs=1)
+    assert int(net.arch_enabled) == 0  # the warm-up
+    largest = [m.candidates.index(max((c for c in m.candidates if c != "zero"),
+                                      key=lambda c: (int(c.split("_e")[1]), int(c[4])))) for m in net.mixed_ops]
+    assert net.largest_path == largest
+    step = tf.function(lambda x, y: net.weight_step(x, y)[2])
+    snapshot = lambda: [[[v.numpy() for v in op.trainable_variables] for op in m.ops]  # noqa: E731
+                        for m in net.mixed_ops]
+    before = snapshot()
+    warm = np.array([[int(s) for s in step(x, y)] for _ in range(20)])
+    assert (warm == largest).all(), warm
+    after = snapshot()
+    moved = [[j for j, (a, b) in enumerate(zip(layer_after, layer_before))
+              if any(not np.array_equal(u, v) for u, v in zip(a, b))]
+             for layer_after, layer_before in zip(after, before)]
+    assert moved == [[j] for j in largest], moved  # only the largest op's weights, in every layer
+    net.arch_enabled.assign(1)  # after the warm-up: the sampled paths (uniform: every op)
+    draws = np.array([[int(s) for s in step(x, y)] for _ in range(40)])
+    for i, m in enumerate(net.mixed_ops):
+        assert len(set(draws[:, i])) == m.num_candidates, draws[:, i]
+    cfg = net.get_config()
+    assert cfg["warmup_path"] == "largest" and SuperNet.from_config(cfg).warmup_path == "largest"
+    assert "warmup_path" not in SuperNet(space, 4, None).get_config()  # the default stays implicit
+    with pytest.raises(ConfigError, match="warmup_path"):
+        SuperNet(space, 4, None, warmup_path="smallest")
+    with pytest.raises(ConfigError, match="mode='full' runs every op"):
+        SuperNet(space, 4, None, mode="full", warmup_path="largest")
+
+
 @pytest.mark.parametrize("weight_sharing,distill", [("independent", 0.0), ("nested", 0.0), ("nested", 0.6)])
 def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_paths(weight_sharing, distill):
     from proxyless_tf.supernet import largest_op, smallest_op
