@@ -207,6 +207,9 @@ class SuperNet(keras.Model):
             a narrow op's nested channels are then a slice of a trained wide layer, so cutting
             them away costs accuracy in the supernet as it does in a retrained network, where
             a supernet trained on sampled paths from the start scores wide layers no better.
+            Only the sampled path is replaced: a sandwich's fixed paths still run in the warm-up
+            (with `largest_smallest` the smallest trains too and the largest's gradient counts
+            twice, as the sampled and as the fixed path).
     """
 
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
