@@ -236,6 +236,9 @@ class SuperNet(keras.Model):
         if sandwich not in SANDWICH:
             raise ConfigError("<supernet>", "sandwich", f"unknown sandwich {sandwich!r}", f"use one of {SANDWICH}")
         self.sandwich = sandwich
+        # per layer, the candidate index of the largest op: the sandwich's first fixed path and
+        # the warm-up path of warmup_path="largest"
+        self.largest_path = [l.candidates.index(largest_op(l.candidates)) for l in space.layers]
         picks = {"none": (), "largest": (largest_op,), "largest_smallest": (largest_op, smallest_op)}[sandwich]
         # per fixed path, per layer: the candidate index (constants of the traced step)
         self.sandwich_paths = [[l.candidates.index(pick(l.candidates)) for l in space.layers] for pick in picks]
@@ -255,7 +258,6 @@ class SuperNet(keras.Model):
                               "mode='full' runs every op", "use mode='two' (or full_v2, reinforce) or "
                               "warmup_path='sampled'")
         self.warmup_path = warmup_path
-        self.largest_path = [l.candidates.index(largest_op(l.candidates)) for l in space.layers]
         self.latency_table = latency_table
         if isinstance(latency_space, dict):
             latency_space = space_lib.SearchSpace.from_dict(latency_space)
