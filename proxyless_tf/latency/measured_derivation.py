@@ -38,7 +38,9 @@ def backend_like(table, source):
     check_measurable(table, source)
     name = table.device["backend"]
     backend = backends.make_backend(name, **{k: table.device[k] for k in MEASURABLE[name] if k in table.device})
-    check_same_device(table, backend, source)
+    check_same_device(table, backend, source,
+                      "build a table on this machine (tools/build_latency_table.py, docs/latency.md) and pass it, "
+                      "or run where this table was built")
     builder.adopt_reference(backend, table)
     return backend
 

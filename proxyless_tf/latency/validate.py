@@ -38,8 +38,9 @@ def samples_path_for(table_path):
     return root + ".validation.json"
 
 
-def check_same_device(table, backend, source):
-    """Raise if `backend` does not measure where the table was measured (run counts may differ)."""
+def check_same_device(table, backend, source, fix="validate on the machine and settings the table was built with"):
+    """Raise if `backend` does not measure where the table was measured (run counts may differ).
+    `fix` is the caller's remedy: validating elsewhere is one, building a table here another."""
     skip = set(VOLATILE_FIELDS) | set(RUN_SETTINGS) | set(READ_SETTINGS)
     have = {k: v for k, v in table.device.items() if k not in skip}
     want = {k: v for k, v in backend.identity().items() if k not in skip}
@@ -48,7 +49,7 @@ def check_same_device(table, backend, source):
             raise ConfigError(source, f"device.{field}",
                               f"table was measured with {field}={have.get(field)!r}, "
                               f"this backend has {want.get(field)!r}",
-                              "validate on the machine and settings the table was built with")
+                              fix)
 
 
 class SampleCache:
