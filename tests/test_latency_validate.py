@@ -84,3 +84,17 @@ def test_validate_fits_on_one_set_scores_another_and_stores_it(tmp_path):
                          progress=False)
     assert again["holdout_calibrated"] == pytest.approx(report["holdout_calibrated"])
     assert again["measure_seconds"] < 5
+
+
+def test_a_table_from_another_host_is_refused_with_each_callers_remedy():
+    from proxyless_tf.errors import ConfigError
+    from proxyless_tf.latency.backends import make_backend
+
+    backend = make_backend("litert", threads=1, clock="ref")
+    table = LatencyTable(dict(backend.describe(), host_cpu="Some Other CPU"), {}, 10, "micro", "x")
+    with pytest.raises(ConfigError,
+                       match=r"t\.json: device\.host_cpu: .*'Some Other CPU'.*validate on the machine"):
+        val.check_same_device(table, backend, "t.json")
+    with pytest.raises(ConfigError, match=r"device\.host_cpu: .*\(fix: build a table here\)$"):
+        val.check_same_device(table, backend, "t.json", "build a table here")
+    val.check_same_device(LatencyTable(backend.describe(), {}, 10, "micro", "x"), backend, "t.json")  # same host
