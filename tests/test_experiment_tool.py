@@ -57,6 +57,17 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert rep["first_ms"] == target and rep["rounds"] == 2 and len(rep["mbv2_rounds_ms"]) == 2
     np.testing.assert_allclose(rep["mbv2_median_ms"], np.median(rep["mbv2_rounds_ms"]))
     assert 0 <= rep["spread_pct_median"] <= rep["spread_pct_max"]
+    # the band is judged against the target network's median in the same final rounds, the first
+    # measurement's error kept beside it
+    ref = res["final_target_ms"]
+    assert ref == rep["mbv2_median_ms"]
+    for g, s in res["groups"].items():
+        lat = np.array([r["measured_ms"] for r in res["rows"] if r["group"] == g])
+        np.testing.assert_allclose(s["measured_err_pct_max"], np.max(np.abs(lat - ref) / ref * 100))
+        np.testing.assert_allclose(s["measured_err_first_pct_max"], np.max(np.abs(lat - target) / target * 100))
+    assert res["groups"]["mbv2"]["measured_err_pct_max"] == 0.0  # one distinct network: its own median
+    assert res["claims"]["aware_measured_within_5pct"] == (res["groups"]["aware"]["measured_err_pct_max"] <= 5.0)
+    assert f"the target network too ({ref:.4f} ms, their median)" in proc.stdout
     assert "Final α (mean over layers of the largest op probability" in proc.stdout
     assert res["noise"] is None and "Seed noise" not in proc.stdout  # one seed: no seed noise to report
     assert res["cost"]["per_seed"][0]["search_rss_mib"] > 100  # a TF process, measured through wait4
@@ -81,6 +92,27 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert all(rec["reused_from"] == str(out) for rec in json.loads((out2 / "jobs.json").read_text()).values())
     # matching on the measurement without measuring: one line
     assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
+
+
+def test_default_table_is_the_committed_one_of_this_hosts_cpu(tmp_path):
+    """The tool defines absl flags the search module also defines: run in a subprocess."""
+    from proxyless_tf.latency.backends import host_cpu_model
+
+    here, other = tmp_path / "here.json", tmp_path / "other.json"
+    here.write_text(json.dumps({"device": {"host_cpu": host_cpu_model()}}))
+    other.write_text(json.dumps({"device": {"host_cpu": "not " + host_cpu_model()}}))
+    code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('t', "
+            f"{os.path.join(ROOT, 'tools', 'experiment_matched_latency.py')!r}); tool = importlib.util.module_from_spec(spec); "
+            f"spec.loader.exec_module(tool); print(json.dumps([tool.default_table([{str(other)!r}, {str(here)!r}]), "
+            f"tool.default_table([{str(other)!r}]), tool.default_table(), tool.FLAGS['latency_table'].default]))")
+    proc = run_cli(["-c", code])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    picked, fallback, committed, flag_default = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (picked, fallback, flag_default) == (str(here), str(other), None)
+    tables = [os.path.join(ROOT, "configs", "latency", f)
+              for f in ("fashion_mnist_litert1_ref.json", "fashion_mnist_litert1_ref_xeon.json")]
+    hosts = [json.load(open(t))["device"]["host_cpu"] for t in tables]
+    assert committed == (tables[hosts.index(host_cpu_model())] if host_cpu_model() in hosts else tables[0])
 
 
 def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
