@@ -205,9 +205,27 @@ def job_signature(argv):
     return sig
 
 
+def _by_content(signature):
+    """A signature whose file arguments (`--space=PATH`, `--latency_table=PATH`) are compared by what
+    the files hold, not where they are: a tool's defaults are absolute paths under its checkout, so
+    the same command run from another clone would otherwise never match. A path that no longer
+    exists stays a path (and matches only itself)."""
+    import hashlib
+
+    out = []
+    for a in signature:
+        flag, _, value = a.partition("=")
+        if a.startswith("--") and value and os.path.isfile(value):
+            with open(value, "rb") as f:
+                a = f"{flag}#sha256={hashlib.sha256(f.read()).hexdigest()}"
+        out.append(a)
+    return out
+
+
 def reuse_jobs(jobs, reuse_dirs, out_dir, log=print):
     """Copy into `out_dir` every job not done there that one of `reuse_dirs` finished with the same
-    signature (its jobs.json), with its log and cost record; returns the names reused.
+    signature (its jobs.json; file arguments compared by content), with its log and cost record;
+    returns the names reused.
 
     What makes a run reproducible from its printed command: sharing trainings between runs by
     copying directories by hand leaves a command that, on an empty directory, would redo them.
@@ -225,15 +243,15 @@ def reuse_jobs(jobs, reuse_dirs, out_dir, log=print):
             continue
         job_dir = os.path.dirname(os.path.abspath(j.done_file))
         rel = os.path.relpath(job_dir, out_dir)
-        want, why = job_signature(j.argv), []
+        want, why = _by_content(job_signature(j.argv)), []
         for d in reuse_dirs:
             src, rec = os.path.join(d, rel), records[d].get(j.name)
             if not os.path.exists(os.path.join(src, os.path.basename(j.done_file))):
                 continue
             if rec is None or "signature" not in rec:
                 why.append(f"{d} recorded no arguments for it")
-            elif rec["signature"] != want:
-                diff = sorted(set(rec["signature"]) ^ set(want))
+            elif _by_content(rec["signature"]) != want:
+                diff = sorted(set(rec["signature"]) ^ set(job_signature(j.argv)))
                 why.append(f"{d} ran it with other arguments ({', '.join(diff[:2])})")
             else:
                 if os.path.exists(job_dir):

@@ -101,9 +101,10 @@ def test_default_table_is_the_committed_one_of_this_hosts_cpu(tmp_path):
     here, other = tmp_path / "here.json", tmp_path / "other.json"
     here.write_text(json.dumps({"device": {"host_cpu": host_cpu_model()}}))
     other.write_text(json.dumps({"device": {"host_cpu": "not " + host_cpu_model()}}))
-    code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('t', "
-            f"{os.path.join(ROOT, 'tools', 'experiment_matched_latency.py')!r}); tool = importlib.util.module_from_spec(spec); "
-            f"spec.loader.exec_module(tool); print(json.dumps([tool.default_table([{str(other)!r}, {str(here)!r}]), "
+    tool_path = os.path.join(ROOT, "tools", "experiment_matched_latency.py")
+    code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('t', {tool_path!r}); "
+            f"tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool); "
+            f"print(json.dumps([tool.default_table([{str(other)!r}, {str(here)!r}]), "
             f"tool.default_table([{str(other)!r}]), tool.default_table(), tool.FLAGS['latency_table'].default]))")
     proc = run_cli(["-c", code])
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -145,7 +145,13 @@ def test_reuse_jobs_copies_only_finished_jobs_with_the_same_signature(tmp_path):
                                          f"--out_dir={root / name}")
         return experiments.Job(name, argv, str(root / f"{name}.log"), str(root / name / "result.json"))
 
-    ran = [job(src, "same", "--epochs=3"), job(src, "other", "--epochs=3"), job(src, "old", "--epochs=3")]
+    # a file argument is compared by content: the same table under another path (another clone's
+    # default) is the same job, an edited one is not
+    (src / "t.json").write_text('{"ms": 1}')
+    (out / "t.json").write_text('{"ms": 1}')
+    (out / "t2.json").write_text('{"ms": 2}')
+    ran = [job(src, "same", "--epochs=3", f"--table={src / 't.json'}"), job(src, "other", "--epochs=3"),
+           job(src, "old", "--epochs=3"), job(src, "edited", f"--table={src / 't.json'}")]
     for j in ran:
         os.makedirs(os.path.dirname(j.done_file))
         open(j.done_file, "w").write('{"test_accuracy": 0.5}')
@@ -157,8 +163,9 @@ def test_reuse_jobs_copies_only_finished_jobs_with_the_same_signature(tmp_path):
     recorded["old"].pop("signature")  # as an older run recorded it
     experiments.space_lib.write_json_atomic(str(src / "jobs.json"), recorded)
 
-    want = [job(out, "same", "--epochs=3"), job(out, "other", "--epochs=4"), job(out, "old", "--epochs=3"),
-            job(out, "missing", "--epochs=3")]
+    want = [job(out, "same", "--epochs=3", f"--table={out / 't.json'}"), job(out, "other", "--epochs=4"),
+            job(out, "old", "--epochs=3"), job(out, "missing", "--epochs=3"),
+            job(out, "edited", f"--table={out / 't2.json'}")]
     lines = []
     assert experiments.reuse_jobs(want, [str(src)], str(out), log=lines.append) == ["same"]
     assert open(out / "same" / "result.json").read() == '{"test_accuracy": 0.5}'
@@ -168,6 +175,8 @@ def test_reuse_jobs_copies_only_finished_jobs_with_the_same_signature(tmp_path):
     assert not (out / "other").exists() and not (out / "old").exists()
     assert any("[no reuse] other" in l and "--epochs=4" in l for l in lines)
     assert any("[no reuse] old" in l and "recorded no arguments" in l for l in lines)
+    assert any("[no reuse] edited" in l and f"--table={out / 't2.json'}" in l for l in lines)
+    assert not (out / "edited").exists()
     assert not any("missing" in l for l in lines)  # nothing to reuse, nothing to say
     assert experiments.reuse_jobs(want, [str(src)], str(out), log=lines.append) == []  # done now: left alone
 
