@@ -76,6 +76,8 @@ class SearchConfig:
     derive_mode: str = "band"
     derive_measure: bool = False
     measured_target_ms: float = None
+    derive_samples: int = 0
+    derive_proposal: str = "uniform"
     seed: int = 0
     verbose: int = 2
     strategy: str = "default"
@@ -90,9 +92,9 @@ class SearchConfig:
         """What must not change between a run and its resume (verbosity, checkpointing, the run
         directory's own path and the cluster wait may: a moved run directory still resumes)."""
         d = dataclasses.asdict(self)
-        # derive_measure only acts after the last step, so a killed run may be resumed with or without it
+        # the derivation (derive_*) only acts after the last step, so a killed run may be resumed with or without it
         for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout", "cpu_kernels", "derive_measure",
-                  "measured_target_ms"):
+                  "measured_target_ms", "derive_samples", "derive_proposal"):
             d.pop(k)
         for k in ("latency_resolution", "latency_num_classes"):  # unset: a run from before they existed resumes
             if d[k] is None:
@@ -289,11 +291,12 @@ def resolve_target(cfg, table, space, num_classes):
     return lo + cfg.target_frac * (hi - lo), (lo, hi)
 
 
-def derive_on_device(net, table, backend, num_classes, target, cfg):
+def derive_on_device(net, table, backend, num_classes, target, cfg, start=None):
     """`--derive_measure`: the table-based derivation, corrected by measuring the derived networks.
 
     Returns (arch, (measured_ms, rounds, the target on the device's clock)); each measurement
-    is printed as it is made.
+    is printed as it is made. `start`: the network the table edits begin from (`--derive_samples`'s
+    pick) instead of the argmax.
     """
     from absl import logging
 
@@ -305,7 +308,7 @@ def derive_on_device(net, table, backend, num_classes, target, cfg):
     on_device = cfg.measured_target_ms or target
 
     def derive(table_target, tolerance):
-        arch = net.derive_arch(target_ms=table_target, tolerance=tolerance, ceiling=ceiling)
+        arch = net.derive_arch(target_ms=table_target, tolerance=tolerance, ceiling=ceiling, start=start)
         return arch, table.predict(net.latency_arch(arch), num_classes)
 
     def measure(arch):
@@ -322,7 +325,7 @@ def derive_on_device(net, table, backend, num_classes, target, cfg):
 
 
 def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall_s, ckpt, argmax_pred,
-                 changes, measured=None):
+                 changes, measured=None, sampled=None):
     err = (pred - target) / target * 100
     last = history[-1]["metrics"] if history else {}
     lines = [
@@ -339,7 +342,9 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}" if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
         f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation "
-        f"({cfg.derive_mode}) changed {changes} layer(s))",
+        f"({cfg.derive_mode}) changed {changes} layer(s)"
+        + (f" of the argmax; picked by the supernet's score among {len(sampled)} {cfg.derive_proposal} draws in the "
+           f"band, {sampled[0]['score'] * 100:.2f}% .. {sampled[-1]['score'] * 100:.2f}%)" if sampled else ")"),
     ]
     if measured is not None:
         ms, rounds, on_device = measured
@@ -409,6 +414,15 @@ def check_config(cfg):
     if cfg.measured_target_ms is not None and not cfg.derive_measure:
         raise ConfigError("<flags>", "--measured_target_ms", "is the band of --derive_measure, which is off",
                           "pass --derive_measure too, or drop --measured_target_ms")
+    if cfg.derive_samples < 0:
+        raise ConfigError("<flags>", "--derive_samples", f"must be >= 0, got {cfg.derive_samples}",
+                          "pass 0 (the argmax derivation) or a number of networks to draw, e.g. 20")
+    if cfg.derive_proposal not in ("uniform", "alpha"):
+        raise ConfigError("<flags>", "--derive_proposal", f"unknown proposal {cfg.derive_proposal!r}",
+                          "use uniform or alpha")
+    if cfg.derive_samples and not cfg.derive_tolerance:
+        raise ConfigError("<flags>", "--derive_samples", "draws networks into the latency band, but "
+                          "--derive_tolerance=0", "pass --derive_tolerance > 0 (e.g. 0.05)")
     if cfg.derive_measure and not cfg.derive_tolerance:
         raise ConfigError("<flags>", "--derive_measure", "needs a latency band to measure against, but "
                           "--derive_tolerance=0", "pass --derive_tolerance > 0 (e.g. 0.05)")
@@ -521,13 +535,21 @@ def run_search(cfg):
                           f"last good checkpoint {where}", f"{fix} with another --out_dir")
     argmax_arch = net.derive_arch()
     argmax_pred = table.predict(net.latency_arch(argmax_arch), lat_nc)
-    measured = None
+    measured, start, sampled = None, None, None
+    if cfg.derive_samples:  # every worker the same: same draws, same data, same seed
+        from proxyless_tf import sampled_derivation
+
+        start, sampled = sampled_derivation.pick(net, data, cfg.derive_samples, cfg.derive_proposal, cfg.seed, target,
+                                                 cfg.derive_tolerance, cfg.bn_recalibration_steps,
+                                                 cfg.derive_mode == "ceiling")
+        space_lib.write_json_atomic(os.path.join(out, "derive_samples.json"), sampled)
     # only the chief measures: the other workers' arch.json is a side copy, and workers sharing a
     # host would time each other's interpreters (on one host they are two processes on one CPU)
     if measurer is not None and distribute.is_chief(strategy):
-        arch, measured = derive_on_device(net, table, measurer, lat_nc, target, cfg)
+        arch, measured = derive_on_device(net, table, measurer, lat_nc, target, cfg, start)
     elif cfg.derive_tolerance:
-        arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance, ceiling=cfg.derive_mode == "ceiling")
+        arch = net.derive_arch(target_ms=target, tolerance=cfg.derive_tolerance, ceiling=cfg.derive_mode == "ceiling",
+                               start=start)
     else:
         arch = argmax_arch
     changes = sum(int(a != b) for a, b in zip(arch.ops, argmax_arch.ops))
@@ -537,7 +559,7 @@ def run_search(cfg):
     pred = table.predict(net.latency_arch(arch), lat_nc)
     wall = time.time() - t_start
     text = summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history, wall, ckpt.saved_epoch,
-                        argmax_pred, changes, measured)
+                        argmax_pred, changes, measured, sampled)
     space_lib.write_text_atomic(os.path.join(out, "summary.txt"), text + "\n")
     result = {"target_ms": target, "range_ms": list(rng), "predicted_ms": pred, "valid_acc": valid_acc,
               "argmax_predicted_ms": argmax_pred, "derive_changed_layers": changes, "argmax_ops": argmax_arch.ops,
@@ -546,6 +568,8 @@ def run_search(cfg):
               "cpu_kernels": kernels}
     if measured is not None:
         result.update(measured_ms=measured[0], measured_rounds=measured[1], measured_target_ms=measured[2])
+    if sampled:
+        result.update(derive_samples=len(sampled), derive_sample_scores=[c["score"] for c in sampled])
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)

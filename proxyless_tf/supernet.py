@@ -73,8 +73,8 @@ def smallest_op(candidates):
     return min((space_lib.parse_op(c) for c in candidates), key=lambda o: (o.expand, o.kernel)).name
 
 
-def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance, ceiling=False):
-    """Op indices: the argmax, then the cheapest edits (in lost log-probability per ms of error
+def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance, ceiling=False, start=None):
+    """Op indices: the argmax (or `start`), then the cheapest edits (in lost log-probability per ms of error
     removed) until the predicted latency is within target ± tolerance.
 
     With `ceiling` the target is a budget: only latency above it is an error (the argmax is
@@ -88,9 +88,10 @@ def derive_toward_target(logp, costs, fixed_cost, target_ms, tolerance, ceiling=
     `LatencyTable.predict` reports. Single-layer swaps first; when none reduces the error
     (each overshoots: a space's smallest latency step can be wider than the band), a pair
     of swaps in two layers is tried. The argmax is returned unchanged when inside the band.
+    `start` (op indices): begin from this network instead of the argmax (`sampled_derivation`).
     """
     cost = [np.asarray(r, np.float64) for r in costs]
-    idx = [int(np.argmax(lp)) for lp in logp]
+    idx = [int(np.argmax(lp)) for lp in logp] if start is None else [int(i) for i in start]
     pred = fixed_cost + sum(cost[l][i] for l, i in enumerate(idx))
     moves = [(l, j) for l in range(len(idx)) for j in range(len(cost[l]))]
 
@@ -285,6 +286,7 @@ class SuperNet(keras.Model):
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
         self.arch_enabled = keras.Variable(1, dtype="int32", trainable=False, name="arch_enabled")
+        self._path_fns = None  # traced on first use (`_path_functions`)
         self.warmup_epochs = 0
         self.arch_every = 1
         self.arch_optimizer = None
@@ -670,7 +672,7 @@ class SuperNet(keras.Model):
         return {m.name: m.result() for m in self._metric_list[:2]}
 
     # ---- results ----------------------------------------------------------------------------------
-    def derive_arch(self, target_ms=None, tolerance=0.1, ceiling=False):
+    def derive_arch(self, target_ms=None, tolerance=0.1, ceiling=False, start=None):
         """The argmax architecture as a plain `Arch` of `space` (`latency_arch` rebases it).
 
         With `target_ms`, a latency-aware derivation (`derive_toward_target`): when the
@@ -679,16 +681,33 @@ class SuperNet(keras.Model):
         gained, until it is inside (or no single or paired swap helps); with `ceiling`, only
         when it is above target x (1 + tolerance). `self.derive_changes` records how many layers
         were changed, so reports can say whether the argmax alone met the target.
+        `start` (op indices per layer): the network the edits begin from instead of the argmax.
         """
-        logp = [keras.ops.convert_to_numpy(keras.ops.log_softmax(m.alpha)).astype(np.float64)
-                for m in self.mixed_ops]
+        logp = self.alpha_logp()
         if target_ms is not None and self.latency_table is not None:
-            idx = derive_toward_target(logp, self._costs, self._fixed_cost, target_ms, tolerance, ceiling)
+            idx = derive_toward_target(logp, self._costs, self._fixed_cost, target_ms, tolerance, ceiling, start)
         else:
-            idx = [int(np.argmax(lp)) for lp in logp]
+            idx = [int(np.argmax(lp)) for lp in logp] if start is None else [int(i) for i in start]
         self.derive_changes = sum(int(i != int(np.argmax(lp))) for i, lp in zip(idx, logp))
         ops = [m.candidates[i] for m, i in zip(self.mixed_ops, idx)]
         return space_lib.Arch(self.space, ops)
+
+    def alpha_logp(self):
+        """Per layer, log softmax(α) as float64 numpy: what the derivations rank ops by."""
+        return [keras.ops.convert_to_numpy(keras.ops.log_softmax(m.alpha)).astype(np.float64)
+                for m in self.mixed_ops]
+
+    def _path_functions(self):
+        """(BN re-estimation forward, inference forward) of one path given as an int32 vector of op
+        indices, traced once: scoring many networks (`sampled_derivation`, `supernet_eval`) would
+        otherwise retrace the whole supernet for each one."""
+        if self._path_fns is None:
+            def fn(training):
+                return tf.function(lambda x, s: self._forward(x, training, "single",
+                                                              tf.unstack(s, num=len(self.mixed_ops))))
+
+            self._path_fns = (fn(True), fn(False))
+        return self._path_fns
 
     def evaluate_argmax(self, valid_ds, train_ds=None, recalibration_steps=0, arch=None):
         """Accuracy of the argmax network (or of `arch`, with the supernet's weights) on (x, y) batches.
@@ -698,16 +717,17 @@ class SuperNet(keras.Model):
         shared supernet mix every path that ran, as the official code's reset of running
         statistics before validation acknowledges.
         """
-        mode, samples = "argmax", None
-        if arch is not None:
-            mode = "single"
-            samples = [tf.constant(m.candidates.index(op), tf.int32) for m, op in zip(self.mixed_ops, arch.ops)]
+        if arch is None:
+            recal = tf.function(lambda x: self._forward(x, True, "argmax"))
+            infer = tf.function(lambda x: self._forward(x, False, "argmax"))
+        else:
+            path = tf.constant([m.candidates.index(op) for m, op in zip(self.mixed_ops, arch.ops)], tf.int32)
+            recal_path, infer_path = self._path_functions()
+            recal, infer = (lambda x: recal_path(x, path)), (lambda x: infer_path(x, path))
         if train_ds is not None and recalibration_steps:
-            recal = tf.function(lambda x: self._forward(x, True, mode, samples))
             for batch in train_ds.take(recalibration_steps):
                 recal(batch[0][0] if isinstance(batch[0], tuple) else batch[0])
         acc = keras.metrics.SparseCategoricalAccuracy()
-        infer = tf.function(lambda x: self._forward(x, False, mode, samples))
         for x, y in valid_ds:
             acc.update_state(y, infer(x))
         return float(acc.result())

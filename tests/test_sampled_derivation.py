@@ -1,0 +1,95 @@
+"""--derive_samples: drawn networks moved into the band, scored by the supernet, the best derived."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from test_search_cli import write_micro
+
+from proxyless_tf import sampled_derivation
+from proxyless_tf.supernet import derive_toward_target
+
+
+def test_the_table_edits_begin_at_the_given_start():
+    # two layers of three ops costing 0, 1, 2 ms; α's argmax [0, 1] (1 ms)
+    logp = [np.log([0.6, 0.3, 0.1]), np.log([0.4, 0.5, 0.1])]
+    costs = [[0.0, 1.0, 2.0]] * 2
+    assert derive_toward_target(logp, costs, 0.0, 2.0, 0.1) == [1, 1]  # +1 ms where it loses the least logp
+    assert derive_toward_target(logp, costs, 0.0, 2.0, 0.1, start=[2, 0]) == [2, 0]  # in the band: kept
+    # 4 ms: down one step where it gains the most logp per ms (layer 1 first, then layer 0)
+    assert derive_toward_target(logp, costs, 0.0, 3.0, 0.1, start=[2, 2]) == [2, 1]
+    assert derive_toward_target(logp, costs, 0.0, 2.0, 0.1, start=[2, 2]) == [1, 1]
+
+
+def test_draws_are_seeded_uniform_or_from_softmax_alpha():
+    logp = [np.log([0.98, 0.01, 0.01]), np.log([0.01, 0.01, 0.98])]
+    a = sampled_derivation.draw_starts(logp, 200, "uniform", seed=3)
+    assert a == sampled_derivation.draw_starts(logp, 200, "uniform", seed=3)
+    counts = np.bincount([s[0] for s in a], minlength=3)
+    assert counts.min() > 40  # every op drawn about a third of the time
+    b = sampled_derivation.draw_starts(logp, 200, "alpha", seed=3)
+    assert sum(s == [0, 2] for s in b) > 180  # 0.98^2 of the draws
+    with pytest.raises(ValueError, match="proposal"):
+        sampled_derivation.draw_starts(logp, 1, "argmax", seed=0)
+
+
+def test_scores_do_not_depend_on_order_and_bn_statistics_are_restored():
+    import keras
+    import tensorflow as tf
+
+    from search_helpers import MICRO
+    from proxyless_tf.space import SearchSpace
+    from proxyless_tf.supernet import SuperNet
+
+    space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
+    keras.utils.set_random_seed(0)
+    net = SuperNet(space, 10, None, seed=0, weight_sharing="nested")
+    x = tf.random.normal([32, 28, 28, 1])
+    y = tf.constant(np.arange(32) % 10)
+    net._forward(x, False, "argmax")
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    valid = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    archs = [space.sample(seed=i) for i in range(3)]
+    before = [v.numpy() for v in net.non_trainable_variables]
+    fwd = sampled_derivation.score_all(net, archs, valid, train, 2, seed=1, log=lambda _: None)
+    back = sampled_derivation.score_all(net, archs[::-1], valid, train, 2, seed=1, log=lambda _: None)
+    assert fwd == back[::-1]
+    for v, b in zip(net.non_trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    # a score is the path's accuracy as evaluate_argmax gives it, from the same statistics and seed
+    keras.utils.set_random_seed(1)
+    assert fwd[1] == net.evaluate_argmax(valid, train, 2, arch=archs[1])
+
+
+def test_search_cli_derives_from_the_best_scored_draw(tmp_path):
+    space, table, sp, tp = write_micro(tmp_path)
+    out = tmp_path / "run"
+    args = ["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
+            "--latency_loss=add#linear", "--max_train=64", "--valid_size=20", "--batch_size=16", "--epochs=2",
+            "--warmup_epochs=1", "--steps_per_epoch=2", "--bn_recalibration_steps=1", "--verbose=0",
+            "--derive_tolerance=0.2", "--derive_samples=5"]
+    proc = run_cli(args + [f"--out_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.load(open(out / "result.json"))
+    cands = json.load(open(out / "derive_samples.json"))
+    assert 1 <= len(cands) <= 5 and res["derive_samples"] == len(cands)
+    scores = [c["score"] for c in cands]
+    assert scores == sorted(scores, reverse=True) and res["derive_sample_scores"] == scores
+    assert len({tuple(c["ops"]) for c in cands}) == len(cands)  # distinct networks
+    target = res["target_ms"]
+    from proxyless_tf.space import Arch
+
+    for c in cands:  # every candidate in the table's band, as the argmax derivation would put it
+        assert abs(table.predict(Arch(space, c["ops"]), 10) - target) <= 0.2 * target + 1e-9
+    assert res["ops"] == cands[0]["ops"]  # the best scored is the derived network
+    # its validation accuracy is the score it was picked by (same recalibration, seed and statistics)
+    assert res["valid_acc"] == pytest.approx(cands[0]["score"])
+    assert f"picked by the supernet's score among {len(cands)} uniform draws" in (out / "summary.txt").read_text()
+    # bad input: one line each, nothing written
+    bad = tmp_path / "bad"
+    assert_one_line_error(run_cli(args + ["--derive_samples=-1", f"--out_dir={bad}"]), "--derive_samples", ">= 0")
+    assert_one_line_error(run_cli(args + ["--derive_tolerance=0", f"--out_dir={bad}"]), "--derive_samples",
+                          "--derive_tolerance > 0")
+    assert not bad.exists()
