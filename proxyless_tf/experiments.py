@@ -250,8 +250,11 @@ def reuse_jobs(jobs, reuse_dirs, out_dir, log=print):
                 continue
             if rec is None or "signature" not in rec:
                 why.append(f"{d} recorded no arguments for it")
-            elif _by_content(rec["signature"]) != want:
-                diff = sorted(set(rec["signature"]) ^ set(job_signature(j.argv)))
+            elif _by_content(rec["signature"]) != want:  # named as written, only where the content differs
+                theirs, mine_sig = rec["signature"], job_signature(j.argv)
+                theirs_norm = _by_content(theirs)
+                diff = sorted({a for a, n in zip(theirs, theirs_norm) if n not in want}
+                              | {a for a, n in zip(mine_sig, want) if n not in theirs_norm})
                 why.append(f"{d} ran it with other arguments ({', '.join(diff[:2])})")
             else:
                 if os.path.exists(job_dir):

@@ -175,7 +175,14 @@ def test_reuse_jobs_copies_only_finished_jobs_with_the_same_signature(tmp_path):
     assert not (out / "other").exists() and not (out / "old").exists()
     assert any("[no reuse] other" in l and "--epochs=4" in l for l in lines)
     assert any("[no reuse] old" in l and "recorded no arguments" in l for l in lines)
-    assert any("[no reuse] edited" in l and f"--table={out / 't2.json'}" in l for l in lines)
+    # named as written; the one that differs only in path is not named
+    assert any("[no reuse] edited" in l and f"--table={out / 't2.json'}" in l and f"--table={src / 't.json'}" in l
+               for l in lines)
+    (out / "t3.json").write_text('{"ms": 1}')
+    lines.clear()
+    experiments.reuse_jobs([job(out, "edited", f"--table={out / 't3.json'}", "--epochs=9")], [str(src)], str(out),
+                           log=lines.append)
+    assert lines == ["[no reuse] edited: " + str(src) + " ran it with other arguments (--epochs=9)"]
     assert not (out / "edited").exists()
     assert not any("missing" in l for l in lines)  # nothing to reuse, nothing to say
     assert experiments.reuse_jobs(want, [str(src)], str(out), log=lines.append) == []  # done now: left alone
