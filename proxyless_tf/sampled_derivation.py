@@ -7,9 +7,9 @@ to 12th of 12: α is trained on the supernet's own errors, and the ops it favour
 path sampling trained most, so its argmax carries the supernet's bias. Among networks the search
 did not choose, the same supernets' top pick retrained 3rd or 4th of 11 in all four supernets of
 `[retrain6]`. So the search's weights are kept as the judge and the choice is taken away from α:
-draw networks (uniformly, or from softmax(α)), move each into the band with the table edits the
-argmax derivation uses, score each on the validation split with the supernet's weights (BN
-re-estimated per network, from the same statistics and seed each time), keep the best. This is
+draw networks (uniformly, or from softmax(α)), keep the first N distinct ones the table puts in
+the band, score each on the validation split with the supernet's weights (BN re-estimated per
+network, from the same statistics and seed each time), keep the best. This is
 the one-shot selection of SPOS (Guo et al. 2020, there by evolution under the constraint) and
 ENAS's derivation (sample from the policy, keep the best on validation), on ProxylessNAS's
 supernet; with `--derive_measure` the winner is then corrected on the device like the argmax.
@@ -22,26 +22,51 @@ PROPOSALS = ("uniform", "alpha")
 
 def draw_starts(logp, n, proposal, seed):
     """`n` networks as op indices per layer: uniform over each layer's candidates, or from softmax(α)."""
+    return [list(map(int, row)) for row in _draw(logp, n, proposal, np.random.default_rng(seed))]
+
+
+def _draw(logp, n, proposal, rng):
     if proposal not in PROPOSALS:
         raise ValueError(f"unknown proposal {proposal!r}: use one of {PROPOSALS}")
-    rng = np.random.default_rng(seed)
-    starts = []
-    for _ in range(n):
+    cols = []
+    for lp in logp:
         if proposal == "uniform":
-            starts.append([int(rng.integers(len(lp))) for lp in logp])
+            cols.append(rng.integers(len(lp), size=n))
         else:
-            starts.append([int(rng.choice(len(lp), p=np.exp(lp) / np.exp(lp).sum())) for lp in logp])
-    return starts
+            p = np.exp(lp - lp.max())
+            cols.append(rng.choice(len(lp), size=n, p=p / p.sum()))
+    return np.stack(cols, axis=1)
 
 
-def candidates(net, n, proposal, seed, target_ms, tolerance, ceiling=False):
-    """Distinct (start, arch): each drawn start moved into the table's band by `net.derive_arch`."""
+def candidates(net, n, proposal, seed, target_ms, tolerance, ceiling=False, max_draws=200_000, batch=10_000):
+    """Up to `n` distinct (start, arch, nudged) in the table's band.
+
+    Rejection first: draws whose predicted latency is already in the band are kept as drawn, so a
+    uniform proposal is uniform over the band (what the matched-latency experiment's random
+    networks are, and where the supernet's top pick retrained 3rd-4th of 11). Moving every draw
+    into the band with the table edits instead would make them α's networks again: the edits
+    follow α, and 20 uniform draws collapsed to 6 networks that way. Only when `max_draws` draws
+    leave fewer than `n` in the band (a target at the edge of the space) are further draws moved
+    into it by the edits (`nudged`)."""
+    rng = np.random.default_rng(seed)
+    logp = net.alpha_logp()
+    lo = -np.inf if ceiling else target_ms * (1 - tolerance)
+    hi = target_ms * (1 + tolerance)
     out, seen = [], set()
-    for start in draw_starts(net.alpha_logp(), n, proposal, seed):
+    for _ in range(0, max_draws, batch):
+        idx = _draw(logp, batch, proposal, rng)
+        pred = net.predicted_ms_of(idx)
+        for row in idx[(pred >= lo) & (pred <= hi)]:
+            key = tuple(int(i) for i in row)
+            if key not in seen:
+                seen.add(key)
+                out.append((list(key), net.arch_of(key), False))
+                if len(out) == n:
+                    return out
+    for start in draw_starts(logp, n - len(out), proposal, seed + 1):
         arch = net.derive_arch(target_ms=target_ms, tolerance=tolerance, ceiling=ceiling, start=start)
-        if tuple(arch.ops) not in seen:
-            seen.add(tuple(arch.ops))
-            out.append((start, arch))
+        if tuple(arch.ops) not in {tuple(a.ops) for _, a, _ in out}:
+            out.append((start, arch, True))
     return out
 
 
@@ -67,14 +92,15 @@ def score_all(net, archs, valid_ds, train_ds, recalibration_steps, seed, log=pri
 
 
 def pick(net, data, n, proposal, seed, target_ms, tolerance, recalibration_steps, ceiling=False, log=print):
-    """(op indices of the best-scored network, [{ops, score, start}] of every candidate, best first).
+    """(op indices of the best-scored network, [{ops, score, start, nudged}] of every candidate, best first).
 
     The indices are where a `--derive_measure` correction starts its table edits: from the scored
     network (already in the table's band, so without a correction it is derived unchanged), not
     from its raw draw, so a correction changes the fewest layers of what was scored."""
     cands = candidates(net, n, proposal, seed, target_ms, tolerance, ceiling)
-    scores = score_all(net, [a for _, a in cands], data.valid, data.search, recalibration_steps, seed, log)
+    scores = score_all(net, [a for _, a, _ in cands], data.valid, data.search, recalibration_steps, seed, log)
     order = sorted(range(len(cands)), key=lambda i: -scores[i])
-    ranked = [{"ops": cands[i][1].ops, "score": scores[i], "start": cands[i][0]} for i in order]
+    ranked = [{"ops": cands[i][1].ops, "score": scores[i], "start": cands[i][0], "nudged": cands[i][2]}
+              for i in order]
     best = cands[order[0]][1]
     return [m.candidates.index(op) for m, op in zip(net.mixed_ops, best.ops)], ranked

@@ -692,6 +692,16 @@ class SuperNet(keras.Model):
         ops = [m.candidates[i] for m, i in zip(self.mixed_ops, idx)]
         return space_lib.Arch(self.space, ops)
 
+    def predicted_ms_of(self, indices):
+        """The table's prediction (what `LatencyTable.predict` reports) of many networks at once:
+        `indices` is (networks, layers) of op indices; returns one float per network."""
+        indices = np.asarray(indices)
+        return self._fixed_cost + sum(np.asarray(c, np.float64)[indices[:, l]] for l, c in enumerate(self._costs))
+
+    def arch_of(self, indices):
+        """The `Arch` of `space` with op `indices[l]` in searchable layer l."""
+        return space_lib.Arch(self.space, [m.candidates[int(i)] for m, i in zip(self.mixed_ops, indices)])
+
     def alpha_logp(self):
         """Per layer, log softmax(α) as float64 numpy: what the derivations rank ops by."""
         return [keras.ops.convert_to_numpy(keras.ops.log_softmax(m.alpha)).astype(np.float64)

@@ -35,6 +35,32 @@ def test_draws_are_seeded_uniform_or_from_softmax_alpha():
         sampled_derivation.draw_starts(logp, 1, "argmax", seed=0)
 
 
+def test_candidates_are_uniform_over_the_band_and_edited_in_only_when_the_band_is_too_sparse():
+    import keras
+
+    from search_helpers import MICRO, synthetic_table
+    from proxyless_tf.space import SearchSpace
+    from proxyless_tf.supernet import SuperNet
+
+    space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
+    table = synthetic_table(space, 10)
+    keras.utils.set_random_seed(0)
+    net = SuperNet(space, 10, table, seed=0)
+    every = [[i, j] for i in range(len(space.layers[0].candidates)) for j in range(len(space.layers[1].candidates))]
+    pred = net.predicted_ms_of(every)
+    np.testing.assert_allclose(pred, [table.predict(net.arch_of(ix), 10) for ix in every], rtol=1e-6)
+    target, tol = 2.3, 0.015  # the micro space's 6 networks predict 2.13 .. 2.37 ms
+    band = {tuple(ix) for ix, p in zip(every, pred) if abs(p - target) <= tol * target}
+    assert 1 < len(band) < len(every)
+    got = sampled_derivation.candidates(net, 100, "uniform", seed=0, target_ms=target, tolerance=tol)
+    assert sorted(tuple(s) for s, _, nudged in got) == sorted(band) and not any(n for _, _, n in got)
+    # no draw left to reject from: every candidate is edited into the band, distinct
+    edited = sampled_derivation.candidates(net, 100, "uniform", seed=0, target_ms=target, tolerance=tol, max_draws=0)
+    assert edited and all(n for _, _, n in edited) and len({tuple(a.ops) for _, a, _ in edited}) == len(edited)
+    for _, arch, _ in got + edited:
+        assert abs(table.predict(arch, 10) - target) <= tol * target + 1e-9
+
+
 def test_scores_do_not_depend_on_order_and_bn_statistics_are_restored():
     import keras
     import tensorflow as tf
@@ -81,8 +107,9 @@ def test_search_cli_derives_from_the_best_scored_draw(tmp_path):
     target = res["target_ms"]
     from proxyless_tf.space import Arch
 
-    for c in cands:  # every candidate in the table's band, as the argmax derivation would put it
+    for c in cands:  # every candidate in the table's band, kept as drawn (rejection), not edited into it
         assert abs(table.predict(Arch(space, c["ops"]), 10) - target) <= 0.2 * target + 1e-9
+        assert not c["nudged"] and [space.layers[l].candidates[i] for l, i in enumerate(c["start"])] == c["ops"]
     assert res["ops"] == cands[0]["ops"]  # the best scored is the derived network
     # its validation accuracy is the score it was picked by (same recalibration, seed and statistics)
     assert res["valid_acc"] == pytest.approx(cands[0]["score"])
