@@ -1,5 +1,5 @@
 """`--derive_samples=N`: the derived network is the one the supernet scores best among N drawn networks
-moved into the latency band, not the argmax of α.
+in the latency band, not the argmax of α.
 
 Why: the matched-latency runs (docs/RESULTS.md, the `## Supernet ranking` sections) show every
 search's supernet scoring its own α-derived network first while retraining puts that network 4th

@@ -100,7 +100,7 @@ flags.DEFINE_float("measured_target_ms", None, "--derive_measure: the target on 
                    "from the table's (--target_ms then prices the latency loss, this one is the measured band); "
                    "default: --target_ms.")
 flags.DEFINE_integer("derive_samples", 0, "0: derive from the argmax of alpha (the paper). N > 0: draw N networks "
-                     "(--derive_proposal), move each into the band with the same table edits, score each with the "
+                     "(--derive_proposal) that the table puts in the band, score each with the "
                      "supernet's weights on the validation split (BN re-estimated) and derive from the best "
                      "(SPOS/ENAS-style selection; docs/RESULTS.md supernet ranking sections say why).")
 flags.DEFINE_enum("derive_proposal", "uniform", ["uniform", "alpha"], "--derive_samples: draw each layer's op "
