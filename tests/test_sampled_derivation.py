@@ -120,3 +120,27 @@ def test_search_cli_derives_from_the_best_scored_draw(tmp_path):
     assert_one_line_error(run_cli(args + ["--derive_tolerance=0", f"--out_dir={bad}"]), "--derive_samples",
                           "--derive_tolerance > 0")
     assert not bad.exists()
+
+
+def test_with_derive_measure_each_round_redraws_in_its_own_band(tmp_path):
+    """A real LiteRT table of the micro space: when the pick misses the measured band, the next round
+    draws and scores again around the corrected table target instead of editing the scored network."""
+    from proxyless_tf.latency import backends, builder
+
+    space, _, sp, _ = write_micro(tmp_path)
+    tp = tmp_path / "litert.json"
+    builder.build_table(space, backends.make_backend("litert", threads=1, clock="ref", warmup_runs=5, num_runs=20),
+                        str(tp), 10, progress=False)
+    out = tmp_path / "run"
+    proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
+                    "--latency_loss=add#linear", "--max_train=64", "--valid_size=20", "--batch_size=16", "--epochs=2",
+                    "--warmup_epochs=1", "--steps_per_epoch=2", "--bn_recalibration_steps=1", "--verbose=0",
+                    "--derive_measure", "--derive_tolerance=0.05", "--derive_samples=3", f"--out_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.load(open(out / "result.json"))
+    rounds, cands = res["measured_rounds"], json.load(open(out / "derive_samples.json"))
+    assert 1 <= len(rounds) <= 5
+    # every round drew and scored its own candidates
+    assert proc.stdout.count("derive_samples: 1/") >= len(rounds)
+    kept = min(rounds, key=lambda r: abs(r["measured_ms"] - res["measured_target_ms"]))
+    assert res["ops"] == kept["ops"] == cands[0]["ops"]  # the kept round's pick, with that round's candidates
