@@ -250,11 +250,9 @@ def reuse_jobs(jobs, reuse_dirs, out_dir, log=print):
                 continue
             if rec is None or "signature" not in rec:
                 why.append(f"{d} recorded no arguments for it")
-            elif _by_content(rec["signature"]) != want:  # named as written, only where the content differs
-                theirs, mine_sig = rec["signature"], job_signature(j.argv)
-                theirs_norm = _by_content(theirs)
-                diff = sorted({a for a, n in zip(theirs, theirs_norm) if n not in want}
-                              | {a for a, n in zip(mine_sig, want) if n not in theirs_norm})
+            elif (theirs := _by_content(rec["signature"])) != want:  # named as written, where the content differs
+                diff = sorted({a for a, n in zip(rec["signature"], theirs) if n not in want}
+                              | {a for a, n in zip(job_signature(j.argv), want) if n not in theirs})
                 why.append(f"{d} ran it with other arguments ({', '.join(diff[:2])})")
             else:
                 if os.path.exists(job_dir):

@@ -12,7 +12,8 @@ the band, score each on the validation split with the supernet's weights (BN re-
 network, from the same statistics and seed each time), keep the best. This is
 the one-shot selection of SPOS (Guo et al. 2020, there by evolution under the constraint) and
 ENAS's derivation (sample from the policy, keep the best on validation), on ProxylessNAS's
-supernet; with `--derive_measure` the winner is then corrected on the device like the argmax.
+supernet. With `--derive_measure` a pick that misses the measured band is not edited: the next
+round draws and scores again in the corrected band (`search_run.derive_on_device`).
 """
 
 import numpy as np
@@ -20,12 +21,8 @@ import numpy as np
 PROPOSALS = ("uniform", "alpha")
 
 
-def draw_starts(logp, n, proposal, seed):
-    """`n` networks as op indices per layer: uniform over each layer's candidates, or from softmax(α)."""
-    return [list(map(int, row)) for row in _draw(logp, n, proposal, np.random.default_rng(seed))]
-
-
-def _draw(logp, n, proposal, rng):
+def draw(logp, n, proposal, rng):
+    """(n, layers) op indices: each layer's op uniform over its candidates, or from softmax(α)."""
     if proposal not in PROPOSALS:
         raise ValueError(f"unknown proposal {proposal!r}: use one of {PROPOSALS}")
     cols = []
@@ -52,55 +49,46 @@ def candidates(net, n, proposal, seed, target_ms, tolerance, ceiling=False, max_
     logp = net.alpha_logp()
     lo = -np.inf if ceiling else target_ms * (1 - tolerance)
     hi = target_ms * (1 + tolerance)
-    out, seen = [], set()
+    out, seen = [], set()  # seen: the ops of every network kept
     for _ in range(0, max_draws, batch):
-        idx = _draw(logp, batch, proposal, rng)
+        idx = draw(logp, batch, proposal, rng)
         pred = net.predicted_ms_of(idx)
         for row in idx[(pred >= lo) & (pred <= hi)]:
-            key = tuple(int(i) for i in row)
-            if key not in seen:
-                seen.add(key)
-                out.append((list(key), net.arch_of(key), False))
+            arch = net.arch_of(row)
+            if tuple(arch.ops) not in seen:
+                seen.add(tuple(arch.ops))
+                out.append(([int(i) for i in row], arch, False))
                 if len(out) == n:
                     return out
-    for start in draw_starts(logp, n - len(out), proposal, seed + 1):
+    for start in draw(logp, n - len(out), proposal, rng):
         arch = net.derive_arch(target_ms=target_ms, tolerance=tolerance, ceiling=ceiling, start=start)
-        if tuple(arch.ops) not in {tuple(a.ops) for _, a, _ in out}:
-            out.append((start, arch, True))
+        if tuple(arch.ops) not in seen:
+            seen.add(tuple(arch.ops))
+            out.append(([int(i) for i in start], arch, True))
     return out
 
 
-def score_all(net, archs, valid_ds, train_ds, recalibration_steps, seed, log=print):
-    """Validation accuracy of each arch with the supernet's weights. Each starts from the same BN
-    statistics and RNG state, so a score does not depend on which networks were scored before;
-    the statistics are restored afterwards (the final evaluation recalibrates from them too)."""
-    import keras
+def score_all(net, archs, data, recalibration_steps, seed, log=print):
+    """Validation accuracy of each arch with the supernet's weights (`supernet_eval.PathScorer`:
+    each from the same BN statistics and seed, so a score does not depend on which networks were
+    scored before); the statistics are restored afterwards."""
+    from proxyless_tf.supernet_eval import PathScorer
 
-    snapshot = [(v, v.numpy()) for v in net.non_trainable_variables]
-    scores = []
+    scorer, scores = PathScorer(net, data, recalibration_steps, seed), []
     try:
         for i, arch in enumerate(archs):
-            for v, value in snapshot:
-                v.assign(value)
-            keras.utils.set_random_seed(seed)
-            scores.append(net.evaluate_argmax(valid_ds, train_ds, recalibration_steps, arch=arch))
+            scores.append(scorer(arch))
             log(f"derive_samples: {i + 1}/{len(archs)} supernet accuracy {scores[-1] * 100:.2f}%")
     finally:
-        for v, value in snapshot:
-            v.assign(value)
+        scorer.restore()
     return scores
 
 
 def pick(net, data, n, proposal, seed, target_ms, tolerance, recalibration_steps, ceiling=False, log=print):
-    """(op indices of the best-scored network, [{ops, score, start, nudged}] of every candidate, best first).
-
-    The indices are where a `--derive_measure` correction starts its table edits: from the scored
-    network (already in the table's band, so without a correction it is derived unchanged), not
-    from its raw draw, so a correction changes the fewest layers of what was scored."""
+    """(the best-scored network, [{ops, score, start, nudged}] of every candidate, best first)."""
     cands = candidates(net, n, proposal, seed, target_ms, tolerance, ceiling)
-    scores = score_all(net, [a for _, a, _ in cands], data.valid, data.search, recalibration_steps, seed, log)
+    scores = score_all(net, [a for _, a, _ in cands], data, recalibration_steps, seed, log)
     order = sorted(range(len(cands)), key=lambda i: -scores[i])
     ranked = [{"ops": cands[i][1].ops, "score": scores[i], "start": cands[i][0], "nudged": cands[i][2]}
               for i in order]
-    best = cands[order[0]][1]
-    return [m.candidates.index(op) for m, op in zip(net.mixed_ops, best.ops)], ranked
+    return cands[order[0]][1], ranked

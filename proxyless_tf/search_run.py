@@ -544,10 +544,9 @@ def run_search(cfg):
         from proxyless_tf import sampled_derivation
 
         def pick(table_target, tolerance):
-            best, ranked = sampled_derivation.pick(net, data, cfg.derive_samples, cfg.derive_proposal, cfg.seed,
+            arch, ranked = sampled_derivation.pick(net, data, cfg.derive_samples, cfg.derive_proposal, cfg.seed,
                                                    table_target, tolerance, cfg.bn_recalibration_steps,
                                                    cfg.derive_mode == "ceiling")
-            arch = net.arch_of(best)
             ranked_by_pick[tuple(arch.ops)] = ranked
             return arch
     # only the chief measures: the other workers' arch.json is a side copy, and workers sharing a

@@ -64,10 +64,15 @@ class PathScorer:
         self.net, self.data, self.steps, self.seed = net, data, recalibration_steps, seed
         self.snapshot = [(v, v.numpy()) for v in net.non_trainable_variables]
 
+    def restore(self):
+        """The BN statistics as they were before the first score (a search that goes on to
+        evaluate its derived network recalibrates from them, not from the last path scored)."""
+        for v, value in self.snapshot:
+            v.assign(value)
+
     def __call__(self, arch):
         import keras
 
-        for v, value in self.snapshot:
-            v.assign(value)
+        self.restore()
         keras.utils.set_random_seed(self.seed)
         return self.net.evaluate_argmax(self.data.valid, self.data.search, self.steps, arch=arch)

@@ -1,6 +1,7 @@
 """--derive_samples: drawn networks moved into the band, scored by the supernet, the best derived."""
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -25,14 +26,17 @@ def test_the_table_edits_begin_at_the_given_start():
 
 def test_draws_are_seeded_uniform_or_from_softmax_alpha():
     logp = [np.log([0.98, 0.01, 0.01]), np.log([0.01, 0.01, 0.98])]
-    a = sampled_derivation.draw_starts(logp, 200, "uniform", seed=3)
-    assert a == sampled_derivation.draw_starts(logp, 200, "uniform", seed=3)
+    def draw(proposal, seed):
+        return sampled_derivation.draw(logp, 200, proposal, np.random.default_rng(seed)).tolist()
+
+    a = draw("uniform", 3)
+    assert a == draw("uniform", 3) and a != draw("uniform", 4)
     counts = np.bincount([s[0] for s in a], minlength=3)
     assert counts.min() > 40  # every op drawn about a third of the time
-    b = sampled_derivation.draw_starts(logp, 200, "alpha", seed=3)
+    b = draw("alpha", 3)
     assert sum(s == [0, 2] for s in b) > 180  # 0.98^2 of the draws
     with pytest.raises(ValueError, match="proposal"):
-        sampled_derivation.draw_starts(logp, 1, "argmax", seed=0)
+        draw("argmax", 0)
 
 
 def test_candidates_are_uniform_over_the_band_and_edited_in_only_when_the_band_is_too_sparse():
@@ -78,9 +82,19 @@ def test_scores_do_not_depend_on_order_and_bn_statistics_are_restored():
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     valid = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     archs = [space.sample(seed=i) for i in range(3)]
+    # the path function traced once per supernet computes each arch's own network: its logits are those
+    # of the plain path (Python-int op indices, no switch_case), and differ between archs
+    _, infer_path = net._path_functions()
+    logits = []
+    for arch in archs[:2]:
+        idx = [m.candidates.index(op) for m, op in zip(net.mixed_ops, arch.ops)]
+        logits.append(infer_path(x, tf.constant(idx, tf.int32)).numpy())
+        np.testing.assert_allclose(logits[-1], net._forward(x, False, "single", idx).numpy(), rtol=1e-5, atol=1e-6)
+    assert archs[0].ops != archs[1].ops and not np.allclose(logits[0], logits[1])
+    data = types.SimpleNamespace(valid=valid, search=train)
     before = [v.numpy() for v in net.non_trainable_variables]
-    fwd = sampled_derivation.score_all(net, archs, valid, train, 2, seed=1, log=lambda _: None)
-    back = sampled_derivation.score_all(net, archs[::-1], valid, train, 2, seed=1, log=lambda _: None)
+    fwd = sampled_derivation.score_all(net, archs, data, 2, seed=1, log=lambda _: None)
+    back = sampled_derivation.score_all(net, archs[::-1], data, 2, seed=1, log=lambda _: None)
     assert fwd == back[::-1]
     for v, b in zip(net.non_trainable_variables, before):
         np.testing.assert_array_equal(v.numpy(), b)
