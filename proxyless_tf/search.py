@@ -99,6 +99,12 @@ flags.DEFINE_boolean("derive_measure", False, "Measure the derived network on th
 flags.DEFINE_float("measured_target_ms", None, "--derive_measure: the target on the device's clock when it differs "
                    "from the table's (--target_ms then prices the latency loss, this one is the measured band); "
                    "default: --target_ms.")
+flags.DEFINE_string("measured_reference", None, "--derive_measure: an architecture file of the search space "
+                    "(e.g. the network whose latency is the target) measured right after every derived network; the "
+                    "target on the device is its first measurement, and each derived network's time is rescaled by "
+                    "how far the reference moved since then. Why: over an hour one network's measurement drifts by "
+                    "several per cent (docs/RESULTS.md [retrain6]: the target network +7.4 %%), and a network timed "
+                    "beside it drifts with it. Instead of --measured_target_ms.")
 flags.DEFINE_integer("derive_samples", 0, "0: derive from the argmax of alpha (the paper). N > 0: draw N networks "
                      "(--derive_proposal) that the table puts in the band, score each with the "
                      "supernet's weights on the validation split (BN re-estimated) and derive from the best "

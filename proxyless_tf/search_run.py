@@ -76,6 +76,7 @@ class SearchConfig:
     derive_mode: str = "band"
     derive_measure: bool = False
     measured_target_ms: float = None
+    measured_reference: str = None
     derive_samples: int = 0
     derive_proposal: str = "uniform"
     seed: int = 0
@@ -94,7 +95,7 @@ class SearchConfig:
         d = dataclasses.asdict(self)
         # the derivation (derive_*) only acts after the last step, so a killed run may be resumed with or without it
         for k in ("verbose", "checkpoint_every", "out_dir", "cluster_timeout", "cpu_kernels", "derive_measure",
-                  "measured_target_ms", "derive_samples", "derive_proposal"):
+                  "measured_target_ms", "measured_reference", "derive_samples", "derive_proposal"):
             d.pop(k)
         for k in ("latency_resolution", "latency_num_classes"):  # unset: a run from before they existed resumes
             if d[k] is None:
@@ -291,6 +292,16 @@ def resolve_target(cfg, table, space, num_classes):
     return lo + cfg.target_frac * (hi - lo), (lo, hi)
 
 
+def reference_arch(cfg, space):
+    """--measured_reference as an Arch, refused (one line) unless it is a network of the search space."""
+    path = os.path.expanduser(cfg.measured_reference)
+    arch = space_lib.Arch.from_json(path)
+    if arch.space != space:
+        raise ConfigError(path, "space", f"is space {arch.space.name!r}, not the search space {space.name!r}",
+                          "pass an architecture of --space (e.g. written by a search or tools/experiment_*)")
+    return arch
+
+
 def derive_on_device(net, table, backend, num_classes, target, cfg, pick=None):
     """`--derive_measure`: the table-based derivation, corrected by measuring the derived networks.
 
@@ -315,16 +326,34 @@ def derive_on_device(net, table, backend, num_classes, target, cfg, pick=None):
                 net.derive_arch(target_ms=table_target, tolerance=tolerance, ceiling=ceiling))
         return arch, table.predict(net.latency_arch(arch), num_classes)
 
+    def time_ms(arch):
+        return float(getattr(backend.measure(nets.build_model(net.latency_arch(arch), num_classes)),
+                             table.statistic))
+
+    reference, raw = None, {}
+    if cfg.measured_reference:
+        reference = reference_arch(cfg, net.space)
+        on_device = time_ms(reference)
+        print(f"derive_measure: reference {cfg.measured_reference} measured {on_device:.4g} ms (the target)",
+              flush=True)
+
     def measure(arch):
-        stats = backend.measure(nets.build_model(net.latency_arch(arch), num_classes))
-        ms = float(getattr(stats, table.statistic))
-        print(f"derive_measure: measured {ms:.4g} ms ({(ms - on_device) / on_device * 100:+.1f}% vs target "
+        ms = seen = time_ms(arch)
+        line = f"measured {seen:.4g} ms"
+        if reference is not None:  # right after: what moved the reference since its first time moved this one
+            now = time_ms(reference)
+            raw[tuple(arch.ops)] = {"raw_ms": seen, "reference_ms": now}
+            ms = seen * on_device / now
+            line += f", reference {now:.4g} ms: {ms:.4g} ms on the target's clock"
+        print(f"derive_measure: {line} ({(ms - on_device) / on_device * 100:+.1f}% vs target "
               f"{on_device:.4g} ms; table predicts {table.predict(net.latency_arch(arch), num_classes):.4g})",
               flush=True)
         return ms
 
     arch, ms, rounds = derive_measured(derive, measure, on_device, cfg.derive_tolerance, ceiling,
                                        table_target_ms=target)
+    for r in rounds:
+        r.update(raw.get(tuple(r["ops"]), {}))
     return arch, (ms, rounds, on_device)
 
 
@@ -354,7 +383,9 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         ms, rounds, on_device = measured
         lines.append(f"measured        {ms:.4g} ms on {table.device.get('backend')} ({(ms - on_device) / on_device * 100:+.1f}% "
                      f"vs target {on_device:.4g} ms on the device; {len({tuple(r['ops']) for r in rounds})} network(s) "
-                     f"measured in {len(rounds)} round(s) of --derive_measure)")
+                     f"measured in {len(rounds)} round(s) of --derive_measure"
+                     + (f"; the target is {cfg.measured_reference}, timed after each" if cfg.measured_reference else "")
+                     + ")")
     lines += [
         f"valid accuracy  {valid_acc * 100:.2f}% (derived net, supernet weights, BN recalibrated, "
         "validation split carved from train)",
@@ -418,6 +449,14 @@ def check_config(cfg):
     if cfg.measured_target_ms is not None and not cfg.derive_measure:
         raise ConfigError("<flags>", "--measured_target_ms", "is the band of --derive_measure, which is off",
                           "pass --derive_measure too, or drop --measured_target_ms")
+    if cfg.measured_reference is not None:
+        if not cfg.derive_measure:
+            raise ConfigError("<flags>", "--measured_reference", "is measured by --derive_measure, which is off",
+                              "pass --derive_measure too, or drop --measured_reference")
+        if cfg.measured_target_ms is not None:
+            raise ConfigError("<flags>", "--measured_reference", "and --measured_target_ms both set the measured target",
+                              "pass one of them")
+        reference_arch(cfg, space)
     if cfg.derive_samples < 0:
         raise ConfigError("<flags>", "--derive_samples", f"must be >= 0, got {cfg.derive_samples}",
                           "pass 0 (the argmax derivation) or a number of networks to draw, e.g. 20")

@@ -22,7 +22,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     out = tmp_path / "exp"
     argv = [os.path.join(ROOT, "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
             f"--latency_table={tp}", "--reference_op=mb_k3_e3", "--seeds=0", "--num_random=2", "--tolerance=0.5",
-            "--screen_tolerance=1.0", "--final_rounds=2", "--parallel=2", "--child_threads=1",
+            "--screen_tolerance=1.0", "--final_rounds=2", "--parallel=2", "--search_parallel=1", "--child_threads=1",
             "--search_args=--dataset=fashion_mnist,--epochs=2,--warmup_epochs=1,--max_train=128,--valid_size=40,"
             "--batch_size=16,--steps_per_epoch=2,--latency_loss=add#abs,--verbose=2",
             "--train_args=--dataset=fashion_mnist,--epochs=1,--train_examples=128,--batch_size=32,--steps_per_epoch=2"]
@@ -43,6 +43,9 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
             assert abs(row["predicted_ms"] - table.predict(mbv2, 10)) <= 1.0 * table.predict(mbv2, 10)
         if row["group"] in ("aware", "blind"):  # the search measured its derived network itself
             assert row["search_measured_ms"] > 0 and 1 <= row["derive_measure_rounds"] <= 5
+            # the uniform network timed beside each derived one (--measured_reference), not the first number
+            sres = json.loads((out / f"search_{row['name']}" / "result.json").read_text())
+            assert all(r["reference_ms"] > 0 for r in sres["measured_rounds"])
             last = json.loads((out / f"search_{row['name']}" / "alpha_history.json").read_text())[-1]["probs"]
             assert row["alpha_max_prob_mean"] == np.mean([max(p.values()) for p in last])
             assert row["alpha_uniform_prob_mean"] == np.mean([1 / len(p) for p in last])

@@ -135,3 +135,54 @@ def test_tables_this_process_cannot_measure_are_refused_by_name(tmp_path):
     # recorded; it is which summary is read, not how the device measures)
     device.update(host_cpu=make_backend("litert").describe()["host_cpu"], reference_ms=0.123, statistic="floor")
     assert backend_like(LatencyTable(device, {}, 10, "micro", "x"), "here.json").reference_ms == 0.123
+
+
+def test_a_measured_reference_network_sets_the_target_and_rescales_each_measurement(tmp_path):
+    """--measured_reference: the reference network is timed once as the target, then right after
+    every derived network; each derived time is put on the target's clock by the reference's drift."""
+    import json
+    import os
+    import re
+
+    from conftest import assert_one_line_error, run_cli
+    from test_search_cli import write_micro
+
+    from proxyless_tf.latency import backends, builder
+    from proxyless_tf.space import Arch
+
+    space, _, sp, _ = write_micro(tmp_path)
+    tp = tmp_path / "litert.json"
+    builder.build_table(space, backends.make_backend("litert", threads=1, clock="ref", warmup_runs=5, num_runs=20),
+                        str(tp), 10, progress=False)
+    ref = tmp_path / "ref.json"
+    Arch(space, [layer.candidates[-1] for layer in space.layers]).to_json(ref)
+    out = tmp_path / "run"
+    args = ["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
+            "--latency_loss=add#linear", "--max_train=64", "--valid_size=20", "--batch_size=16", "--epochs=2",
+            "--warmup_epochs=1", "--steps_per_epoch=2", "--bn_recalibration_steps=1", "--verbose=0",
+            "--derive_measure", "--derive_tolerance=0.05"]
+    proc = run_cli(args + [f"--measured_reference={ref}", f"--out_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = float(re.search(rf"reference {re.escape(str(ref))} measured ([0-9.e+-]+) ms \(the target\)",
+                            proc.stdout).group(1))
+    res = json.load(open(out / "result.json"))
+    assert res["measured_target_ms"] == pytest.approx(first, rel=1e-3)  # printed to 4 digits
+    rounds = res["measured_rounds"]
+    assert 1 <= len(rounds) <= 5 and proc.stdout.count(", reference ") == len(rounds)
+    for r in rounds:  # each time rescaled by the reference measured right after it
+        assert r["raw_ms"] > 0 and r["reference_ms"] > 0
+        assert r["measured_ms"] == pytest.approx(r["raw_ms"] * res["measured_target_ms"] / r["reference_ms"])
+    assert f"the target is {ref}, timed after each" in (out / "summary.txt").read_text()
+    # bad input: one line each, before any training, nothing written
+    bad = [f"--out_dir={tmp_path}/bad"]
+    assert_one_line_error(run_cli(args + [f"--measured_reference={ref}", "--measured_target_ms=1"] + bad),
+                          "--measured_reference", "pass one of them")
+    assert_one_line_error(run_cli([a for a in args if a != "--derive_measure"] + [f"--measured_reference={ref}"] + bad),
+                          "--measured_reference", "pass --derive_measure too")
+    assert_one_line_error(run_cli(args + [f"--measured_reference={tmp_path}/none.json"] + bad), "none.json")
+    other = tmp_path / "other.json"
+    Arch.from_json(os.path.join(os.path.dirname(__file__), "..", "configs", "archs",
+                                "fashion_mnist_example.json")).to_json(other)
+    assert_one_line_error(run_cli(args + [f"--measured_reference={other}"] + bad), "other.json", "space",
+                          "pass an architecture of --space")
+    assert not (tmp_path / "bad").exists()

@@ -18,7 +18,9 @@ network is a contender by construction. Contenders, all retrained by the same
   mbv2    the uniform reference network, one training per seed
 
 Matched on the measurement, the searches derive with `--derive_measure` (the derived network
-is measured and re-derived until it measures in the band), and a random arch is kept only
+is measured and re-derived until it measures in the band; with the target left to the uniform
+network, that network is timed right after each derived one, `--measured_reference`, so the band
+moves with the machine), and a random arch is kept only
 when its measurement is in the band (it is first screened by its prediction, within
 ±`--screen_tolerance` of where the table puts the target). The table alone misses: its
 networks were 8-22 % off their measurement in the first runs. Every network is measured
@@ -66,6 +68,10 @@ flags.DEFINE_integer("num_random", 10, "Random archs in the latency band.")
 flags.DEFINE_boolean("random_all_seeds", True, "Retrain every random arch with every --seeds seed and rank the "
                      "archs by their mean (--norandom_all_seeds: one training each, seed --seeds[0]).")
 flags.DEFINE_integer("parallel", 1, "Subprocesses at a time.")
+flags.DEFINE_integer("search_parallel", None, "Searches at a time (default: --parallel). 1: each search runs "
+                     "alone, so its --derive_measure times networks on a quiet machine, as the final rounds do "
+                     "(beside another job, narrow networks slowed more than the target network: docs/RESULTS.md "
+                     "[sampled]).")
 flags.DEFINE_integer("child_threads", None, "TF intra-op threads per subprocess (default: TF's choice).")
 flags.DEFINE_list("search_args", [
     "--dataset=fashion_mnist", "--epochs=3", "--warmup_epochs=1", "--max_train=6400", "--valid_size=5000",
@@ -206,7 +212,7 @@ def take_plan(src, out):
     print(f"experiment: target and random archs from {src}", flush=True)
 
 
-def search_jobs(contenders, target, table_target):
+def search_jobs(contenders, target, table_target, out):
     from proxyless_tf import experiments
 
     jobs = []
@@ -220,7 +226,8 @@ def search_jobs(contenders, target, table_target):
             args = [a for a in args if not a.startswith(("--latency_loss=", "--loss_lambda="))]
             args.append("--latency_loss=none")
         if FLAGS.match_on == "measured":  # the loss on the table's clock, the band on the device's
-            args += ["--derive_measure", f"--measured_target_ms={target}"]
+            args += ["--derive_measure", (f"--measured_target_ms={target}" if FLAGS.target_ms else
+                                          f"--measured_reference={os.path.join(out, 'archs', 'mbv2.json')}")]
             args = [a if not a.startswith("--target_ms=") else f"--target_ms={table_target}" for a in args]
         jobs.append(experiments.Job(f"search {name}", experiments.python_module("proxyless_tf.search", *args),
                                     os.path.join(c["search_dir"] + ".log"),
@@ -476,9 +483,9 @@ def main(argv):
     target, table_target, contenders = plan(space, table, out, measure if FLAGS.match_on == "measured" else None)
     print(f"experiment: target {target:.4f} ms, {len(contenders)} networks to retrain, out {out}", flush=True)
     t0 = time.time()
-    sjobs = search_jobs(contenders, target, table_target)
+    sjobs = search_jobs(contenders, target, table_target, out)
     experiments.reuse_jobs(sjobs, FLAGS.reuse_from, out)
-    ran = experiments.run_jobs(sjobs, FLAGS.parallel, FLAGS.child_threads)
+    ran = experiments.run_jobs(sjobs, FLAGS.search_parallel or FLAGS.parallel, FLAGS.child_threads)
     experiments.record_jobs(ran, os.path.join(out, "jobs.json"))  # a run killed in its trainings keeps these
     failed = [j for j in ran if j.returncode != 0]
     if failed:
