@@ -310,7 +310,10 @@ def derive_on_device(net, table, backend, num_classes, target, cfg, pick=None):
     instead of the argmax's table edits (`--derive_samples`: the supernet's best of the networks
     drawn in that round's band, so a correction redraws in the corrected band rather than editing
     the scored network; its first measurement in `[sampled]` was +15.6 % off, which edits would
-    have fixed by α's choices).
+    have fixed by α's choices). With `--measured_reference` the target is that network's first
+    time, and each derived network's time is scaled by first/now of the reference timed right after
+    it (rounds keep both raw times): the band test is then the ratio of two networks timed
+    together, whatever the first time's own noise.
     """
     from absl import logging
 
@@ -324,13 +327,14 @@ def derive_on_device(net, table, backend, num_classes, target, cfg, pick=None):
     def derive(table_target, tolerance):
         arch = (pick(table_target, tolerance) if pick is not None else
                 net.derive_arch(target_ms=table_target, tolerance=tolerance, ceiling=ceiling))
-        return arch, table.predict(net.latency_arch(arch), num_classes)
+        predicted[tuple(arch.ops)] = table.predict(net.latency_arch(arch), num_classes)
+        return arch, predicted[tuple(arch.ops)]
 
     def time_ms(arch):
         return float(getattr(backend.measure(nets.build_model(net.latency_arch(arch), num_classes)),
                              table.statistic))
 
-    reference, raw = None, {}
+    reference, raw, predicted = None, {}, {}
     if cfg.measured_reference:
         reference = reference_arch(cfg, net.space)
         on_device = time_ms(reference)
@@ -346,7 +350,7 @@ def derive_on_device(net, table, backend, num_classes, target, cfg, pick=None):
             ms = seen * on_device / now
             line += f", reference {now:.4g} ms: {ms:.4g} ms on the target's clock"
         print(f"derive_measure: {line} ({(ms - on_device) / on_device * 100:+.1f}% vs target "
-              f"{on_device:.4g} ms; table predicts {table.predict(net.latency_arch(arch), num_classes):.4g})",
+              f"{on_device:.4g} ms; table predicts {predicted[tuple(arch.ops)]:.4g})",
               flush=True)
         return ms
 
