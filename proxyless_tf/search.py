@@ -104,7 +104,8 @@ flags.DEFINE_string("measured_reference", None, "--derive_measure: an architectu
                     "target on the device is its first measurement, and each derived network's time is rescaled by "
                     "how far the reference moved since then. Why: over an hour one network's measurement drifts by "
                     "several per cent (docs/RESULTS.md [retrain6]: the target network +7.4 %%), and a network timed "
-                    "beside it drifts with it. Instead of --measured_target_ms.")
+                    "beside it drifts with it. Instead of --measured_target_ms; without --target_ms or --target_frac "
+                    "the latency loss aims at the table's prediction of it.")
 flags.DEFINE_integer("derive_samples", 0, "0: derive from the argmax of alpha (the paper). N > 0: draw N networks "
                      "(--derive_proposal) that the table puts in the band, score each with the "
                      "supernet's weights on the validation split (BN re-estimated) and derive from the best "

@@ -283,6 +283,8 @@ def resolve_target(cfg, table, space, num_classes):
     lo, hi = table.latency_range(space, num_classes)
     if cfg.target_ms is not None:
         return float(cfg.target_ms), (lo, hi)
+    if cfg.target_frac is None and cfg.measured_reference:  # "as fast as this network", on the table's clock
+        return table.predict(reference_arch(cfg, space), num_classes), (lo, hi)
     if cfg.target_frac is None:
         raise ConfigError("<flags>", "target_ms", "no latency target",
                           f"pass --target_ms (reachable: {lo:.4g} to {hi:.4g} ms) or --target_frac in [0, 1]")
@@ -293,13 +295,19 @@ def resolve_target(cfg, table, space, num_classes):
 
 
 def reference_arch(cfg, space):
-    """--measured_reference as an Arch, refused (one line) unless it is a network of the search space."""
+    """--measured_reference as an Arch of `space`, refused (one line) unless its network has the search
+    space's layers and candidates; its input size may differ (it is timed at the latency space's, as
+    every derived network is), so the tool's `archs/*.json` serve a search at another --resolution."""
     path = os.path.expanduser(cfg.measured_reference)
     arch = space_lib.Arch.from_json(path)
-    if arch.space != space:
-        raise ConfigError(path, "space", f"is space {arch.space.name!r}, not the search space {space.name!r}",
-                          "pass an architecture of --space (e.g. written by a search or tools/experiment_*)")
-    return arch
+    mine, theirs = space.to_dict(), arch.space.to_dict()
+    differ = sorted(k for k in set(mine) | set(theirs)
+                    if k not in ("name", "input_shape") and mine.get(k) != theirs.get(k))
+    if differ:
+        raise ConfigError(path, f"space.{differ[0]}", f"differs from the search space {space.name!r}'s "
+                          f"({', '.join(differ)})", "pass an architecture of --space (e.g. written by a search or "
+                          "tools/experiment_*)")
+    return space_lib.Arch(space, arch.ops, source=path)
 
 
 def derive_on_device(net, table, backend, num_classes, target, cfg, pick=None):
@@ -621,6 +629,8 @@ def run_search(cfg):
               "cpu_kernels": kernels}
     if measured is not None:
         result.update(measured_ms=measured[0], measured_rounds=measured[1], measured_target_ms=measured[2])
+        if cfg.measured_reference:
+            result.update(measured_reference_ops=reference_arch(cfg, space).ops)
     if sampled:
         result.update(derive_samples=len(sampled), derive_sample_scores=[c["score"] for c in sampled])
     space_lib.write_json_atomic(os.path.join(out, "result.json"), result)

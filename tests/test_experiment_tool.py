@@ -46,6 +46,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
             # the uniform network timed beside each derived one (--measured_reference), not the first number
             sres = json.loads((out / f"search_{row['name']}" / "result.json").read_text())
             assert all(r["reference_ms"] > 0 for r in sres["measured_rounds"])
+            assert row["search_measured_target_ms"] == sres["measured_target_ms"] > 0  # the clock of the column
             last = json.loads((out / f"search_{row['name']}" / "alpha_history.json").read_text())[-1]["probs"]
             assert row["alpha_max_prob_mean"] == np.mean([max(p.values()) for p in last])
             assert row["alpha_uniform_prob_mean"] == np.mean([1 / len(p) for p in last])

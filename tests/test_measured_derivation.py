@@ -5,6 +5,8 @@ in a known way (so the right answer is computable), and against this machine's r
 interpreter for the refusals; the search CLI test runs it end to end with a real table.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -140,7 +142,6 @@ def test_tables_this_process_cannot_measure_are_refused_by_name(tmp_path):
 def test_a_measured_reference_network_sets_the_target_and_rescales_each_measurement(tmp_path):
     """--measured_reference: the reference network is timed once as the target, then right after
     every derived network; each derived time is put on the target's clock by the reference's drift."""
-    import json
     import os
     import re
 
@@ -186,3 +187,65 @@ def test_a_measured_reference_network_sets_the_target_and_rescales_each_measurem
     assert_one_line_error(run_cli(args + [f"--measured_reference={other}"] + bad), "other.json", "space",
                           "pass an architecture of --space")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_reference_timed_beside_each_network_takes_the_machines_drift_out(tmp_path):
+    """A device that slows by 30 % between rounds: every derived network's time, put on the target's
+    clock by the reference timed with it, comes out as its undisturbed time (exactly), and the raw
+    times do not. Also: which reference files are accepted, and the loss's default target."""
+    import types
+
+    from test_search_cli import write_micro
+
+    from proxyless_tf import nets, search_run
+    from proxyless_tf.space import Arch
+
+    space, _, _, _ = write_micro(tmp_path)
+    ref = tmp_path / "ref.json"
+    Arch(space, [layer.candidates[0] for layer in space.layers]).to_json(ref)
+    candidates = [Arch(space, [layer.candidates[i % len(layer.candidates)] for layer in space.layers])
+                  for i in range(1, 4)]
+    params = lambda arch: nets.build_model(arch, 10).count_params()  # noqa: E731
+    undisturbed = {tuple(a.ops): params(a) * 1e-5 for a in candidates + [Arch(space, json_ops(ref))]}
+    assert len(set(undisturbed.values())) == 4  # the fake device tells the networks apart by their size
+    calls = []
+
+    class Device:  # call k runs 1.3 ** ((k + 1) // 2) slower: a derived network and the next call alike
+        def measure(self, model):
+            key = next(k for k, a in ((k, Arch(space, list(k))) for k in undisturbed) if params(a) == model.count_params())
+            calls.append(key)
+            return types.SimpleNamespace(median=undisturbed[key] * 1.3 ** (len(calls) // 2))
+
+    table = types.SimpleNamespace(statistic="median", predict=lambda arch, nc: undisturbed[tuple(arch.ops)])
+    net = types.SimpleNamespace(space=space, latency_arch=lambda arch: arch, derive_arch=lambda target_ms, tolerance, ceiling: min(
+        candidates, key=lambda a: abs(undisturbed[tuple(a.ops)] - target_ms)))
+    cfg = types.SimpleNamespace(derive_mode="band", measured_target_ms=None, measured_reference=str(ref),
+                                derive_tolerance=0.01)
+    target = undisturbed[tuple(candidates[1].ops)]
+    arch, (ms, rounds, on_device) = search_run.derive_on_device(net, table, Device(), 10, target, cfg)
+    assert on_device == undisturbed[tuple(json_ops(ref))] and calls[0] == tuple(json_ops(ref))
+    assert calls[2::2] == [tuple(json_ops(ref))] * len(rounds)  # the reference right after each network
+    for r in rounds:
+        assert r["measured_ms"] == pytest.approx(undisturbed[tuple(r["ops"])])
+        assert r["raw_ms"] != pytest.approx(r["measured_ms"])  # the drift was there
+    best = min(rounds, key=lambda r: abs(r["measured_ms"] - on_device))  # nearest the reference, undisturbed
+    assert arch.ops == best["ops"] and ms == pytest.approx(undisturbed[tuple(best["ops"])])
+    # the reference file: another input size is accepted (timed at the latency space's), other layers not
+    d = json.loads(ref.read_text())
+    d["space"]["input_shape"] = [d["space"]["input_shape"][0] * 2] * 2 + d["space"]["input_shape"][2:]
+    (tmp_path / "big.json").write_text(json.dumps(d))
+    ok = search_run.reference_arch(types.SimpleNamespace(measured_reference=str(tmp_path / "big.json")), space)
+    assert ok.space == space and ok.ops == json_ops(ref)
+    d["space"]["head"]["out_channels"] += 8  # same name, another network
+    (tmp_path / "head.json").write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"head\.json: space\.head: .*pass an architecture of --space"):
+        search_run.reference_arch(types.SimpleNamespace(measured_reference=str(tmp_path / "head.json")), space)
+    # without --target_ms / --target_frac the loss aims at the table's prediction of the reference
+    lat = types.SimpleNamespace(latency_range=lambda s, nc: (0.0, 1e9), predict=table.predict)
+    got, _ = search_run.resolve_target(types.SimpleNamespace(target_ms=None, target_frac=None,
+                                                             measured_reference=str(ref)), lat, space, 10)
+    assert got == undisturbed[tuple(json_ops(ref))]
+
+
+def json_ops(path):
+    return json.loads(open(path).read())["ops"]

@@ -275,7 +275,8 @@ def collect(contenders, recorded, table, measured):
             sres = json.load(open(os.path.join(c["search_dir"], "result.json")))
             row.update(search_wall_s=sres["wall_s"], search_valid_acc=sres["valid_acc"],
                        derive_changed_layers=sres.get("derive_changed_layers"),
-                       search_measured_ms=sres.get("measured_ms"),
+                       search_measured_ms=sres.get("measured_ms"),  # on the clock of:
+                       search_measured_target_ms=sres.get("measured_target_ms"),
                        derive_measure_rounds=len(sres.get("measured_rounds", [])) or None,
                        **alpha_decisiveness(os.path.join(c["search_dir"], "alpha_history.json")))
         for kind in ("search", "train"):
