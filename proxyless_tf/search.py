@@ -44,10 +44,10 @@ flags.DEFINE_enum("table_clock", None, ["cpu", "wall", "ref"],
 flags.DEFINE_float("target_ms", None, "Latency target (ms); must be inside the space's reachable range.")
 flags.DEFINE_float("target_frac", None, "Target as a position in the reachable range (0 fastest, 1 slowest), "
                    "used when --target_ms is not given.")
-flags.DEFINE_string("latency_loss", "mul#log", "mul#log, add#linear, add#abs or none.")
+flags.DEFINE_string("latency_loss", "mul#log", "mul#log, add#linear, add#abs, add#hinge (penalises only latency above the target) or none.")
 flags.DEFINE_float("loss_alpha", 0.2, "mul#log alpha.")
 flags.DEFINE_float("loss_beta", 0.3, "mul#log beta.")
-flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs lambda.")
+flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs / add#hinge lambda.")
 flags.DEFINE_enum("mode", "two", ["two", "full", "full_v2", "reinforce"],
                   "two: ProxylessNAS binary gates; full: DARTS baseline; full_v2: gate gradients of every op "
                   "with one path's memory (recomputed in the backward); reinforce: Proxyless-R (REINFORCE).")

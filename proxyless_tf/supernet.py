@@ -12,7 +12,7 @@ One `fit` step on a batch ((x, y), (x_val, y_val)):
    apply of the step sees the same learning rate and it advances once per step.
 2. every `arch_every` steps (after `warmup_epochs`), an architecture step on (x_val, y_val):
    two paths per layer (`two`, binary gates), loss = CE ⊕ expected latency (`mul#log`,
-   `add#linear`, or `add#abs`), the architecture optimizer (Adam, β1 = 0) on α only, then
+   `add#linear`, `add#abs` or `add#hinge`), the architecture optimizer (Adam, β1 = 0) on α only, then
    the pair rescale of every layer. The argmax network is evaluated on the same
    validation batch for the `valid_acc` metric.
 
@@ -54,10 +54,10 @@ from proxyless_tf.nested import WEIGHT_SHARING
 WEIGHT_SAMPLING = ("alpha", "uniform")
 SANDWICH = ("none", "largest", "largest_smallest")
 WARMUP_PATHS = ("sampled", "largest")
-LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs")
+LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs", "add#hinge")
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
 DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
-                       "add#abs": {"lambda": 0.1}}
+                       "add#abs": {"lambda": 0.1}, "add#hinge": {"lambda": 0.1}}
 
 
 def largest_op(candidates):
@@ -444,7 +444,9 @@ class SuperNet(keras.Model):
             weight_optimizer: optimizer of the network weights (default SGD Nesterov 0.9, lr 0.025).
             arch_optimizer: optimizer of α (default Adam lr 1e-3, betas (0, 0.999), as the paper).
             latency_loss: `mul#log` α·CE·(log E / log T)^β, `add#linear` CE + λ(E − T)/T,
-                `add#abs` CE + λ|E − T|/T (pulls toward T from both sides), or None (CE only).
+                `add#abs` CE + λ|E − T|/T (pulls toward T from both sides), `add#hinge`
+                CE + λ·max(0, E − T)/T (a budget: no pull at all once E is under T, so there the
+                choice is left to CE alone), or None (CE only).
             target_ms: T, the latency reference; must lie inside the space's reachable range.
             loss_params: overrides of {alpha, beta} / {lambda}.
             arch_every: an architecture step every this many weight steps.
@@ -506,11 +508,15 @@ class SuperNet(keras.Model):
                               f"pick a target between {lo:.4g} and {hi:.4g} ms")
         if latency_loss == "mul#log" and lo <= 1.0:
             raise ConfigError("latency_loss", "mul#log", f"log-latency ratio is undefined for latencies <= 1 ms "
-                              f"(this space reaches {lo:.4g} ms)", "use add#linear or add#abs")
+                              f"(this space reaches {lo:.4g} ms)", "use add#linear, add#abs or add#hinge")
         return t
 
     def arch_loss(self, ce, expected_ms):
-        """CE ⊕ latency term, as in the paper (`mul#log`, `add#linear`) plus `add#abs`."""
+        """CE ⊕ latency term, as in the paper (`mul#log`, `add#linear`) plus `add#abs` and `add#hinge`.
+
+        `add#hinge` exists because the paper's terms price every millisecond, under the target
+        too: where CE cannot tell the candidates apart (width, in the supernets of RESULTS.md),
+        that steady pull alone decides, and it picks the cheapest op per layer."""
         if self.latency_loss is None:
             return ce
         t = self.target_ms
@@ -520,6 +526,8 @@ class SuperNet(keras.Model):
         rel = (expected_ms - t) / t
         if self.latency_loss == "add#abs":
             rel = keras.ops.abs(rel)
+        elif self.latency_loss == "add#hinge":
+            rel = keras.ops.relu(rel)
         return ce + self.loss_params["lambda"] * rel
 
     # ---- training -------------------------------------------------------------------------------

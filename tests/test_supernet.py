@@ -118,6 +118,36 @@ def test_target_outside_range_names_the_range():
     assert f"{lo:.4g}" in str(e.value) and f"{hi:.4g}" in str(e.value)
 
 
+@pytest.mark.parametrize("side, lam", [("under", 0.7), ("over", 0.7), ("over", 2.0)])
+def test_hinge_loss_prices_only_the_latency_above_the_target(side, lam):
+    """add#hinge = CE + λ·max(0, E − T)/T: its value and its gradient on α (through the expected
+    latency E) against that formula; under the target the α-gradient of the term is exactly zero."""
+    space = micro_space()
+    table = synthetic_table(space, 4)
+    lo, hi = table.latency_range(space, 4)
+    target = (lo + hi) / 2
+    net = SuperNet(space, 4, table, seed=0)
+    net.compile(latency_loss="add#hinge", target_ms=target, loss_params={"lambda": lam})
+    sign = 1.0 if side == "over" else -1.0  # α leaning to the slow (over) or the fast (under) ops
+    for m, cost in zip(net.mixed_ops, net._costs):
+        c = keras.ops.convert_to_numpy(cost)
+        m.alpha.assign((sign * 3.0 * (c - c.mean()) / (np.ptp(c) + 1e-9)).astype("float32"))
+    alphas = [m.alpha for m in net.mixed_ops]
+    ce = tf.constant(0.8)
+    with tf.GradientTape(persistent=True) as tape:
+        e = net.expected_latency()
+        loss = net.arch_loss(ce, e)
+    e_now = float(e)
+    assert (e_now > target) == (side == "over"), (e_now, target)
+    np.testing.assert_allclose(float(loss), 0.8 + lam * max(0.0, e_now / target - 1.0), rtol=1e-5)
+    got = tape.gradient(loss, alphas, unconnected_gradients="zero")
+    de = tape.gradient(e, alphas)
+    for g, d in zip(got, de):
+        want = (lam / target) * d.numpy() if side == "over" else np.zeros_like(d.numpy())
+        np.testing.assert_allclose(g.numpy(), want, rtol=1e-4, atol=1e-7)
+    assert max(np.abs(d.numpy()).max() for d in de) > 1e-4  # E does move with α: the zero is the hinge's
+
+
 def test_table_missing_a_block_is_one_config_error():
     space = tiny_space()
     from proxyless_tf.latency import keys as keys_lib

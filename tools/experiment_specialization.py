@@ -68,7 +68,7 @@ flags.DEFINE_integer("latency_resolution", 224, "Deployment input size the laten
 flags.DEFINE_integer("latency_num_classes", 1000, "Classifier width of both tables' head entries.")
 flags.DEFINE_float("target_frac", 0.4, "Each device's target: this position in its own reachable range.")
 flags.DEFINE_string("latency_loss", "add#linear", "Latency loss of both searches.")
-flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs lambda.")
+flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs / add#hinge lambda.")
 flags.DEFINE_integer("max_train", 4000, "Training images (Fashion-MNIST) of each search.")
 flags.DEFINE_integer("valid_size", 1000, "Validation images carved from train (arch step and accuracy).")
 flags.DEFINE_integer("epochs", 3, "Search epochs (warm-up included).")
