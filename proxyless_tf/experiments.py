@@ -59,6 +59,37 @@ def matched_random_archs(space, predict, target_ms, count, tolerance=0.05, seed=
                       f"in {max_draws} draws", "pick a target nearer the middle of the space's range or widen --tolerance")
 
 
+class MeasuredScreen:
+    """The prediction screen and the measured test of `matched_random_archs` (its `predict` and
+    `accept`), with the screen centred where the measurements say the band lies.
+
+    The screen divides each prediction by the median predicted ÷ measured ratio seen so far
+    (`first`, e.g. the reference network's, then every candidate measured): one network's ratio
+    is a poor centre when the table over- or under-prices that network's ops more than the
+    typical one's (the uniform `e6` network: 1.11 on the Xeon, random networks about 1.0), and a
+    screen off-centre spends most measurements outside the band. The ratios follow the
+    measurements in draw order, so a run resumed on cached measurements draws the same archs."""
+
+    def __init__(self, predict, measure, target_ms, tolerance, first=()):
+        self._predict, self._measure = predict, measure
+        self.target_ms, self.tolerance = float(target_ms), float(tolerance)
+        self.ratios = [float(p) / float(m) for p, m in first]
+        self.measured = 0
+
+    def ratio(self):
+        return float(np.median(self.ratios)) if self.ratios else 1.0
+
+    def predict(self, arch):
+        """The table's prediction on the device's clock (what the screen compares with the target)."""
+        return float(self._predict(arch)) / self.ratio()
+
+    def accept(self, arch):
+        ms = float(self._measure(arch))
+        self.measured += 1
+        self.ratios.append(float(self._predict(arch)) / ms)
+        return abs(ms - self.target_ms) <= self.tolerance * self.target_ms
+
+
 def pareto_front(points):
     """Indices of the points (latency, accuracy) no other point beats in both (lower latency, higher acc)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))

@@ -55,6 +55,59 @@ def test_matched_random_archs_are_distinct_in_band_and_reproducible():
     assert seen[-1] == passed[-1] and len(seen) > 2  # some were measured out; it stopped at the second in
 
 
+def test_measured_screen_centres_on_the_median_ratio_and_spends_fewer_measurements():
+    """The reference network's table ÷ measured ratio (1.3 here) is not the typical network's (1.0):
+    a screen centred on it measures mostly outside the band, or misses it; one centred on the
+    running median ratio finds the in-band archs with fewer measurements, and a rerun on cached
+    measurements draws the same archs without measuring."""
+    space = latency_helpers.tiny_space(stages=[{"width": 8, "depth": 4, "stride": 1},
+                                               {"width": 16, "depth": 3, "stride": 2}])
+    cost = {"mb_k3_e3": 1.0, "mb_k5_e3": 2.0, "zero": 0.0}
+    ref = experiments.uniform_arch(space, "mb_k3_e3")
+
+    def predict(arch):
+        return 1.0 + sum(cost[o] for o in arch.ops)
+
+    calls, cache = [], {}
+
+    def device(arch):  # the table is right for every network but the reference, which it overprices 1.3x
+        key = tuple(arch.ops)
+        if key not in cache:
+            calls.append(key)
+            cache[key] = predict(arch) / (1.3 if arch.ops == ref.ops else 1.0)
+        return cache[key]
+
+    target = device(ref)  # 6.15: the band (±5 %) holds the archs predicted at 6
+    first = [(predict(ref), target)]
+
+    def in_band(a):
+        return abs(device(a) - target) <= 0.05 * target
+
+    def draw(screen_tol, fixed):
+        cache.clear()
+        calls.clear()
+        screen = experiments.MeasuredScreen(predict, device, target, 0.05, first=first)
+        got = experiments.matched_random_archs(space, (lambda a: predict(a) / 1.3) if fixed else screen.predict,
+                                               target, 4, screen_tol, seed=0,
+                                               accept=in_band if fixed else screen.accept, max_draws=20_000)
+        return got, len(calls), screen
+
+    # centred on the reference, the band is outside the ±20 % screen: only the reference itself passes
+    with pytest.raises(ConfigError, match="only 1 of 4"):
+        draw(0.2, fixed=True)
+    got, spent, screen = draw(0.2, fixed=False)
+    assert len(got) == 4 and all(in_band(a) for _, a, _ in got) and spent == screen.measured
+    assert screen.ratio() == 1.0 and screen.ratio() == np.median(screen.ratios)
+    fixed, fixed_spent = draw(0.3, fixed=True)[:2]
+    moving, moving_spent = draw(0.3, fixed=False)[:2]
+    assert all(in_band(a) for _, a, _ in fixed + moving)
+    assert moving_spent < fixed_spent, (moving_spent, fixed_spent)
+    calls.clear()  # a rerun on the cached measurements: the same archs, nothing measured
+    again = experiments.MeasuredScreen(predict, device, target, 0.05, first=first)
+    rerun = experiments.matched_random_archs(space, again.predict, target, 4, 0.3, seed=0, accept=again.accept)
+    assert [a.ops for _, a, _ in rerun] == [a.ops for _, a, _ in moving] and calls == []
+
+
 def space_arch(space, ops):
     from proxyless_tf.space import Arch
 

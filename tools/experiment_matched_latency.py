@@ -22,7 +22,8 @@ is measured and re-derived until it measures in the band; with the target left t
 network, that network is timed right after each derived one, `--measured_reference`, so the band
 moves with the machine), and a random arch is kept only
 when its measurement is in the band (it is first screened by its prediction, within
-±`--screen_tolerance` of where the table puts the target). The table alone misses: its
+±`--screen_tolerance` of where the table puts the target: the prediction divided by the median
+table ÷ measured ratio of the networks measured so far). The table alone misses: its
 networks were 8-22 % off their measurement in the first runs. Every network is measured
 again at the end, `--final_rounds` times in one session, with the table's own backend settings
 (LiteRT, its thread count and clock); the medians are the ones reported. Each stage writes files in --out_dir and is skipped
@@ -175,24 +176,32 @@ def plan(space, table, out, measure):
             contenders[f"{group}_s{s}"] = {"group": group, "seed": int(s),
                                            "search_dir": os.path.join(out, f"search_{group}_s{s}"),
                                            "arch_path": os.path.join(out, f"search_{group}_s{s}", "arch.json")}
-    if measure:
-        # screened by prediction around where the table puts the target (the mbv2's own
-        # measured/predicted ratio), kept by measurement
-        table_target = target * table.predict(mbv2, 10) / measure(mbv2)
-        drawn = experiments.matched_random_archs(
-            space, lambda a: table.predict(a, 10), table_target, FLAGS.num_random, FLAGS.screen_tolerance, seed=0,
-            accept=lambda a: abs(measure(a, "random candidate") - target) <= FLAGS.tolerance * target)
-    else:
-        table_target = target
-        drawn = experiments.matched_random_archs(space, lambda a: table.predict(a, 10), target, FLAGS.num_random,
-                                                 FLAGS.tolerance, seed=0)
+    table_target = target * table.predict(mbv2, 10) / measure(mbv2) if measure else target
+    paths = [os.path.join(out, "archs", f"random_{i}.json") for i in range(FLAGS.num_random)]
+    # a plan already drawn (a resumed run, or one taken with --reuse_from) keeps its archs, even
+    # where this version of the draw would pick others
+    if not all(os.path.exists(p) for p in paths):
+        if measure:
+            # screened by prediction around where the measurements put the band (the median
+            # predicted/measured ratio so far, the mbv2's first), kept by measurement
+            screen = experiments.MeasuredScreen(
+                lambda a: table.predict(a, 10), lambda a: measure(a, "random candidate"), target, FLAGS.tolerance,
+                first=[(table.predict(mbv2, 10), measure(mbv2))])
+            drawn = experiments.matched_random_archs(space, screen.predict, target, FLAGS.num_random,
+                                                     FLAGS.screen_tolerance, seed=0, accept=screen.accept)
+            print(f"experiment: {len(drawn)} random archs in the band after {screen.measured} measurements "
+                  f"(table ÷ measured: {screen.ratio():.3f} median, {table_target / target:.3f} for the target "
+                  f"network)", flush=True)
+        else:
+            drawn = experiments.matched_random_archs(space, lambda a: table.predict(a, 10), target,
+                                                     FLAGS.num_random, FLAGS.tolerance, seed=0)
+        for (_, arch, _), path in zip(drawn, paths):
+            if not os.path.exists(path):
+                arch.to_json(path)
     random_seeds = FLAGS.seeds if FLAGS.random_all_seeds else FLAGS.seeds[:1]
-    for i, (draw, arch, ms) in enumerate(drawn):
-        path = os.path.join(out, "archs", f"random_{i}.json")
-        if not os.path.exists(path):
-            arch.to_json(path)
+    for i, path in enumerate(paths):
         for s in random_seeds:
-            contenders[f"random_{i}_s{s}"] = {"group": "random", "seed": int(s), "arch_path": path, "draw": draw}
+            contenders[f"random_{i}_s{s}"] = {"group": "random", "seed": int(s), "arch_path": path}
     return target, table_target, contenders
 
 
