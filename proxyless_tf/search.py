@@ -19,6 +19,7 @@ from absl import flags
 
 from proxyless_tf import cli, distribute
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency_losses import LATENCY_LOSSES
 
 ROOT = cli.ROOT
 
@@ -44,7 +45,8 @@ flags.DEFINE_enum("table_clock", None, ["cpu", "wall", "ref"],
 flags.DEFINE_float("target_ms", None, "Latency target (ms); must be inside the space's reachable range.")
 flags.DEFINE_float("target_frac", None, "Target as a position in the reachable range (0 fastest, 1 slowest), "
                    "used when --target_ms is not given.")
-flags.DEFINE_string("latency_loss", "mul#log", "mul#log, add#linear, add#abs, add#hinge (penalises only latency above the target) or none.")
+flags.DEFINE_string("latency_loss", "mul#log", f"{', '.join(LATENCY_LOSSES)} or none (what each "
+                    "computes: proxyless_tf/latency_losses.py).")
 flags.DEFINE_float("loss_alpha", 0.2, "mul#log alpha.")
 flags.DEFINE_float("loss_beta", 0.3, "mul#log beta.")
 flags.DEFINE_float("loss_lambda", 0.1, "add#linear / add#abs / add#hinge lambda.")

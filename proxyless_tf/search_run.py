@@ -23,6 +23,7 @@ import numpy as np
 
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency_losses import LATENCY_LOSSES
 
 WATCHED = ("loss", "arch_loss", "expected_ms")
 
@@ -418,9 +419,9 @@ def check_config(cfg):
     `run_search`; nothing is written before it passes.
     """
     space = load_space(cfg.space, cfg.resolution)
-    if cfg.latency_loss not in (None, "none", "mul#log", "add#linear", "add#abs", "add#hinge"):
+    if cfg.latency_loss not in (None, "none") + LATENCY_LOSSES:
         raise ConfigError("<flags>", "latency_loss", f"unknown latency loss {cfg.latency_loss!r}",
-                          "use mul#log, add#linear, add#abs, add#hinge or none")
+                          f"use {', '.join(LATENCY_LOSSES)} or none")
     if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
                           "use epochs >= 1 and 0 <= warmup_epochs < epochs")

@@ -48,16 +48,14 @@ from proxyless_tf import blocks
 from proxyless_tf import reinforce
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency_losses import DEFAULT_LOSS_PARAMS, LATENCY_LOSSES
 from proxyless_tf.mixed_op import MixedOp
 from proxyless_tf.nested import WEIGHT_SHARING
 
 WEIGHT_SAMPLING = ("alpha", "uniform")
 SANDWICH = ("none", "largest", "largest_smallest")
 WARMUP_PATHS = ("sampled", "largest")
-LATENCY_LOSSES = ("mul#log", "add#linear", "add#abs", "add#hinge")
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
-DEFAULT_LOSS_PARAMS = {"mul#log": {"alpha": 0.2, "beta": 0.3}, "add#linear": {"lambda": 0.1},
-                       "add#abs": {"lambda": 0.1}, "add#hinge": {"lambda": 0.1}}
 
 
 def largest_op(candidates):

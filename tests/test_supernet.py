@@ -341,3 +341,26 @@ def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_path
         SuperNet(space, 4, None, distill=0.5)
     with pytest.raises(ConfigError, match=r"distill: 1.5 is not in \[0, 1\]"):
         SuperNet(space, 4, None, sandwich="largest", distill=1.5)
+
+
+def test_cli_config_check_and_compile_accept_the_same_latency_losses(tmp_path):
+    """One list (proxyless_tf/latency_losses.py): every name the CLI's check lets through compiles,
+    and a misspelt one is refused by the check with the names it knows."""
+    from proxyless_tf.latency_losses import LATENCY_LOSSES
+    from proxyless_tf.search_run import SearchConfig, check_config
+    from latency_helpers import write_space
+    from search_helpers import MICRO
+
+    sp = write_space(tmp_path, MICRO)
+    for name in LATENCY_LOSSES + ("none",):
+        check_config(SearchConfig(space=sp, out_dir=str(tmp_path / "o"), latency_loss=name))
+    with pytest.raises(ConfigError, match="unknown latency loss 'add#hing'") as e:
+        check_config(SearchConfig(space=sp, out_dir=str(tmp_path / "o"), latency_loss="add#hing"))
+    assert "add#hinge" in str(e.value) and "none" in str(e.value)
+    space = micro_space()
+    table = synthetic_table(space, 4)
+    lo, hi = table.latency_range(space, 4)
+    for name in LATENCY_LOSSES:
+        net = SuperNet(space, 4, table, seed=0)
+        net.compile(latency_loss=name, target_ms=(lo + hi) / 2)
+        assert net.latency_loss == name
