@@ -83,17 +83,25 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert json.loads((out / "measured.json").read_text()) == measured
     assert json.loads((out / "final_measured.json").read_text())["rounds"] == final
     assert "final measurement" not in again.stdout
-    # another out_dir reusing this one: the same plan, every job copied, nothing retrained
+    # another out_dir reusing this one, without the blind search: the same plan, every job it has
+    # copied, nothing retrained; its rows land beside the section in the results file
     out2 = tmp_path / "exp2"
-    argv2 = [a if not a.startswith("--out_dir=") else f"--out_dir={out2}" for a in argv] + [f"--reuse_from={out}"]
+    md = tmp_path / "docs" / "RESULTS.md"
+    md.parent.mkdir()
+    argv2 = [a if not a.startswith("--out_dir=") else f"--out_dir={out2}" for a in argv] + [
+        f"--reuse_from={out}", "--searches=aware", f"--results_md={md}", "--results_tag=t"]
     reused = run_cli(argv2, timeout=600)
     assert reused.returncode == 0, reused.stderr[-3000:]
-    assert reused.stdout.count("[reuse]") == 7 and "[start" not in reused.stdout
+    assert reused.stdout.count("[reuse]") == 5 and "[start" not in reused.stdout
     assert json.loads((out2 / "measured.json").read_text()) == measured
     res2 = json.loads((out2 / "results.json").read_text())
     assert [(r["name"], r["test_accuracy"]) for r in res2["rows"]] == [(r["name"], r["test_accuracy"])
-                                                                       for r in res["rows"]]
+                                                                       for r in res["rows"] if r["group"] != "blind"]
+    assert set(res2["groups"]) == {"aware", "random", "mbv2"}
     assert all(rec["reused_from"] == str(out) for rec in json.loads((out2 / "jobs.json").read_text()).values())
+    assert json.loads((md.parent / "matched_latency_t_results.json").read_text()) == res2
+    assert "[matched_latency_t_results.json](matched_latency_t_results.json)" in md.read_text()
+    assert_one_line_error(run_cli(argv + ["--searches=aware,greedy"]), "--searches", "aware,blind")
     # matching on the measurement without measuring: one line
     assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
 

@@ -94,6 +94,8 @@ flags.DEFINE_list("reuse_from", [], "Finished out_dirs of this tool whose jobs a
                   "arguments (copied, with their cost records); an empty --out_dir also takes the first one's target "
                   "and random archs (measured.json, archs/), so the contenders are the same.")
 flags.DEFINE_integer("heatmap_seed", 0, "Seed of the latency-aware search whose α history is drawn.")
+flags.DEFINE_list("searches", ["aware", "blind"], "Search contenders to run (aware, blind or both): a follow-up "
+                  "that only asks about the latency-aware search (new seeds, another --mode) skips the blind one.")
 
 
 def default_table(candidates=REF_TABLES):
@@ -172,7 +174,7 @@ def plan(space, table, out, measure):
     contenders = {}
     for s in FLAGS.seeds:
         contenders[f"mbv2_s{s}"] = {"group": "mbv2", "seed": int(s), "arch_path": mbv2_path}
-        for group in ("aware", "blind"):
+        for group in FLAGS.searches:
             contenders[f"{group}_s{s}"] = {"group": group, "seed": int(s),
                                            "search_dir": os.path.join(out, f"search_{group}_s{s}"),
                                            "arch_path": os.path.join(out, f"search_{group}_s{s}", "arch.json")}
@@ -477,6 +479,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # the converter's INFO lines (every measurement) would bury the progress
     out = os.path.abspath(FLAGS.out_dir)
     space, table = _load()
+    unknown = sorted(set(FLAGS.searches) - {"aware", "blind"})
+    if unknown:
+        raise ConfigError("<flags>", "--searches", f"unknown search contender(s) {unknown}",
+                          "use aware, blind or aware,blind")
     if FLAGS.match_on == "measured" and not FLAGS.measure:
         raise ConfigError("<flags>", "--match_on", "matching on the measurement needs --measure",
                           "drop --nomeasure, or pass --match_on=predicted")
@@ -537,11 +543,16 @@ def main(argv):
         docs = os.path.dirname(os.path.abspath(FLAGS.results_md))
         heading = HEADING + (f" [{FLAGS.results_tag}]" if FLAGS.results_tag else "")
         prefix = "matched_latency_" + (f"{FLAGS.results_tag}_" if FLAGS.results_tag else "")
+        # the rows beside the plots: runs/ stays on the machine that ran it, and a later session
+        # that pools seeds across runs, or asks another question of the same networks, needs them
+        shutil.copyfile(os.path.join(out, "results.json"), os.path.join(docs, prefix + "results.json"))
         figs = []
         for name in ("pareto.png", "alpha_heatmap.png"):
             if os.path.exists(os.path.join(out, name)):
                 shutil.copyfile(os.path.join(out, name), os.path.join(docs, prefix + name))
                 figs.append(f"![{name[:-4]}]({prefix}{name})")
+        figs.append(f"Every network's row (ops, seed, accuracy, latencies, search numbers): "
+                    f"[{prefix}results.json]({prefix}results.json)")
         experiments.write_section(FLAGS.results_md, "\n".join([heading, "", text, ""] + figs), heading)
         from proxyless_tf import results_digest
 
