@@ -106,6 +106,34 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
 
 
+def test_a_run_matched_on_the_prediction_can_be_reused(tmp_path):
+    """--match_on=predicted --nomeasure keeps no measurements: its plan is archs/ alone, and a second
+    out_dir with --reuse_from takes those archs and every finished job instead of refusing the run."""
+    space, table, sp, tp = write_micro(tmp_path)
+    out = tmp_path / "exp"
+    argv = [os.path.join(ROOT, "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
+            f"--latency_table={tp}", "--match_on=predicted", "--nomeasure", "--reference_op=mb_k3_e3", "--seeds=0",
+            "--num_random=1", "--tolerance=0.5", "--searches=aware", "--parallel=2", "--child_threads=1",
+            "--search_args=--dataset=fashion_mnist,--epochs=2,--warmup_epochs=1,--max_train=128,--valid_size=40,"
+            "--batch_size=16,--steps_per_epoch=2,--latency_loss=add#hinge,--verbose=2",
+            "--train_args=--dataset=fashion_mnist,--epochs=1,--train_examples=128,--batch_size=32,--steps_per_epoch=2"]
+    proc = run_cli(argv, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not (out / "measured.json").exists()
+    res = json.loads((out / "results.json").read_text())
+    assert sorted(r["name"] for r in res["rows"]) == ["aware_s0", "mbv2_s0", "random_0_s0"]
+    out2 = tmp_path / "exp2"
+    argv2 = [a if not a.startswith("--out_dir=") else f"--out_dir={out2}" for a in argv] + [f"--reuse_from={out}"]
+    reused = run_cli(argv2, timeout=600)
+    assert reused.returncode == 0, reused.stdout[-3000:] + reused.stderr[-3000:]
+    assert reused.stdout.count("[reuse]") == 4 and "[start" not in reused.stdout
+    assert (out2 / "archs" / "random_0.json").read_text() == (out / "archs" / "random_0.json").read_text()
+    res2 = json.loads((out2 / "results.json").read_text())
+    assert [(r["name"], r["test_accuracy"]) for r in res2["rows"]] == [(r["name"], r["test_accuracy"])
+                                                                       for r in res["rows"]]
+    assert_one_line_error(run_cli(argv + [f"--reuse_from={tmp_path}"]), "--reuse_from", "not an out_dir")
+
+
 def test_default_table_is_the_committed_one_of_this_hosts_cpu(tmp_path):
     """The tool defines absl flags the search module also defines: run in a subprocess."""
     from proxyless_tf.latency.backends import host_cpu_model

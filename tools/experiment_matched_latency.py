@@ -208,18 +208,25 @@ def plan(space, table, out, measure):
 
 
 def take_plan(src, out):
-    """An empty out_dir starts from `src`'s plan: its measured target and random archs."""
+    """An empty out_dir starts from `src`'s plan: its target network, random archs and, when it
+    measured them, their measurements (a `--nomeasure` run has none: its plan is archs/ alone)."""
     import shutil
 
-    if not os.path.exists(os.path.join(src, "measured.json")):
-        raise ConfigError(os.path.join(src, "measured.json"), "--reuse_from", "missing: not an out_dir of this tool",
+    if not os.path.exists(os.path.join(src, "archs", "mbv2.json")):
+        raise ConfigError(os.path.join(src, "archs", "mbv2.json"), "--reuse_from",
+                          "missing: not an out_dir of this tool",
                           "pass the --out_dir of a finished tools/experiment_matched_latency.py run")
-    if os.path.exists(os.path.join(out, "measured.json")):
+    measured = os.path.exists(os.path.join(src, "measured.json"))
+    if FLAGS.match_on == "measured" and not measured:
+        raise ConfigError(os.path.join(src, "measured.json"), "--reuse_from",
+                          "missing: that run matched on the table's prediction, its random archs were not measured",
+                          "reuse it with --match_on=predicted, or pass a run that measured")
+    if os.path.exists(os.path.join(out, "archs", "mbv2.json")):
         return  # a plan of its own (a resumed run): kept
     os.makedirs(out, exist_ok=True)
-    shutil.copyfile(os.path.join(src, "measured.json"), os.path.join(out, "measured.json"))
-    if os.path.isdir(os.path.join(src, "archs")):
-        shutil.copytree(os.path.join(src, "archs"), os.path.join(out, "archs"), dirs_exist_ok=True)
+    if measured:
+        shutil.copyfile(os.path.join(src, "measured.json"), os.path.join(out, "measured.json"))
+    shutil.copytree(os.path.join(src, "archs"), os.path.join(out, "archs"), dirs_exist_ok=True)
     print(f"experiment: target and random archs from {src}", flush=True)
 
 
