@@ -90,6 +90,17 @@ class MeasuredScreen:
         return abs(ms - self.target_ms) <= self.tolerance * self.target_ms
 
 
+def accuracy_claims(groups):
+    """RQ4's three accuracy claims from `accuracy_stats` per group ({} without aware, random and
+    mbv2): one rule for a single run and for runs pooled over seeds (`matched_pool`)."""
+    a = groups.get("aware")
+    if not (a and "random" in groups and "mbv2" in groups):
+        return {}
+    return {"aware_beats_median_random": a["acc_mean"] > groups["random"]["acc_median"],
+            "aware_within_std_of_best_random": a["acc_mean"] + a["acc_std"] >= groups["random"]["acc_max"],
+            "aware_within_std_of_mbv2": a["acc_mean"] + a["acc_std"] >= groups["mbv2"]["acc_mean"]}
+
+
 def pareto_front(points):
     """Indices of the points (latency, accuracy) no other point beats in both (lower latency, higher acc)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))

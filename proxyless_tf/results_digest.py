@@ -28,7 +28,7 @@ def _sections(lines):
     return [(lines[a].strip(), lines[a + 1:b]) for a, b in zip(starts, starts[1:])]
 
 
-def _arg_list(command, name):
+def arg_list(command, name):
     """The `--name=a,b,...` list of a command line as {flag: value} (flags without `--`)."""
     m = re.search(rf"--{name}=(\S+)", command)
     if not m:
@@ -64,8 +64,8 @@ def parse_run(heading, body):
     """One matched-latency section as a dict of the numbers the digest shows (None where absent)."""
     tag = heading[len(MATCHED):].strip().strip("[]")
     command = next((line.strip() for line in body if "experiment_matched_latency.py" in line), "")
-    search = {**SEARCH_DEFAULTS, **_arg_list(command, "search_args")}
-    train = {**TRAIN_DEFAULTS, **_arg_list(command, "train_args")}
+    search = {**SEARCH_DEFAULTS, **arg_list(command, "search_args")}
+    train = {**TRAIN_DEFAULTS, **arg_list(command, "train_args")}
     rows = _table(body)
     acc = {g: _number(r.get("test accuracy mean ± std")) for g, r in rows.items()}
     median = {g: _number(r.get("median")) for g, r in rows.items()}

@@ -343,11 +343,8 @@ def summarize(rows, target, final_target=None):
                              measured_err_first_pct_max=float(np.nanmax(np.abs(lat - target) / target * 100))
                              if known else None)
     a = groups.get("aware")
-    claims = {}
-    if a and "random" in groups and "mbv2" in groups:
-        claims["aware_beats_median_random"] = a["acc_mean"] > groups["random"]["acc_median"]
-        claims["aware_within_std_of_best_random"] = a["acc_mean"] + a["acc_std"] >= groups["random"]["acc_max"]
-        claims["aware_within_std_of_mbv2"] = a["acc_mean"] + a["acc_std"] >= groups["mbv2"]["acc_mean"]
+    claims = experiments.accuracy_claims(groups)
+    if claims:
         claims["aware_measured_within_5pct"] = (a["measured_err_pct_max"] is not None
                                                 and a["measured_err_pct_max"] <= 5.0)
     return groups, claims

@@ -1,0 +1,80 @@
+"""Matched-latency runs pooled over seeds: the pooled numbers against numpy by hand, repeats of one
+training counted once, and runs that searched or retrained differently refused in one line."""
+
+import json
+import os
+
+import numpy as np
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from proxyless_tf import matched_pool
+
+CMD = ("python tools/experiment_matched_latency.py --out_dir=runs/{name} --search_args=--epochs=6,--latency_loss=add#hinge "
+       "--train_args=--epochs={train_epochs},--train_examples=20000")
+R = [["mb_k3_e3"] * 3, ["mb_k5_e3"] * 3, ["mb_k7_e6", "zero", "mb_k3_e3"]]
+MBV2 = ["mb_k3_e6"] * 3
+
+
+def row(name, group, seed, ops, acc):
+    return {"name": name, "group": group, "seed": seed, "ops": ops, "test_accuracy": acc, "measured_ms": None}
+
+
+def write(tmp_path, name, rows, train_epochs=6, latency_ok=None):
+    claims = {} if latency_ok is None else {"aware_measured_within_5pct": latency_ok}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"command": CMD.format(name=name, train_epochs=train_epochs), "rows": rows,
+                                "claims": claims}))
+    return str(path)
+
+
+def two_runs(tmp_path, train_epochs_b=6):
+    rand = {(i, s): 0.88 + 0.004 * i + 0.001 * s for i in range(3) for s in (0, 1)}
+    a = [row(f"aware_s{s}", "aware", s, ["mb_k5_e3"] * 3, acc) for s, acc in ((0, 0.890), (1, 0.885))]
+    a += [row(f"mbv2_s{s}", "mbv2", s, MBV2, acc) for s, acc in ((0, 0.897), (1, 0.894))]
+    a += [row(f"random_{i}_s{s}", "random", s, R[i], acc) for (i, s), acc in rand.items()]
+    b = [row(f"aware_s{s}", "aware", s, ["mb_k3_e6"] + ["mb_k5_e3"] * 2, acc) for s, acc in ((2, 0.8855), (3, 0.8928))]
+    b += [row(f"mbv2_s{s}", "mbv2", s, MBV2, acc) for s, acc in ((1, 0.8990), (2, 0.8936), (3, 0.8930))]
+    return write(tmp_path, "a", a, latency_ok=True), write(tmp_path, "b", b, train_epochs_b), rand
+
+
+def test_pooled_groups_claims_and_noise_are_the_rows_by_hand(tmp_path):
+    pa, pb, rand = two_runs(tmp_path)
+    pooled = matched_pool.pool([pa, pb], n_boot=2000)
+    g = pooled["groups"]
+    aware = [0.890, 0.885, 0.8855, 0.8928]
+    mbv2 = [0.897, 0.894, 0.8936, 0.8930]  # run b's seed-1 training of the same network is a repeat
+    np.testing.assert_allclose([g["aware"]["acc_mean"], g["aware"]["acc_std"]], [np.mean(aware), np.std(aware)])
+    np.testing.assert_allclose([g["mbv2"]["acc_mean"], g["mbv2"]["acc_std"]], [np.mean(mbv2), np.std(mbv2)])
+    assert (g["aware"]["n"], g["mbv2"]["n"], g["mbv2"]["seeds"]) == (4, 4, [0, 1, 2, 3])
+    arch_means = [np.mean([rand[i, 0], rand[i, 1]]) for i in range(3)]
+    assert (g["random"]["n"], g["random"]["runs"]) == (3, 6)
+    np.testing.assert_allclose([g["random"]["acc_median"], g["random"]["acc_max"]], [np.median(arch_means),
+                                                                                     max(arch_means)])
+    assert pooled["claims"] == {
+        "aware_beats_median_random": np.mean(aware) > np.median(arch_means),
+        "aware_within_std_of_best_random": np.mean(aware) + np.std(aware) >= max(arch_means),
+        "aware_within_std_of_mbv2": np.mean(aware) + np.std(aware) >= np.mean(mbv2)}
+    assert pooled["claims"]["aware_beats_median_random"] and not pooled["claims"]["aware_within_std_of_mbv2"]
+    assert pooled["repeats"] == [{"name": "mbv2_s1", "seed": 1, "kept": 0.894, "dropped": 0.8990, "from": pb}]
+    # the noise report sees the seeds every fixed network has (0 and 1), the aware trainings of both runs
+    assert pooled["noise"]["seed_ids"] == [0, 1] and pooled["noise"]["archs"] == 4
+    np.testing.assert_allclose(pooled["noise"]["aware"]["diff"], np.mean(aware) - np.median(arch_means))
+    assert pooled["latency_claims"] == {pa: True, pb: None}
+    text = matched_pool.markdown(pooled, "## Pooled matched latency [t]")
+    assert f"| aware | 4 (4) | 0,1,2,3 | {np.mean(aware) * 100:.2f} ± {np.std(aware) * 100:.2f} % |" in text
+    assert "mbv2_s1 (seed 1) was retrained again" in text and "aware_beats_median_random = True" in text
+
+
+def test_cli_writes_the_section_and_refuses_runs_that_retrained_differently(tmp_path):
+    pa, pb, _ = two_runs(tmp_path)
+    md = tmp_path / "RESULTS.md"
+    tool = os.path.join(ROOT, "tools", "pool_matched_runs.py")
+    proc = run_cli([tool, f"--results={pa},{pb}", f"--results_md={md}", "--results_tag=t"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Pooled matched latency [t]" in md.read_text() and "| mbv2 | 4 (4) |" in md.read_text()
+    pc = write(tmp_path, "c", json.loads(open(pb).read())["rows"], train_epochs=3)
+    assert_one_line_error(run_cli([tool, f"--results={pa},{pc}"]), "c.json", "--train_args", "--epochs")
+    assert_one_line_error(run_cli([tool, f"--results={pa},{tmp_path}/none.json"]), "none.json", "no such file")
+    (tmp_path / "bad.json").write_text("{}")
+    assert_one_line_error(run_cli([tool, f"--results={pa},{tmp_path}/bad.json"]), "bad.json", "rows")
+    assert_one_line_error(run_cli([tool, f"--results={pa}"]), "--results", "two or more")

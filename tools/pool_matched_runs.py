@@ -1,0 +1,42 @@
+"""Pool matched-latency runs over seeds and state the RQ4 accuracy claims once for all of them.
+
+    python tools/pool_matched_runs.py --results=docs/matched_latency_a_results.json,docs/matched_latency_b_results.json
+
+What is pooled and what is refused: proxyless_tf/matched_pool.py. With --results_md the section
+`## Pooled matched latency [--results_tag]` of that file is (re)written; a reading written by hand
+below its `<!-- by hand ... -->` line is kept.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.errors import ConfigError  # noqa: E402
+
+HEADING = "## Pooled matched latency"
+FLAGS = flags.FLAGS
+flags.DEFINE_list("results", [], "results.json files of tools/experiment_matched_latency.py runs (two or more).")
+flags.DEFINE_string("results_md", None, "Markdown file whose pooled section is (re)written (e.g. docs/RESULTS.md).")
+flags.DEFINE_string("results_tag", "", "Tag of the pooled section, so several pools stand side by side.")
+
+
+def main(argv):
+    from proxyless_tf import experiments
+    from proxyless_tf import matched_pool
+
+    if len(FLAGS.results) < 2:
+        raise ConfigError("<flags>", "--results", f"{len(FLAGS.results)} file(s)", "pass two or more, comma-separated")
+    pooled = matched_pool.pool(FLAGS.results)
+    heading = HEADING + (f" [{FLAGS.results_tag}]" if FLAGS.results_tag else "")
+    text = matched_pool.markdown(pooled, heading)
+    print(text, flush=True)
+    if FLAGS.results_md:
+        experiments.write_section(FLAGS.results_md, text + "\n", heading)
+
+
+if __name__ == "__main__":
+    cli.run(main)
