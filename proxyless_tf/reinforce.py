@@ -11,13 +11,15 @@ Kept apart from `supernet.py` so each formula can be tested on its own numbers:
   per layer; minimising it (Adam) raises the log-probability of architectures that beat
   the baseline and lowers it for those below.
 
-Differences from the official code (`search/nas_manager.py`, `rl_update_step`), on purpose:
-it samples 10 architectures per update (`rl_batch_size`) and averages their surrogate
-gradients; its baseline update is `b += 0.99 * (mean_R - b)` (0.99 is the weight of the
-*new* batch mean, not of the old baseline) applied *before* the advantages, so b is nearly
-the batch mean and R_j − b centres the 10 rewards. With one architecture per step that rule
-would leave an advantage of 0.01·(R − b_old), so here 0.99 is the usual decay of the old
-value. Neither normalises the reward beyond the baseline.
+K architectures per update (`reinforce_samples`, the official code's `rl_batch_size`; 10
+there, `search/nas_manager.py` `rl_update_step`): each drawn, run on the same validation
+batch and rewarded; the surrogate gradients are averaged. Its baseline update is
+`b += 0.99 * (mean_R - b)` (0.99 is the weight of the *new* batch mean) applied *before*
+the advantages, so b is the batch mean to 1 % and R_j − b centres the K rewards. Here, for
+K > 1, the advantage is R_j − mean R exactly (`batch_advantages_and_baseline`) and the moving
+average is kept only as the reported baseline (and for K = 1). With one architecture per
+update the official rule would leave an advantage of 0.01·(R − b_old), so for K = 1 0.99 is
+the usual decay of the old value. Neither normalises the reward beyond the baseline.
 """
 
 import keras
@@ -44,7 +46,20 @@ def advantage_and_baseline(r, baseline, steps, decay=0.99):
     return r - b_old, decay * b_old + (1.0 - decay) * r
 
 
-def surrogate_loss(advantage, alphas, samples):
-    """−(R − b)·Σ_l log softmax(α_l)[a_l]; the advantage is a constant (no gradient)."""
-    logp = [keras.ops.take(keras.ops.log_softmax(a), s) for a, s in zip(alphas, samples)]
-    return -keras.ops.stop_gradient(advantage) * keras.ops.sum(keras.ops.stack(logp))
+def batch_advantages_and_baseline(rewards, baseline, steps, decay=0.99):
+    """K > 1 rewards of one update: (R_j − mean R, b_new = decay·b_old + (1 − decay)·mean R).
+
+    The batch mean is the official code's baseline to 1 %; it includes R_j itself, which
+    scales the leave-one-out advantage by (K − 1)/K and adds no bias. The first update
+    (steps == 0) starts the moving baseline at the batch mean.
+    """
+    mean_r = keras.ops.mean(rewards)
+    b_old = keras.ops.where(keras.ops.equal(steps, 0), mean_r, baseline)
+    return rewards - mean_r, decay * b_old + (1.0 - decay) * mean_r
+
+
+def batch_surrogate_loss(advantages, alphas, samples):
+    """−(1/K)·Σ_j (R_j − b)·Σ_l log softmax(α_l)[a_jl]; `samples` is K × layers, advantages constant."""
+    logp = keras.ops.stack([keras.ops.take(keras.ops.log_softmax(a), samples[:, l]) for l, a in enumerate(alphas)],
+                           axis=1)  # K × layers
+    return -keras.ops.mean(keras.ops.stop_gradient(advantages) * keras.ops.sum(logp, axis=1))

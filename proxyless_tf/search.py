@@ -76,6 +76,9 @@ flags.DEFINE_enum("warmup_path", "sampled", ["sampled", "largest"],
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")
+flags.DEFINE_integer("reinforce_samples", 10, "reinforce: architectures drawn per update, run on the same validation "
+                     "batch, their gradients averaged against the batch's mean reward (the official code's "
+                     "rl_batch_size, 10); 1: one draw per update against the moving-average baseline.")
 flags.DEFINE_integer("epochs", 1, "Search epochs (warm-up included).")
 flags.DEFINE_integer("warmup_epochs", 0, "Weight-only epochs first.")
 flags.DEFINE_integer("arch_every", 1, "An architecture step every this many weight steps.")

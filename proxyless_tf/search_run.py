@@ -61,6 +61,7 @@ class SearchConfig:
     warmup_path: str = "sampled"
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
+    reinforce_samples: int = 10
     epochs: int = 1
     warmup_epochs: int = 0
     arch_every: int = 1
@@ -113,6 +114,8 @@ class SearchConfig:
             d.pop("warmup_path")
         if d["derive_mode"] == "band":  # a run from before the field existed resumes
             d.pop("derive_mode")
+        if d["mode"] != "reinforce":  # only REINFORCE draws them: other runs from before the field resume
+            d.pop("reinforce_samples")
         return d
 
 
@@ -385,7 +388,8 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
         f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; "
-        + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}" if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
+        + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}, {cfg.reinforce_samples} arch(s) per update"
+           if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
         f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation "
         f"({cfg.derive_mode}) changed {changes} layer(s)"
@@ -426,7 +430,7 @@ def check_config(cfg):
         raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
                           "use epochs >= 1 and 0 <= warmup_epochs < epochs")
     for name in ("batch_size", "valid_batch_size", "valid_size", "max_train", "steps_per_epoch", "arch_every",
-                 "latency_resolution", "latency_num_classes"):
+                 "latency_resolution", "latency_num_classes", "reinforce_samples"):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
@@ -549,7 +553,8 @@ def run_search(cfg):
             latency_loss=loss, target_ms=target,
             loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
             arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,
-            reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay)
+            reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay,
+            reinforce_samples=cfg.reinforce_samples)
     distribute.fix_multi_worker_fit(net, strategy)
     history = []
     guard, ckpt, alphas = make_callbacks(out, history, cfg.max_abs_alpha)

@@ -28,9 +28,10 @@ In `full` mode (DARTS baseline) both steps use the softmax-weighted sum of all o
 In `full_v2` mode the architecture step runs one sampled path per layer and recomputes the
 other ops' outputs in the backward pass, so α gets the gate gradient of every op with one
 path's activation memory (`MixedOp` explains how).
-In `reinforce` mode (Proxyless-R) the architecture step samples one architecture, runs it
+In `reinforce` mode (Proxyless-R) the architecture step samples K architectures, runs them
 on the validation batch without any gradient, and moves α by REINFORCE with the reward
-acc × (T / lat)^w against a moving-average baseline (`reinforce.py`); the baseline and its
+acc × (T / lat)^w against a baseline (`reinforce.py`: the moving average for K = 1, the
+batch's mean reward for K > 1, as the official code's 10); the moving baseline and its
 step count are non-trainable variables, so checkpoints keep them.
 
 Both optimizers are built on their variables in `compile`, so they exist under any
@@ -381,7 +382,7 @@ class SuperNet(keras.Model):
         self.reward_baseline = keras.Variable(0.0, dtype="float32", trainable=False, name="reward_baseline")
         self.reward_steps = keras.Variable(0, dtype="int32", trainable=False, name="reward_steps")
         self._metric_list += [keras.metrics.Mean(name="reward"), LastValue("baseline")]
-        self.reinforce_w, self.baseline_decay, self.latency_fn = 0.1, 0.99, None
+        self.reinforce_w, self.baseline_decay, self.latency_fn, self.reinforce_samples = 0.1, 0.99, None, 1
 
     def sampled_latency(self, samples):
         """Latency (ms) of the architecture `samples` (one index per layer), no gradient.
@@ -406,36 +407,65 @@ class SuperNet(keras.Model):
     def reinforce_step(self, x_val, y_val, samples=None):
         """One REINFORCE update of α on a validation batch; returns the step's numbers.
 
-        One architecture is sampled (each layer's SeedGenerator), run forward without a
-        tape (no gradient reaches the weights), rewarded, compared with the baseline; then
-        Adam (the architecture optimizer) minimises −(R − b)·Σ_l log p_l(a_l).
+        `reinforce_samples` (K) architectures are drawn (each layer's SeedGenerator), each run
+        forward on the same batch without a tape (no gradient reaches the weights) and
+        rewarded; Adam (the architecture optimizer) then minimises the surrogate
+        −(1/K)·Σ_j (R_j − b)·Σ_l log p_l(a_jl). K = 1: b is the moving-average baseline from
+        before this step. K > 1 (the official code's `rl_batch_size`, 10): b is the mean of the
+        K rewards, which the official baseline rule `b += 0.99·(mean R − b)` also lands on to
+        1 %; R_j − mean R is (K − 1)/K × the leave-one-out advantage, so the gradient stays
+        unbiased up to a constant scale that Adam removes. The K forwards are a
+        `tf.while_loop`, so the traced graph holds one copy of the network whatever K is.
+        `samples` (tests): one index per layer (K = 1) or K such lists, used instead of draws.
         """
-        if samples is None:
-            samples = [m.sample("single") for m in self.mixed_ops]
-        logits = self._forward(x_val, True, "single", samples)
-        acc = reinforce.batch_accuracy(y_val, keras.ops.stop_gradient(logits))
+        k = self.reinforce_samples
+        fixed = None
+        if samples is not None:
+            fixed = tf.reshape(tf.cast(tf.stack(samples) if k == 1 else samples, tf.int32),
+                               (k, len(self.mixed_ops)))
         use_lat = self.latency_loss is not None and (self.latency_table is not None or self.latency_fn is not None)
-        lat = self.sampled_latency(samples) if use_lat else None
-        r = reinforce.reward(acc, lat, self.target_ms if use_lat else None, self.reinforce_w)
-        adv, b_new = reinforce.advantage_and_baseline(r, self.reward_baseline, self.reward_steps,
-                                                      self.baseline_decay)
+
+        def body(j, rewards, accs, lats, drawn):
+            if fixed is None:
+                s = [m.sample("single") for m in self.mixed_ops]
+            else:
+                s = tf.unstack(fixed[j])
+            logits = self._forward(x_val, True, "single", s)
+            acc = reinforce.batch_accuracy(y_val, keras.ops.stop_gradient(logits))
+            lat = self.sampled_latency(s) if use_lat else keras.ops.zeros(())
+            r = reinforce.reward(acc, lat if use_lat else None, self.target_ms if use_lat else None,
+                                 self.reinforce_w)
+            return (j + 1, rewards.write(j, r), accs.write(j, acc), lats.write(j, lat),
+                    drawn.write(j, tf.stack([tf.cast(i, tf.int32) for i in s])))
+
+        arrays = [tf.TensorArray(tf.float32, size=k) for _ in range(3)] + [tf.TensorArray(tf.int32, size=k)]
+        _, rewards, accs, lats, drawn = tf.while_loop(lambda j, *_: j < k, body, [tf.constant(0)] + arrays)
+        rewards, accs, lats, drawn = rewards.stack(), accs.stack(), lats.stack(), drawn.stack()
+        mean_r = keras.ops.mean(rewards)
+        if k == 1:
+            adv, b_new = reinforce.advantage_and_baseline(rewards[0], self.reward_baseline, self.reward_steps,
+                                                          self.baseline_decay)
+            advantages = adv[None]
+        else:
+            advantages, b_new = reinforce.batch_advantages_and_baseline(rewards, self.reward_baseline,
+                                                                        self.reward_steps, self.baseline_decay)
         alphas = self.arch_variables
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([a.value for a in alphas])
-            loss = reinforce.surrogate_loss(adv, [a.value for a in alphas], samples)
+            loss = reinforce.batch_surrogate_loss(advantages, [a.value for a in alphas], drawn)
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, [a.value for a in alphas])]
         self.arch_optimizer.apply(grads, alphas)
         self.reward_baseline.assign(b_new)
         self.reward_steps.assign_add(1)
-        self._metric("reward").update_state(r)
+        self._metric("reward").update_state(mean_r)
         self._metric("baseline").update_state(b_new)
-        return {"loss": loss, "reward": r, "advantage": adv, "acc": acc, "samples": samples,
-                "latency_ms": lat if lat is not None else keras.ops.zeros(())}
+        return {"loss": loss, "reward": mean_r, "rewards": rewards, "advantage": advantages,
+                "acc": keras.ops.mean(accs), "samples": drawn, "latency_ms": keras.ops.mean(lats)}
 
     # ---- compile ------------------------------------------------------------------------------
     def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss="mul#log", target_ms=None,
                 loss_params=None, arch_every=1, warmup_epochs=0, reinforce_w=0.1, baseline_decay=0.99,
-                latency_fn=None, **kwargs):
+                latency_fn=None, reinforce_samples=1, **kwargs):
         """Set both optimizers (built here), the latency loss and the schedule of arch steps.
 
         Args:
@@ -454,6 +484,9 @@ class SuperNet(keras.Model):
             baseline_decay: `reinforce` mode: decay of the moving-average reward baseline.
             latency_fn: `reinforce` mode: optional `fn(arch) -> ms` used instead of the table
                 (non-differentiable: a measurement on a device, say).
+            reinforce_samples: `reinforce` mode: architectures drawn per update (K; the
+                official code's `rl_batch_size` is 10), their gradients averaged against the
+                batch's mean reward.
         """
         weight_optimizer = weight_optimizer or keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True)
         super().compile(optimizer=weight_optimizer, **kwargs)
@@ -473,7 +506,11 @@ class SuperNet(keras.Model):
         self.loss_params = dict(DEFAULT_LOSS_PARAMS.get(latency_loss, {}))
         self.loss_params.update(loss_params or {})
         if self.mode == "reinforce":
+            if int(reinforce_samples) < 1:
+                raise ConfigError("<compile>", "reinforce_samples", f"got {reinforce_samples}",
+                                  "draw at least one architecture per update (the official code: 10)")
             self.reinforce_w, self.baseline_decay, self.latency_fn = float(reinforce_w), float(baseline_decay), latency_fn
+            self.reinforce_samples = int(reinforce_samples)
         if latency_loss is not None and self.mode == "reinforce" and self.latency_table is None:
             self.target_ms = self._check_target_value(target_ms)
         elif latency_loss is not None:

@@ -37,6 +37,50 @@ def test_baseline_starts_at_the_first_reward_then_moves_by_one_percent():
     assert abs(float(reinforce.reward(0.8, 2.0, 1.0, 0.1)) - 0.8 * 0.5 ** 0.1) < 1e-7
 
 
+def test_batch_advantages_centre_the_rewards_and_the_baseline_moves_by_one_percent_of_their_mean():
+    adv, b = reinforce.batch_advantages_and_baseline(tf.constant([0.2, 0.5, 0.8]), 0.0, 0)
+    np.testing.assert_allclose(adv.numpy(), [-0.3, 0.0, 0.3], atol=1e-7)  # R_j − mean R
+    assert abs(float(b) - 0.5) < 1e-7                                     # first update: b = mean R
+    adv, b = reinforce.batch_advantages_and_baseline(tf.constant([0.9, 0.7]), 0.4, 3, decay=0.99)
+    np.testing.assert_allclose(adv.numpy(), [0.1, -0.1], atol=1e-7)       # the old baseline plays no part
+    assert abs(float(b) - (0.99 * 0.4 + 0.01 * 0.8)) < 1e-7
+
+
+def test_k_architectures_per_update_average_their_gradients_against_the_batch_mean():
+    # the official rl_update_step: K draws on one validation batch, gradient (1/K)·Σ_j −(R_j − b)(onehot − p)
+    net, space, table = reinforce_net(keras.optimizers.SGD(1.0), reinforce_samples=3)
+    rng = np.random.default_rng(1)
+    for m in net.mixed_ops:
+        m.alpha.assign(rng.normal(0, 0.5, m.num_candidates).astype(np.float32))
+    net.reward_baseline.assign(0.3)
+    net.reward_steps.assign(5)
+    x = tf.constant(rng.standard_normal((8,) + space.input_shape), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 8), tf.int32)
+    drawn = [[1, 0], [2, 1], [0, 1]]
+    a_old = [m.alpha.numpy().astype(np.float64) for m in net.mixed_ops]
+    rewards = []
+    for sample in drawn:
+        samples = [tf.constant(i, tf.int32) for i in sample]
+        acc = float(reinforce.batch_accuracy(y, net._forward(x, True, "single", samples)))
+        arch = Arch(space, [m.candidates[i] for m, i in zip(net.mixed_ops, sample)])
+        rewards.append(acc * (net.target_ms / table.predict(arch, 4)) ** 0.1)
+    out = tf.function(lambda s: net.reinforce_step(x, y, samples=s))(tf.constant(drawn, tf.int32))
+    np.testing.assert_allclose(out["rewards"].numpy(), rewards, rtol=1e-6)
+    np.testing.assert_array_equal(out["samples"].numpy(), drawn)
+    mean_r = float(np.mean(rewards))
+    for l, (m, a) in enumerate(zip(net.mixed_ops, a_old)):
+        p = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+        grad = np.mean([-(r - mean_r) * (np.eye(len(a))[s[l]] - p) for r, s in zip(rewards, drawn)], axis=0)
+        np.testing.assert_allclose(a - m.alpha.numpy(), grad, atol=1e-6)
+    np.testing.assert_allclose(float(net.reward_baseline.numpy()), 0.99 * 0.3 + 0.01 * mean_r, rtol=1e-6)
+    assert int(net.reward_steps.numpy()) == 6
+
+
+def test_reinforce_samples_below_one_is_refused_in_one_line():
+    with pytest.raises(Exception, match="reinforce_samples.*at least one"):
+        reinforce_net(keras.optimizers.SGD(1.0), reinforce_samples=0)
+
+
 def test_reinforce_step_alpha_gradient_matches_closed_form_and_checkpoint_keeps_baseline(tmp_path):
     # SGD lr 1 on α: α_old − α_new is exactly the gradient of the step
     net, space, table = reinforce_net(keras.optimizers.SGD(1.0))
@@ -72,7 +116,8 @@ def test_reinforce_step_alpha_gradient_matches_closed_form_and_checkpoint_keeps_
     assert int(other.reward_steps.numpy()) == 7
 
 
-def test_reinforce_raises_the_probability_of_the_op_that_is_best_for_the_reward():
+@pytest.mark.parametrize("k", [1, 4])
+def test_reinforce_raises_the_probability_of_the_op_that_is_best_for_the_reward(k):
     # Accuracy is pinned to 1 (every label 0, the classifier always says 0), so the reward is
     # (T / lat)^w alone and the fastest op of each layer is best: `zero` in layer 0.
     calls = []
@@ -82,7 +127,7 @@ def test_reinforce_raises_the_probability_of_the_op_that_is_best_for_the_reward(
         return 1.0 if arch.ops[0] == "zero" else 3.0
 
     net, space, _ = reinforce_net(keras.optimizers.Adam(0.1, beta_1=0.0, beta_2=0.999), w=1.0,
-                                  latency_fn=latency_fn)
+                                  latency_fn=latency_fn, reinforce_samples=k)
     net.classifier.kernel.assign(np.zeros(net.classifier.kernel.shape, np.float32))
     net.classifier.bias.assign(np.array([10.0, 0, 0, 0], np.float32))
     best = net.mixed_ops[0].candidates.index("zero")
@@ -92,7 +137,7 @@ def test_reinforce_raises_the_probability_of_the_op_that_is_best_for_the_reward(
     p0 = float(keras.ops.softmax(net.mixed_ops[0].alpha)[best])
     rewards = [float(step()) for _ in range(40)]
     p1 = float(keras.ops.softmax(net.mixed_ops[0].alpha)[best])
-    assert len(calls) == 40 and all(len(c) == space.num_layers for c in calls)
+    assert len(calls) == 40 * k and all(len(c) == space.num_layers for c in calls)  # K measured per update
     assert abs(p0 - 1 / 3) < 1e-6 and p1 > 0.8, (p0, p1)
     assert np.mean(rewards[-10:]) > np.mean(rewards[:10])
 
