@@ -2,8 +2,10 @@
 
 Kept apart from `supernet.py` so each formula can be tested on its own numbers:
 
-- reward R = acc × (T / lat)^w (the paper's Proxyless-R; w = 0.1). Neither accuracy nor
-  latency needs a gradient, so the latency may come from any non-differentiable source.
+- reward R = acc × (T / lat)^w (the paper's Proxyless-R; w = 0.1), or with MnasNet's hard
+  constraint a different exponent under the target (`w_under`, 0: no reward for being
+  faster). Neither accuracy nor latency needs a gradient, so the latency may come from any
+  non-differentiable source.
 - moving-average baseline b ← d·b + (1 − d)·R with d = 0.99, started at the first reward.
   The advantage R − b uses the baseline from *before* this step's reward, so b does not
   depend on the sampled architecture and the estimate stays unbiased.
@@ -25,11 +27,21 @@ the usual decay of the old value. Neither normalises the reward beyond the basel
 import keras
 
 
-def reward(acc, latency_ms=None, target_ms=None, w=0.1):
-    """acc × (target / latency)^w; plain accuracy when there is no latency or target."""
+def reward(acc, latency_ms=None, target_ms=None, w=0.1, w_under=None):
+    """acc × (target / latency)^w; plain accuracy when there is no latency or target.
+
+    `w_under`: the exponent for a network at or under the target (None: `w`, the soft
+    constraint on both sides). MnasNet's hard constraint is w_under = 0, w = 1: nothing is
+    gained below the budget, every per cent over it costs about a per cent of reward, so the
+    search spends the budget on accuracy instead of buying latency it will not be judged on.
+    """
     if latency_ms is None or target_ms is None:
         return acc
-    return acc * (target_ms / latency_ms) ** w
+    ratio = keras.ops.divide(keras.ops.convert_to_tensor(target_ms, "float32"),
+                             keras.ops.convert_to_tensor(latency_ms, "float32"))
+    if w_under is None:
+        return acc * ratio ** w
+    return acc * keras.ops.where(ratio < 1.0, ratio ** w, ratio ** w_under)
 
 
 def batch_accuracy(y, logits):

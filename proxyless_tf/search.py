@@ -76,6 +76,9 @@ flags.DEFINE_enum("warmup_path", "sampled", ["sampled", "largest"],
 flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target / latency)^w "
                    "(--latency_loss=none: reward = accuracy).")
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")
+flags.DEFINE_float("reinforce_w_under", None, "reinforce: the reward's exponent for a network at or under the "
+                   "target (default: --reinforce_w, a soft constraint on both sides). 0 with --reinforce_w=1 is "
+                   "MnasNet's hard constraint: no reward for being faster than the target, about 1 %% per 1 %% over it.")
 flags.DEFINE_integer("reinforce_samples", 10, "reinforce: architectures drawn per update, run on the same validation "
                      "batch, their gradients averaged against the batch's mean reward (the official code's "
                      "rl_batch_size, 10); 1: one draw per update against the moving-average baseline.")

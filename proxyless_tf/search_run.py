@@ -62,6 +62,7 @@ class SearchConfig:
     reinforce_w: float = 0.1
     reinforce_baseline_decay: float = 0.99
     reinforce_samples: int = 10
+    reinforce_w_under: float = None
     epochs: int = 1
     warmup_epochs: int = 0
     arch_every: int = 1
@@ -116,6 +117,8 @@ class SearchConfig:
             d.pop("derive_mode")
         if d["mode"] != "reinforce":  # only REINFORCE draws them: other runs from before the field resume
             d.pop("reinforce_samples")
+        if d["reinforce_w_under"] is None:  # a run from before the field existed resumes
+            d.pop("reinforce_w_under")
         return d
 
 
@@ -388,7 +391,9 @@ def summary_text(cfg, space, table, target, rng, arch, pred, valid_acc, history,
         + (f"; priced at {cfg.latency_resolution}x{cfg.latency_resolution} input (network runs at "
            f"{space.input_shape[0]}x{space.input_shape[1]})" if cfg.latency_resolution else ""),
         f"reachable range {rng[0]:.4g} .. {rng[1]:.4g} ms; target {target:.4g} ms; "
-        + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}, {cfg.reinforce_samples} arch(s) per update"
+        + (f"reward acc*(T/lat)^{cfg.reinforce_w:g}"
+           + (f" over T, ^{cfg.reinforce_w_under:g} under" if cfg.reinforce_w_under is not None else "")
+           + f", {cfg.reinforce_samples} arch(s) per update"
            if cfg.mode == "reinforce" else f"loss {cfg.latency_loss}"),
         f"argmax arch     predicted {argmax_pred:.4g} ms ({(argmax_pred - target) / target * 100:+.1f}% vs target)",
         f"derived arch    predicted {pred:.4g} ms ({err:+.1f}% vs target; latency-aware derivation "
@@ -437,6 +442,9 @@ def check_config(cfg):
     if cfg.sandwich != "none" and cfg.mode == "full":  # full already trains every op every step
         raise ConfigError("<flags>", "--sandwich", f"{cfg.sandwich!r} adds nothing to --mode=full, which trains "
                           "every op every step", "use it with --mode=two (or full_v2, reinforce), or pass --sandwich=none")
+    if cfg.reinforce_w_under is not None and cfg.reinforce_w_under < 0:
+        raise ConfigError("<flags>", "--reinforce_w_under", f"{cfg.reinforce_w_under} would reward a slower network "
+                          "under the target", "pass 0 (MnasNet's hard constraint) or a positive exponent")
     if not 0.0 <= cfg.distill <= 1.0:
         raise ConfigError("<flags>", "--distill", f"{cfg.distill} is not in [0, 1]",
                           "pass a weight from 0 (labels only) to 1 (BigNAS: the largest's softmax only)")
@@ -554,7 +562,7 @@ def run_search(cfg):
             loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
             arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,
             reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay,
-            reinforce_samples=cfg.reinforce_samples)
+            reinforce_samples=cfg.reinforce_samples, reinforce_w_under=cfg.reinforce_w_under)
     distribute.fix_multi_worker_fit(net, strategy)
     history = []
     guard, ckpt, alphas = make_callbacks(out, history, cfg.max_abs_alpha)

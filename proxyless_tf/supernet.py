@@ -383,6 +383,7 @@ class SuperNet(keras.Model):
         self.reward_steps = keras.Variable(0, dtype="int32", trainable=False, name="reward_steps")
         self._metric_list += [keras.metrics.Mean(name="reward"), LastValue("baseline")]
         self.reinforce_w, self.baseline_decay, self.latency_fn, self.reinforce_samples = 0.1, 0.99, None, 1
+        self.reinforce_w_under = None
 
     def sampled_latency(self, samples):
         """Latency (ms) of the architecture `samples` (one index per layer), no gradient.
@@ -434,7 +435,7 @@ class SuperNet(keras.Model):
             acc = reinforce.batch_accuracy(y_val, keras.ops.stop_gradient(logits))
             lat = self.sampled_latency(s) if use_lat else keras.ops.zeros(())
             r = reinforce.reward(acc, lat if use_lat else None, self.target_ms if use_lat else None,
-                                 self.reinforce_w)
+                                 self.reinforce_w, self.reinforce_w_under)
             return (j + 1, rewards.write(j, r), accs.write(j, acc), lats.write(j, lat),
                     drawn.write(j, tf.stack([tf.cast(i, tf.int32) for i in s])))
 
@@ -465,7 +466,7 @@ class SuperNet(keras.Model):
     # ---- compile ------------------------------------------------------------------------------
     def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss="mul#log", target_ms=None,
                 loss_params=None, arch_every=1, warmup_epochs=0, reinforce_w=0.1, baseline_decay=0.99,
-                latency_fn=None, reinforce_samples=1, **kwargs):
+                latency_fn=None, reinforce_samples=1, reinforce_w_under=None, **kwargs):
         """Set both optimizers (built here), the latency loss and the schedule of arch steps.
 
         Args:
@@ -487,6 +488,8 @@ class SuperNet(keras.Model):
             reinforce_samples: `reinforce` mode: architectures drawn per update (K; the
                 official code's `rl_batch_size` is 10), their gradients averaged against the
                 batch's mean reward.
+            reinforce_w_under: `reinforce` mode: the reward's exponent at or under the target
+                (None: reinforce_w; 0 with reinforce_w=1: MnasNet's hard constraint).
         """
         weight_optimizer = weight_optimizer or keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True)
         super().compile(optimizer=weight_optimizer, **kwargs)
@@ -511,6 +514,7 @@ class SuperNet(keras.Model):
                                   "draw at least one architecture per update (the official code: 10)")
             self.reinforce_w, self.baseline_decay, self.latency_fn = float(reinforce_w), float(baseline_decay), latency_fn
             self.reinforce_samples = int(reinforce_samples)
+            self.reinforce_w_under = None if reinforce_w_under is None else float(reinforce_w_under)
         if latency_loss is not None and self.mode == "reinforce" and self.latency_table is None:
             self.target_ms = self._check_target_value(target_ms)
         elif latency_loss is not None:

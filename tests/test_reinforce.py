@@ -37,6 +37,15 @@ def test_baseline_starts_at_the_first_reward_then_moves_by_one_percent():
     assert abs(float(reinforce.reward(0.8, 2.0, 1.0, 0.1)) - 0.8 * 0.5 ** 0.1) < 1e-7
 
 
+def test_hard_constraint_reward_gains_nothing_under_the_target_and_pays_over_it():
+    # MnasNet's hard constraint: w_under = 0, w = 1
+    assert abs(float(reinforce.reward(0.8, 0.5, 1.0, w=1.0, w_under=0.0)) - 0.8) < 1e-7      # twice as fast: no gain
+    assert abs(float(reinforce.reward(0.8, 1.0, 1.0, w=1.0, w_under=0.0)) - 0.8) < 1e-7      # at the target
+    assert abs(float(reinforce.reward(0.8, 1.25, 1.0, w=1.0, w_under=0.0)) - 0.64) < 1e-6    # 25 % over: × 0.8
+    assert abs(float(reinforce.reward(0.8, 0.5, 1.0, w=0.1, w_under=0.05)) - 0.8 * 2 ** 0.05) < 1e-6
+    assert abs(float(reinforce.reward(0.8, 0.5, 1.0, w=0.1)) - 0.8 * 2 ** 0.1) < 1e-6      # soft: both sides
+
+
 def test_batch_advantages_centre_the_rewards_and_the_baseline_moves_by_one_percent_of_their_mean():
     adv, b = reinforce.batch_advantages_and_baseline(tf.constant([0.2, 0.5, 0.8]), 0.0, 0)
     np.testing.assert_allclose(adv.numpy(), [-0.3, 0.0, 0.3], atol=1e-7)  # R_j − mean R

@@ -110,12 +110,12 @@ def test_mobile_flags_on_mock_imagenet_for_a_few_steps(tmp_path, monkeypatch):
 
 
 def test_reinforce_mode_from_the_command_line(tmp_path):
-    """--mode=reinforce --reinforce_w --reinforce_samples (on a nested-sharing supernet): a Proxyless-R
+    """--mode=reinforce --reinforce_w --reinforce_w_under --reinforce_samples (on a nested-sharing supernet): a Proxyless-R
     search end to end; its metrics reach the history."""
     space, _, sp, tp = write_micro(tmp_path)
     out = tmp_path / "run"
     proc = run_cli(["-m", "proxyless_tf.search", f"--space={sp}", f"--latency_table={tp}", "--target_frac=0.5",
-                    "--mode=reinforce", "--reinforce_w=0.2", "--reinforce_samples=3", "--weight_sharing=nested", "--max_train=64", "--valid_size=20", "--batch_size=16",
+                    "--mode=reinforce", "--reinforce_w=0.2", "--reinforce_samples=3", "--reinforce_w_under=0", "--weight_sharing=nested", "--max_train=64", "--valid_size=20", "--batch_size=16",
                     "--epochs=2", "--steps_per_epoch=2", "--bn_recalibration_steps=1", "--verbose=0",
                     f"--out_dir={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -127,9 +127,10 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     cfg = search_run.read_config(out)
     assert (cfg.mode, cfg.weight_sharing, cfg.reinforce_w, cfg.reinforce_samples, cfg.max_train, cfg.space) == \
         ("reinforce", "nested", 0.2, 3, 64, str(sp))
+    assert cfg.reinforce_w_under == 0.0
     with pytest.raises(ConfigError, match="config.json"):
         search_run.read_config(tmp_path)
-    assert "reward acc*(T/lat)^0.2, 3 arch(s) per update" in (out / "summary.txt").read_text()
+    assert "reward acc*(T/lat)^0.2 over T, ^0 under, 3 arch(s) per update" in (out / "summary.txt").read_text()
     # run_search applies cpu_kernels.accelerate (oneDNN is on in the CLI, no GPU here): both
     # searchable layers' nested blocks get the slice depthwise, and BN layers the fused op
     # every plain BN (stem, first block, each nested candidate's, head) and depthwise layer of the
