@@ -30,7 +30,13 @@ moved to where no synchronisation happens:
       6. all-reduce SUM of the α gradients (always; zeros when no arch step: a few floats)
     one merge_call
       7. inside `tf.cond`: the α optimizer's update on every copy, its step counter, the
-         pair rescale of `MixedOp.rescale`
+         pair rescale of `MixedOp.rescale` (mode `two`)
+
+Proxyless-R (`reinforce`) replaces 5–7: inside `tf.cond` each replica runs the update's K
+draws (the same on every replica) on its validation slice and counts correct predictions;
+the counts, slice sizes and latencies are summed across replicas outside it; every replica
+then computes the same rewards and α gradients (`SuperNet.reinforce_gradients`), and one
+merge_call applies them and moves the reward baseline on every copy.
 
 The learning rate and step counter follow the one-device step: every update of a step
 sees the same schedule point and the counter advances once. Batch-norm statistics are
@@ -117,12 +123,82 @@ def _apply_arch(strategy, net, grads, pairs, do_arch):
     tf.cond(_local(do_arch), step, lambda: tf.constant(0))
 
 
+def _gradient_arch_step(net, ctx, x_val, y_val, do_arch):
+    """Binary-gate (two), full_v2 or full step of α: per-replica gradients, one all-reduce, one update."""
+    n = ctx.num_replicas_in_sync
+    alphas = net.arch_variables
+
+    def arch_grads():
+        samples = [m.sample(net.mode) for m in net.mixed_ops]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([a.value for a in alphas])
+            out = net._forward(x_val, True, net.mode, samples)
+            loss = net.arch_loss(net._ce(y_val, out), net.expected_latency())
+            scaled = loss / n  # inside the tape, or it has no gradient
+        g = tape.gradient(scaled, [a.value for a in alphas])
+        net._metric("arch_loss").update_state(loss)
+        pair_idx = [p[0] if net.mode == "two" else tf.zeros((2,), tf.int32) for p in samples]
+        return [tf.convert_to_tensor(v) for v in g], pair_idx
+
+    def no_arch():
+        return [tf.zeros_like(a.value) for a in alphas], [tf.zeros((2,), tf.int32) for _ in alphas]
+
+    agrads, pairs = tf.cond(do_arch, arch_grads, no_arch)
+    agrads = ctx.all_reduce(SUM, agrads)
+    ctx.merge_call(lambda s, g, p, d: _apply_arch(s, net, g, p, d), args=(agrads, pairs, do_arch))
+
+
+def _reinforce_arch_step(net, ctx, x_val, y_val, do_arch):
+    """Proxyless-R under a strategy: every replica runs the same K draws (the SeedGenerator
+    state is mirrored) on its slice of the validation batch; the correct counts, batch sizes
+    and latencies are summed across replicas outside the `tf.cond` (a synchronisation point),
+    so every replica computes the same rewards, baseline and α gradients as one device on the
+    whole batch; one merge_call applies them and moves the baseline on every copy."""
+    n = ctx.num_replicas_in_sync
+    k, layers = net.reinforce_samples, len(net.mixed_ops)
+
+    def rollouts():
+        correct, lats, drawn = net.reinforce_rollouts(x_val, y_val)
+        return correct, tf.cast(tf.shape(y_val)[0], tf.float32), lats, drawn
+
+    def no_rollouts():
+        return tf.zeros((k,)), tf.zeros(()), tf.zeros((k,)), tf.zeros((k, layers), tf.int32)
+
+    correct, size, lats, drawn = tf.cond(do_arch, rollouts, no_rollouts)
+    correct, size, lats = ctx.all_reduce(SUM, [correct, size, lats])
+    accs = correct / tf.maximum(size, 1.0)
+    grads, rewards, _, b_new, loss = net.reinforce_gradients(accs, lats / n, drawn)
+
+    def metrics():
+        net._metric("arch_loss").update_state(loss)
+        net._metric("reward").update_state(tf.reduce_mean(rewards))
+        net._metric("baseline").update_state(b_new)
+        return tf.constant(0)
+
+    tf.cond(do_arch, metrics, lambda: tf.constant(0))
+    ctx.merge_call(lambda s, g, b, d: _apply_reinforce(s, net, g, b, d), args=(grads, b_new, do_arch))
+
+
+def _apply_reinforce(strategy, net, grads, b_new, do_arch):
+    """Cross-replica: the α update, the moving baseline and its step count, when an arch step ran."""
+    opt = net.arch_optimizer
+
+    def step():
+        _update(strategy, opt, [_local(g) for g in grads], net.arch_variables, tf.identity(opt.learning_rate))
+        opt.iterations.assign_add(1)
+        net.reward_baseline.assign(_local(b_new))
+        net.reward_steps.assign_add(1)
+        return tf.constant(0)
+
+    tf.cond(_local(do_arch), step, lambda: tf.constant(0))
+
+
 def train_step(net, data):
     """One search step of `SuperNet` `net` in replica context; returns the metrics dict."""
     (x, y), (x_val, y_val) = data
     ctx = tf.distribute.get_replica_context()
     n = ctx.num_replicas_in_sync
-    if net.mode not in ("two", "full"):
+    if net.mode not in ("two", "full", "full_v2", "reinforce"):
         raise ConfigError("<compile>", "mode", f"{net.mode!r} has no distributed step", "search without --strategy")
     check_optimizer(net.optimizer, "weight_optimizer")
     check_optimizer(net.arch_optimizer, "arch_optimizer")
@@ -143,26 +219,10 @@ def train_step(net, data):
     # ---- architecture step
     step = net.optimizer.iterations - 1
     do_arch = tf.logical_and(tf.equal(net.arch_enabled, 1), tf.equal(step % net.arch_every, 0))
-    alphas = net.arch_variables
-
-    def arch_grads():
-        pairs = [m.sample(net.mode) for m in net.mixed_ops]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch([a.value for a in alphas])
-            out = net._forward(x_val, True, net.mode, pairs)
-            loss = net.arch_loss(net._ce(y_val, out), net.expected_latency())
-            scaled = loss / n  # inside the tape, or it has no gradient
-        g = tape.gradient(scaled, [a.value for a in alphas])
-        net._metric("arch_loss").update_state(loss)
-        pair_idx = [p[0] if p is not None else tf.zeros((2,), tf.int32) for p in pairs]
-        return [tf.convert_to_tensor(v) for v in g], pair_idx
-
-    def no_arch():
-        return [tf.zeros_like(a.value) for a in alphas], [tf.zeros((2,), tf.int32) for _ in alphas]
-
-    agrads, pairs = tf.cond(do_arch, arch_grads, no_arch)
-    agrads = ctx.all_reduce(SUM, agrads)
-    ctx.merge_call(lambda s, g, p, d: _apply_arch(s, net, g, p, d), args=(agrads, pairs, do_arch))
+    if net.mode == "reinforce":
+        _reinforce_arch_step(net, ctx, x_val, y_val, do_arch)
+    else:
+        _gradient_arch_step(net, ctx, x_val, y_val, do_arch)
 
     def valid_acc():  # after the α update, as on one device: the argmax network of the new α
         net._metric("valid_acc").update_state(y_val, net._forward(x_val, False, "argmax"))

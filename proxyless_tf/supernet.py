@@ -405,18 +405,13 @@ class SuperNet(keras.Model):
             total = total + keras.ops.take(cost, s)
         return total
 
-    def reinforce_step(self, x_val, y_val, samples=None):
-        """One REINFORCE update of α on a validation batch; returns the step's numbers.
+    def reinforce_rollouts(self, x_val, y_val, samples=None):
+        """The K draws of one update: (correct predictions, latencies, op indices K × layers).
 
-        `reinforce_samples` (K) architectures are drawn (each layer's SeedGenerator), each run
-        forward on the same batch without a tape (no gradient reaches the weights) and
-        rewarded; Adam (the architecture optimizer) then minimises the surrogate
-        −(1/K)·Σ_j (R_j − b)·Σ_l log p_l(a_jl). K = 1: b is the moving-average baseline from
-        before this step. K > 1 (the official code's `rl_batch_size`, 10): b is the mean of the
-        K rewards, which the official baseline rule `b += 0.99·(mean R − b)` also lands on to
-        1 %; R_j − mean R is (K − 1)/K × the leave-one-out advantage, so the gradient stays
-        unbiased up to a constant scale that Adam removes. The K forwards are a
+        Each architecture is drawn (each layer's SeedGenerator) and run forward on the same
+        batch without a tape (no gradient reaches the weights). The K forwards are a
         `tf.while_loop`, so the traced graph holds one copy of the network whatever K is.
+        Counts, not accuracies, so replicas can sum them (`replica_step`).
         `samples` (tests): one index per layer (K = 1) or K such lists, used instead of draws.
         """
         k = self.reinforce_samples
@@ -424,40 +419,65 @@ class SuperNet(keras.Model):
         if samples is not None:
             fixed = tf.reshape(tf.cast(tf.stack(samples) if k == 1 else samples, tf.int32),
                                (k, len(self.mixed_ops)))
-        use_lat = self.latency_loss is not None and (self.latency_table is not None or self.latency_fn is not None)
+        use_lat = self._reinforce_uses_latency()
 
-        def body(j, rewards, accs, lats, drawn):
-            if fixed is None:
-                s = [m.sample("single") for m in self.mixed_ops]
-            else:
-                s = tf.unstack(fixed[j])
-            logits = self._forward(x_val, True, "single", s)
-            acc = reinforce.batch_accuracy(y_val, keras.ops.stop_gradient(logits))
+        def body(j, correct, lats, drawn):
+            s = [m.sample("single") for m in self.mixed_ops] if fixed is None else tf.unstack(fixed[j])
+            logits = keras.ops.stop_gradient(self._forward(x_val, True, "single", s))
+            n = reinforce.batch_accuracy(y_val, logits) * tf.cast(tf.shape(y_val)[0], tf.float32)
             lat = self.sampled_latency(s) if use_lat else keras.ops.zeros(())
-            r = reinforce.reward(acc, lat if use_lat else None, self.target_ms if use_lat else None,
-                                 self.reinforce_w, self.reinforce_w_under)
-            return (j + 1, rewards.write(j, r), accs.write(j, acc), lats.write(j, lat),
+            return (j + 1, correct.write(j, n), lats.write(j, lat),
                     drawn.write(j, tf.stack([tf.cast(i, tf.int32) for i in s])))
 
-        arrays = [tf.TensorArray(tf.float32, size=k) for _ in range(3)] + [tf.TensorArray(tf.int32, size=k)]
-        _, rewards, accs, lats, drawn = tf.while_loop(lambda j, *_: j < k, body, [tf.constant(0)] + arrays)
-        rewards, accs, lats, drawn = rewards.stack(), accs.stack(), lats.stack(), drawn.stack()
-        mean_r = keras.ops.mean(rewards)
-        if k == 1:
+        arrays = [tf.TensorArray(tf.float32, size=k), tf.TensorArray(tf.float32, size=k),
+                  tf.TensorArray(tf.int32, size=k)]
+        _, correct, lats, drawn = tf.while_loop(lambda j, *_: j < k, body, [tf.constant(0)] + arrays)
+        return correct.stack(), lats.stack(), drawn.stack()
+
+    def _reinforce_uses_latency(self):
+        return self.latency_loss is not None and (self.latency_table is not None or self.latency_fn is not None)
+
+    def reinforce_gradients(self, accs, lats, drawn):
+        """α's gradients of one update from its K accuracies, latencies and draws; changes nothing.
+
+        Rewards R_j = acc_j × (T / lat_j)^w (`reinforce.reward`); the surrogate
+        −(1/K)·Σ_j (R_j − b)·Σ_l log p_l(a_jl) is minimised. K = 1: b is the moving-average
+        baseline from before this update. K > 1 (the official code's `rl_batch_size`, 10): b is
+        the mean of the K rewards, which the official baseline rule `b += 0.99·(mean R − b)`
+        also lands on to 1 %; R_j − mean R is (K − 1)/K × the leave-one-out advantage, so the
+        gradient stays unbiased up to a constant scale that Adam removes.
+        Returns (grads, rewards, advantages, new moving baseline, surrogate loss).
+        """
+        use_lat = self._reinforce_uses_latency()
+        rewards = reinforce.reward(accs, lats if use_lat else None, self.target_ms if use_lat else None,
+                                   self.reinforce_w, self.reinforce_w_under)
+        if self.reinforce_samples == 1:
             adv, b_new = reinforce.advantage_and_baseline(rewards[0], self.reward_baseline, self.reward_steps,
                                                           self.baseline_decay)
             advantages = adv[None]
         else:
             advantages, b_new = reinforce.batch_advantages_and_baseline(rewards, self.reward_baseline,
                                                                         self.reward_steps, self.baseline_decay)
-        alphas = self.arch_variables
+        alphas = [a.value for a in self.arch_variables]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch([a.value for a in alphas])
-            loss = reinforce.batch_surrogate_loss(advantages, [a.value for a in alphas], drawn)
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, [a.value for a in alphas])]
-        self.arch_optimizer.apply(grads, alphas)
+            tape.watch(alphas)
+            loss = reinforce.batch_surrogate_loss(advantages, alphas, drawn)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, alphas)]
+        return grads, rewards, advantages, b_new, loss
+
+    def reinforce_step(self, x_val, y_val, samples=None):
+        """One REINFORCE update of α on a validation batch (one device); returns the step's numbers.
+
+        `reinforce_rollouts` draws and runs the K architectures, `reinforce_gradients` turns
+        them into α's gradients, Adam (the architecture optimizer) applies them.
+        """
+        correct, lats, drawn = self.reinforce_rollouts(x_val, y_val, samples)
+        accs = correct / tf.cast(tf.shape(y_val)[0], tf.float32)
+        grads, rewards, advantages, b_new, loss = self.reinforce_gradients(accs, lats, drawn)
+        self.arch_optimizer.apply(grads, self.arch_variables)
         self.reward_baseline.assign(b_new)
         self.reward_steps.assign_add(1)
+        mean_r = keras.ops.mean(rewards)
         self._metric("reward").update_state(mean_r)
         self._metric("baseline").update_state(b_new)
         return {"loss": loss, "reward": mean_r, "rewards": rewards, "advantage": advantages,

@@ -1,7 +1,8 @@
 """Run by tests/test_distribute.py in a fresh interpreter: one device vs MirroredStrategy on 2 CPUs.
 
 The same comparison runs once more with the sandwich rule (fixed largest and smallest
-paths in every weight step, nested kernels, in-place distillation).
+paths in every weight step, nested kernels, in-place distillation), and with the other
+architecture steps: full_v2 and Proxyless-R (3 architectures per update).
 
 A subprocess because the CPU can be split into logical devices only before TensorFlow
 initialises them, which the test session has long done. Prints one JSON line.
@@ -48,15 +49,28 @@ def duplicated_halves_data():
     return tf.data.Dataset.zip((train, valid))
 
 
-def make(scope, warmup_epochs=1, **net_kwargs):
+def make(scope, warmup_epochs=1, compile_kw=None, **net_kwargs):
     keras.utils.set_random_seed(0)
     lo, hi = TABLE.latency_range(SPACE, 4)
     with scope:
         net = SuperNet(SPACE, 4, TABLE, seed=0, **net_kwargs)
         net.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
                     keras.optimizers.Adam(0.1, beta_1=0.0), latency_loss="add#linear", target_ms=(lo + hi) / 2,
-                    warmup_epochs=warmup_epochs)
+                    warmup_epochs=warmup_epochs, **(compile_kw or {}))
     return net
+
+
+def compare_mode(mode, compile_kw=None):
+    """One device vs the mirrored pair for the other architecture steps: full_v2 and Proxyless-R."""
+    one = make(contextlib.nullcontext(), mode=mode, compile_kw=compile_kw)
+    h1 = one.fit(duplicated_halves_data(), epochs=2, verbose=0).history
+    two = make(STRATEGY.scope(), mode=mode, compile_kw=compile_kw)
+    h2 = two.fit(duplicated_halves_data(), epochs=2, verbose=0).history
+    out = dict(gaps(one, two), history_one=h1, history_two=h2)
+    if mode == "reinforce":
+        out.update(baseline=[float(one.reward_baseline.numpy()), float(copies(two.reward_baseline)[0])],
+                   reward_steps=[int(one.reward_steps.numpy()), int(copies(two.reward_steps)[0])])
+    return out
 
 
 def copies(v):
@@ -130,6 +144,8 @@ def main():
     plain_nested = make(contextlib.nullcontext(), weight_sharing="nested")
     plain_nested.fit(duplicated_halves_data(), epochs=2, verbose=0)
     t3 = time.time()
+    other_modes = {"full_v2": compare_mode("full_v2"), "reinforce": compare_mode("reinforce", {"reinforce_samples": 3})}
+    t4 = time.time()
     print(json.dumps({
         "replicas": STRATEGY.num_replicas_in_sync,
         **gaps(one, two),
@@ -140,7 +156,9 @@ def main():
                          # what the fixed paths change: the same run without them, on one device
                          gap_to_no_sandwich=max_diff([np.asarray(v) for v in one_s.weights],
                                                      [np.asarray(v) for v in plain_nested.weights])),
-        "seconds": {"one_device": round(t1 - t0, 1), "mirrored": round(t2 - t1, 1), "sandwich": round(t3 - t2, 1)},
+        "modes": other_modes,
+        "seconds": {"one_device": round(t1 - t0, 1), "mirrored": round(t2 - t1, 1), "sandwich": round(t3 - t2, 1),
+                    "full_v2_and_reinforce": round(t4 - t3, 1)},
     }))
 
 

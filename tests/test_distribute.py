@@ -158,6 +158,18 @@ def test_search_on_two_mirrored_cpus_matches_one_device(runs):
     assert sw["gap_to_no_sandwich"] > 1e-3  # the fixed paths did change the weights
     for key, one in sw["history_one"].items():
         np.testing.assert_allclose(sw["history_two"][key], one, rtol=1e-5, atol=1e-6, err_msg=key)
+    # full_v2 and Proxyless-R: the same α, weights and slots on two replicas as on one device
+    for mode, m in r["modes"].items():
+        np.testing.assert_allclose(np.concatenate(m["alpha_two"]), np.concatenate(m["alpha_one"]), atol=1e-5,
+                                   err_msg=mode)
+        assert max(abs(v) for a in m["alpha_one"] for v in a) > 0.01, mode  # α moved
+        assert m["weight_gap"] < 1e-5 and m["slot_gap"] < 1e-5 and m["replica_gap"] == 0.0, mode
+        assert m["iterations"] == [6, 6, 3, 3], mode
+        for key, one in m["history_one"].items():
+            np.testing.assert_allclose(m["history_two"][key], one, rtol=1e-5, atol=1e-6, err_msg=f"{mode} {key}")
+    rl = r["modes"]["reinforce"]
+    assert rl["reward_steps"] == [3, 3] and rl["baseline"][0] > 0  # the baseline moved on every copy
+    np.testing.assert_allclose(rl["baseline"][1], rl["baseline"][0], rtol=1e-6)
 
 
 def test_two_worker_processes_finish_with_identical_alpha(runs):

@@ -10,6 +10,8 @@ Configurations, all at the same batch and resolution:
   full_v2 the official code's full_v2 architecture step (one path forward, every op's gate
           gradient; the other ops' outputs recomputed in the backward), α only
   reinforce  a Proxyless-R architecture step (one sampled path forward, no tape, α only)
+  reinforce10  the same step with 10 architectures per update (the official rl_batch_size, the
+          search's default): ten forwards in one tf.while_loop; memory should stay at reinforce's
   sandwich   the weight step with --sandwich=largest_smallest (the sampled path, the largest and
           the smallest network on the same batch), each fixed path traced as a plain network
   sandwich_switch  the same step with the fixed paths run through every layer's switch_case,
@@ -100,7 +102,7 @@ def run_child(cfg):
             opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
             return loss
     else:
-        mode = kind if kind in ("full", "full_v2", "reinforce") else "two"
+        mode = "reinforce" if kind.startswith("reinforce") else kind if kind in ("full", "full_v2") else "two"
         if kind == "sandwich_switch":
             from proxyless_tf.mixed_op import MixedOp
 
@@ -109,8 +111,9 @@ def run_child(cfg):
                 self, tf.constant(index, tf.int32) if isinstance(index, int) else index, x, training)
         net = SuperNet(space, 10, None, mode=mode, seed=0,
                        sandwich="largest_smallest" if kind.startswith("sandwich") else "none")
-        net.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), latency_loss=None)
-        fn = net.arch_step if kind in ("two", "full_v2", "reinforce") else (lambda a, b: net.weight_step(a, b)[0])
+        net.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), latency_loss=None,
+                    reinforce_samples=10 if kind == "reinforce10" else 1)
+        fn = net.arch_step if kind in ("two", "full_v2", "reinforce", "reinforce10") else (lambda a, b: net.weight_step(a, b)[0])
         step = tf.function(lambda: fn(x, y))
     t0 = time.perf_counter()
     step()
@@ -130,7 +133,7 @@ def run_child(cfg):
 
 def configs():
     out = [("plain", 7, {"kind": "plain", "candidates": PAPER6, "allow_zero": True})]
-    for kind in ("weight", "two", "full", "full_v2", "reinforce", "sandwich", "sandwich_switch"):
+    for kind in ("weight", "two", "full", "full_v2", "reinforce", "reinforce10", "sandwich", "sandwich_switch"):
         out.append((kind, 7, {"kind": kind, "candidates": PAPER6, "allow_zero": True}))
     for n in (4, 12):
         for kind in ("weight", "two", "full", "full_v2"):
@@ -176,8 +179,9 @@ def report(r):
     print(f"\nbatch {FLAGS.batch}, resolution {FLAGS.resolution}: ratios to the plain step of the biggest path")
     print(f"{'step':12s} {'memory':>8s} {'time':>8s}   target")
     targets = {"weight@7": "<=1.2x mem and time", "two@7": "<=2.2x mem", "full@7": ">=3x mem",
-               "full_v2@7": "mem near two, time higher", "reinforce@7": "-"}
-    for name in ("weight@7", "two@7", "full@7", "full_v2@7", "reinforce@7"):
+               "full_v2@7": "mem near two, time higher", "reinforce@7": "-",
+               "reinforce10@7": "mem near reinforce"}
+    for name in ("weight@7", "two@7", "full@7", "full_v2@7", "reinforce@7", "reinforce10@7"):
         print(f"{name:12s} {ratio(name, 'plain@7', 'mem_mib'):7.2f}x {ratio(name, 'plain@7', 'step_s'):7.2f}x   "
               f"{targets[name]}")
     print("sandwich weight step (largest_smallest) against the single-path weight step; fixed paths as plain "
