@@ -44,6 +44,14 @@ def reward(acc, latency_ms=None, target_ms=None, w=0.1, w_under=None):
     return acc * keras.ops.where(ratio < 1.0, ratio ** w, ratio ** w_under)
 
 
+def batch_correct(y, logits):
+    """Top-1 correct predictions of one batch: a count, so replicas' slices can be summed (an
+    empty slice counts 0, where its accuracy would be NaN)."""
+    pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), "int32")
+    return keras.ops.sum(keras.ops.cast(keras.ops.equal(pred, keras.ops.cast(keras.ops.reshape(y, (-1,)), "int32")),
+                                        "float32"))
+
+
 def batch_accuracy(y, logits):
     """Top-1 accuracy of one batch (what the reward is built on)."""
     pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), "int32")

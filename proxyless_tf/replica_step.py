@@ -161,8 +161,8 @@ def _reinforce_arch_step(net, ctx, x_val, y_val, do_arch):
         correct, lats, drawn = net.reinforce_rollouts(x_val, y_val)
         return correct, tf.cast(tf.shape(y_val)[0], tf.float32), lats, drawn
 
-    def no_rollouts():
-        return tf.zeros((k,)), tf.zeros(()), tf.zeros((k,)), tf.zeros((k, layers), tf.int32)
+    def no_rollouts():  # finite stand-ins (latency 1 ms, not 0: T / 0 would be inf); the update is skipped
+        return tf.zeros((k,)), tf.zeros(()), tf.ones((k,)), tf.zeros((k, layers), tf.int32)
 
     correct, size, lats, drawn = tf.cond(do_arch, rollouts, no_rollouts)
     correct, size, lats = ctx.all_reduce(SUM, [correct, size, lats])

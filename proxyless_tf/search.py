@@ -78,7 +78,7 @@ flags.DEFINE_float("reinforce_w", 0.1, "reinforce: w of the reward acc * (target
 flags.DEFINE_float("reinforce_baseline_decay", 0.99, "reinforce: decay of the moving-average reward baseline.")
 flags.DEFINE_float("reinforce_w_under", None, "reinforce: the reward's exponent for a network at or under the "
                    "target (default: --reinforce_w, a soft constraint on both sides). 0 with --reinforce_w=1 is "
-                   "MnasNet's hard constraint: no reward for being faster than the target, about 1 %% per 1 %% over it.")
+                   "MnasNet's hard constraint: no reward for being faster than the target, about 1 % per 1 % over it.")
 flags.DEFINE_integer("reinforce_samples", 10, "reinforce: architectures drawn per update, run on the same validation "
                      "batch, their gradients averaged against the batch's mean reward (the official code's "
                      "rl_batch_size, 10); 1: one draw per update against the moving-average baseline.")
@@ -111,7 +111,7 @@ flags.DEFINE_string("measured_reference", None, "--derive_measure: an architectu
                     "(e.g. the network whose latency is the target) measured right after every derived network; the "
                     "target on the device is its first measurement, and each derived network's time is rescaled by "
                     "how far the reference moved since then. Why: over an hour one network's measurement drifts by "
-                    "several per cent (docs/RESULTS.md [retrain6]: the target network +7.4 %%), and a network timed "
+                    "several per cent (docs/RESULTS.md [retrain6]: the target network +7.4 %), and a network timed "
                     "beside it drifts with it. Instead of --measured_target_ms; without --target_ms or --target_frac "
                     "the latency loss aims at the table's prediction of it.")
 flags.DEFINE_integer("derive_samples", 0, "0: derive from the argmax of alpha (the paper). N > 0: draw N networks "

@@ -115,8 +115,8 @@ class SearchConfig:
             d.pop("warmup_path")
         if d["derive_mode"] == "band":  # a run from before the field existed resumes
             d.pop("derive_mode")
-        if d["mode"] != "reinforce":  # only REINFORCE draws them: other runs from before the field resume
-            d.pop("reinforce_samples")
+        if d["mode"] != "reinforce" or d["reinforce_samples"] == 1:  # runs from before the field resume
+            d.pop("reinforce_samples")                                # (REINFORCE ones with --reinforce_samples=1)
         if d["reinforce_w_under"] is None:  # a run from before the field existed resumes
             d.pop("reinforce_w_under")
         return d
@@ -667,6 +667,8 @@ def read_config(search_dir):
         raise ConfigError(path, "config.json", "missing: searches before config.json was written, or not a search "
                           "directory", "pass the --out_dir of a proxyless_tf.search run (rerun older searches)")
     values = json.load(open(path))
+    if values.get("mode") == "reinforce":
+        values.setdefault("reinforce_samples", 1)  # written before the field existed: one draw per update
     known = {f.name for f in dataclasses.fields(SearchConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -424,7 +424,7 @@ class SuperNet(keras.Model):
         def body(j, correct, lats, drawn):
             s = [m.sample("single") for m in self.mixed_ops] if fixed is None else tf.unstack(fixed[j])
             logits = keras.ops.stop_gradient(self._forward(x_val, True, "single", s))
-            n = reinforce.batch_accuracy(y_val, logits) * tf.cast(tf.shape(y_val)[0], tf.float32)
+            n = reinforce.batch_correct(y_val, logits)
             lat = self.sampled_latency(s) if use_lat else keras.ops.zeros(())
             return (j + 1, correct.write(j, n), lats.write(j, lat),
                     drawn.write(j, tf.stack([tf.cast(i, tf.int32) for i in s])))
@@ -504,10 +504,13 @@ class SuperNet(keras.Model):
                 latency_loss but None means this latency-weighted reward (None: accuracy).
             baseline_decay: `reinforce` mode: decay of the moving-average reward baseline.
             latency_fn: `reinforce` mode: optional `fn(arch) -> ms` used instead of the table
-                (non-differentiable: a measurement on a device, say).
+                (non-differentiable: a measurement on a device, say). Under a strategy every
+                replica calls it for every draw (concurrently, from its own thread) and the
+                results are averaged: a device measurement there is timed under that load.
             reinforce_samples: `reinforce` mode: architectures drawn per update (K; the
-                official code's `rl_batch_size` is 10), their gradients averaged against the
-                batch's mean reward.
+                official code's `rl_batch_size` is 10, and so is the search CLI's default;
+                1 here keeps the library's one-draw rule), their gradients averaged against
+                the batch's mean reward.
             reinforce_w_under: `reinforce` mode: the reward's exponent at or under the target
                 (None: reinforce_w; 0 with reinforce_w=1: MnasNet's hard constraint).
         """
@@ -529,9 +532,12 @@ class SuperNet(keras.Model):
         self.loss_params = dict(DEFAULT_LOSS_PARAMS.get(latency_loss, {}))
         self.loss_params.update(loss_params or {})
         if self.mode == "reinforce":
-            if int(reinforce_samples) < 1:
+            if int(reinforce_samples) != reinforce_samples or int(reinforce_samples) < 1:
                 raise ConfigError("<compile>", "reinforce_samples", f"got {reinforce_samples}",
-                                  "draw at least one architecture per update (the official code: 10)")
+                                  "draw at least one architecture per update, a whole number (the official code: 10)")
+            if reinforce_w_under is not None and float(reinforce_w_under) < 0:
+                raise ConfigError("<compile>", "reinforce_w_under", f"{reinforce_w_under} would reward a slower "
+                                  "network under the target", "pass 0 (MnasNet's hard constraint) or a positive exponent")
             self.reinforce_w, self.baseline_decay, self.latency_fn = float(reinforce_w), float(baseline_decay), latency_fn
             self.reinforce_samples = int(reinforce_samples)
             self.reinforce_w_under = None if reinforce_w_under is None else float(reinforce_w_under)

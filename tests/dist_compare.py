@@ -54,9 +54,10 @@ def make(scope, warmup_epochs=1, compile_kw=None, **net_kwargs):
     lo, hi = TABLE.latency_range(SPACE, 4)
     with scope:
         net = SuperNet(SPACE, 4, TABLE, seed=0, **net_kwargs)
+        kw = dict(latency_loss="add#linear", target_ms=(lo + hi) / 2, warmup_epochs=warmup_epochs)
+        kw.update(compile_kw or {})
         net.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-                    keras.optimizers.Adam(0.1, beta_1=0.0), latency_loss="add#linear", target_ms=(lo + hi) / 2,
-                    warmup_epochs=warmup_epochs, **(compile_kw or {}))
+                    keras.optimizers.Adam(0.1, beta_1=0.0), **kw)
     return net
 
 
@@ -126,6 +127,25 @@ def gaps(one, two):
     }
 
 
+def reinforce_count_reduction():
+    """Replicas whose validation slices score differently: the rewards must come from the counts
+    summed over both slices (the comparisons above use two copies of one half, where a missing
+    reduction would go unseen). Replica r's two draws score (3r, 4 - r) of its 4 images, so
+    the batch scores 3/8 and 7/8; the first update's baseline is their mean reward, 0.625
+    (reward = accuracy without a latency loss); without the reduction replica 0 would give 0.5."""
+    net = make(STRATEGY.scope(), warmup_epochs=0, mode="reinforce",
+               compile_kw={"reinforce_samples": 2, "latency_loss": None})
+
+    def rollouts(x_val, y_val, samples=None):
+        r = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
+        return tf.stack([3.0 * r, 4.0 - r]), tf.zeros((2,)), tf.zeros((2, len(net.mixed_ops)), tf.int32)
+
+    net.reinforce_rollouts = rollouts
+    net.fit(duplicated_halves_data().take(1), epochs=1, verbose=0)
+    return {"baselines": [float(b) for b in copies(net.reward_baseline)],
+            "reward_steps": [int(c) for c in copies(net.reward_steps)]}
+
+
 def main():
     t0 = time.time()
     one = make(contextlib.nullcontext())
@@ -145,6 +165,7 @@ def main():
     plain_nested.fit(duplicated_halves_data(), epochs=2, verbose=0)
     t3 = time.time()
     other_modes = {"full_v2": compare_mode("full_v2"), "reinforce": compare_mode("reinforce", {"reinforce_samples": 3})}
+    other_modes["reinforce"]["count_reduction"] = reinforce_count_reduction()
     t4 = time.time()
     print(json.dumps({
         "replicas": STRATEGY.num_replicas_in_sync,

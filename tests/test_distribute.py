@@ -170,6 +170,9 @@ def test_search_on_two_mirrored_cpus_matches_one_device(runs):
     rl = r["modes"]["reinforce"]
     assert rl["reward_steps"] == [3, 3] and rl["baseline"][0] > 0  # the baseline moved on every copy
     np.testing.assert_allclose(rl["baseline"][1], rl["baseline"][0], rtol=1e-6)
+    # slices that score differently: the rewards come from the summed counts on both copies
+    assert rl["count_reduction"]["reward_steps"] == [1, 1]
+    np.testing.assert_allclose(rl["count_reduction"]["baselines"], [0.625, 0.625], rtol=1e-6)
 
 
 def test_two_worker_processes_finish_with_identical_alpha(runs):
