@@ -52,13 +52,6 @@ def batch_correct(y, logits):
                                         "float32"))
 
 
-def batch_accuracy(y, logits):
-    """Top-1 accuracy of one batch (what the reward is built on)."""
-    pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), "int32")
-    return keras.ops.mean(keras.ops.cast(keras.ops.equal(pred, keras.ops.cast(keras.ops.reshape(y, (-1,)), "int32")),
-                                         "float32"))
-
-
 def advantage_and_baseline(r, baseline, steps, decay=0.99):
     """(R − b_old, b_new): b_new = decay·b_old + (1 − decay)·R; the first step (steps == 0) starts b at R."""
     first = keras.ops.equal(steps, 0)

@@ -28,6 +28,28 @@ def reinforce_net(arch_optimizer, w=0.1, target_frac=0.5, **compile_kw):
     return net, space, table
 
 
+def net_in_a_known_state(seed, **compile_kw):
+    """A REINFORCE supernet with SGD lr 1 on α (α_old − α_new is exactly the step's gradient),
+    random α, baseline 0.3 after 5 updates, and one validation batch of 8."""
+    net, space, table = reinforce_net(keras.optimizers.SGD(1.0), **compile_kw)
+    rng = np.random.default_rng(seed)
+    for m in net.mixed_ops:
+        m.alpha.assign(rng.normal(0, 0.5, m.num_candidates).astype(np.float32))
+    net.reward_baseline.assign(0.3)
+    net.reward_steps.assign(5)
+    x = tf.constant(rng.standard_normal((8,) + space.input_shape), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 8), tf.int32)
+    return net, space, table, x, y
+
+
+def reward_by_hand(net, space, table, x, y, sample):
+    """acc × (T / predicted latency)^0.1 of op indices `sample`, the accuracy counted in numpy."""
+    logits = net._forward(x, True, "single", [tf.constant(i, tf.int32) for i in sample]).numpy()
+    acc = float(np.mean(np.argmax(logits, -1) == y.numpy()))
+    arch = Arch(space, [m.candidates[i] for m, i in zip(net.mixed_ops, sample)])
+    return acc * (net.target_ms / table.predict(arch, 4)) ** 0.1, table.predict(arch, 4)
+
+
 def test_baseline_starts_at_the_first_reward_then_moves_by_one_percent():
     adv, b = reinforce.advantage_and_baseline(0.6, 0.0, 0)  # first step: b = R, no advantage
     assert float(adv) == 0.0 and abs(float(b) - 0.6) < 1e-7
@@ -57,22 +79,10 @@ def test_batch_advantages_centre_the_rewards_and_the_baseline_moves_by_one_perce
 
 def test_k_architectures_per_update_average_their_gradients_against_the_batch_mean():
     # the official rl_update_step: K draws on one validation batch, gradient (1/K)·Σ_j −(R_j − b)(onehot − p)
-    net, space, table = reinforce_net(keras.optimizers.SGD(1.0), reinforce_samples=3)
-    rng = np.random.default_rng(1)
-    for m in net.mixed_ops:
-        m.alpha.assign(rng.normal(0, 0.5, m.num_candidates).astype(np.float32))
-    net.reward_baseline.assign(0.3)
-    net.reward_steps.assign(5)
-    x = tf.constant(rng.standard_normal((8,) + space.input_shape), tf.float32)
-    y = tf.constant(rng.integers(0, 4, 8), tf.int32)
+    net, space, table, x, y = net_in_a_known_state(1, reinforce_samples=3)
     drawn = [[1, 0], [2, 1], [0, 1]]
     a_old = [m.alpha.numpy().astype(np.float64) for m in net.mixed_ops]
-    rewards = []
-    for sample in drawn:
-        samples = [tf.constant(i, tf.int32) for i in sample]
-        acc = float(reinforce.batch_accuracy(y, net._forward(x, True, "single", samples)))
-        arch = Arch(space, [m.candidates[i] for m, i in zip(net.mixed_ops, sample)])
-        rewards.append(acc * (net.target_ms / table.predict(arch, 4)) ** 0.1)
+    rewards = [reward_by_hand(net, space, table, x, y, sample)[0] for sample in drawn]
     out = tf.function(lambda s: net.reinforce_step(x, y, samples=s))(tf.constant(drawn, tf.int32))
     np.testing.assert_allclose(out["rewards"].numpy(), rewards, rtol=1e-6)
     np.testing.assert_array_equal(out["samples"].numpy(), drawn)
@@ -91,26 +101,16 @@ def test_reinforce_samples_below_one_is_refused_in_one_line():
 
 
 def test_reinforce_step_alpha_gradient_matches_closed_form_and_checkpoint_keeps_baseline(tmp_path):
-    # SGD lr 1 on α: α_old − α_new is exactly the gradient of the step
-    net, space, table = reinforce_net(keras.optimizers.SGD(1.0))
-    rng = np.random.default_rng(0)
-    for m in net.mixed_ops:
-        m.alpha.assign(rng.normal(0, 0.5, m.num_candidates).astype(np.float32))
-    net.reward_baseline.assign(0.3)
-    net.reward_steps.assign(5)
-    x = tf.constant(rng.standard_normal((8,) + space.input_shape), tf.float32)
-    y = tf.constant(rng.integers(0, 4, 8), tf.int32)
+    net, space, table, x, y = net_in_a_known_state(0)
     step = tf.function(lambda s: net.reinforce_step(x, y, samples=s))
     for sample in ([1, 0], [2, 1]):
         samples = [tf.constant(i, tf.int32) for i in sample]
         a_old = [m.alpha.numpy().astype(np.float64) for m in net.mixed_ops]
         b_old = float(net.reward_baseline.numpy())
-        acc = float(reinforce.batch_accuracy(y, net._forward(x, True, "single", samples)))
+        r, ms = reward_by_hand(net, space, table, x, y, sample)
         out = step(samples)
-        arch = Arch(space, [m.candidates[i] for m, i in zip(net.mixed_ops, sample)])
-        r = acc * (net.target_ms / table.predict(arch, 4)) ** 0.1
         np.testing.assert_allclose(float(out["reward"]), r, rtol=1e-6)
-        np.testing.assert_allclose(float(out["latency_ms"]), table.predict(arch, 4), rtol=1e-6)
+        np.testing.assert_allclose(float(out["latency_ms"]), ms, rtol=1e-6)
         for m, a, i in zip(net.mixed_ops, a_old, sample):
             p = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
             grad = -(r - b_old) * (np.eye(len(a))[i] - p)  # d/dα of −(R − b)·log p(a)
