@@ -9,9 +9,16 @@ retrained the same way (their `--search_args` and `--train_args` agree): otherwi
 not repeats of one experiment. A fixed network (random, mbv2) retrained with the same seed in two
 runs is one training: the first run's row is kept and the other's accuracy is reported beside it.
 Latency is not pooled: each run's band was judged on its own clock, so its claim is quoted.
+
+`fixed_from`: the searched networks of the pooled runs judged against another run's fixed networks
+(its random and MobileNetV2-style trainings), for a run that drew no random networks of its own
+(`--num_random=0`, e.g. a new search method tried at an old run's target). Allowed only when that
+run had the same target, latency table and matching (the same band) and retrained the same way;
+its own searched networks are not pooled (another search).
 """
 
 import json
+import re
 
 from proxyless_tf import accuracy_noise
 from proxyless_tf import experiments
@@ -24,30 +31,56 @@ GROUPS = ("aware", "blind", "random", "mbv2")
 def load(paths):
     """[(path, results dict)] of each file, refused in one line when it is not a run's results or
     when the runs did not search and retrain the same way."""
-    runs = []
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise ConfigError(path, "--results", "no such file",
-                              "pass a docs/matched_latency_<tag>_results.json or a run's results.json") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(path, "--results", f"not JSON ({e.msg}, line {e.lineno})",
-                              "pass the results.json a tools/experiment_matched_latency.py run wrote") from None
-        if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "command" not in data:
-            raise ConfigError(path, "rows", "missing: not the results of tools/experiment_matched_latency.py",
-                              "pass the results.json a tools/experiment_matched_latency.py run wrote")
-        runs.append((path, data))
+    runs = [(path, _read(path, "--results")) for path in paths]
     for name in ("search_args", "train_args"):
-        first = results_digest.arg_list(runs[0][1]["command"], name)
         for path, data in runs[1:]:
-            theirs = results_digest.arg_list(data["command"], name)
-            if theirs != first:
-                diff = sorted(k for k in set(first) | set(theirs) if first.get(k) != theirs.get(k))
-                raise ConfigError(path, f"--{name}", f"differs from {runs[0][0]}'s in {', '.join('--' + d for d in diff)}",
-                                  "pool only runs that searched and retrained the same way")
+            _same_args(runs[0], (path, data), name, "pool only runs that searched and retrained the same way")
     return runs
+
+
+def load_fixed(path, runs):
+    """(path, results) of the run whose fixed networks judge `runs`' searched ones, refused in one
+    line unless its band (target, table, matching) and its retraining are theirs."""
+    data = _read(path, "--fixed_from")
+    first_path, first = runs[0]
+    _same_args(runs[0], (path, data), "train_args", "take fixed networks only from a run that retrained the same way")
+    table = re.search(r"--latency_table=(\S+)", first["command"])
+    theirs = re.search(r"--latency_table=(\S+)", data["command"])
+    if (table and table.group(1)) != (theirs and theirs.group(1)):
+        raise ConfigError(path, "--latency_table", f"{theirs and theirs.group(1)} is not {first_path}'s "
+                          f"{table and table.group(1)}", "take fixed networks from a run priced by the same table")
+    if data.get("match_on") != first.get("match_on"):
+        raise ConfigError(path, "match_on", f"{data.get('match_on')} is not {first_path}'s {first.get('match_on')}",
+                          "take fixed networks from a run that matched the band the same way")
+    t, t0 = data.get("target_ms"), first.get("target_ms")
+    if t is None or t0 is None or abs(t - t0) > 1e-6 * abs(t0):
+        raise ConfigError(path, "target_ms", f"{t} ms is not {first_path}'s {t0} ms",
+                          "take fixed networks from a run at the same target (reuse its plan with --reuse_from)")
+    return path, data
+
+
+def _read(path, flag):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, flag, "no such file",
+                          "pass a docs/matched_latency_<tag>_results.json or a run's results.json") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(path, flag, f"not JSON ({e.msg}, line {e.lineno})",
+                          "pass the results.json a tools/experiment_matched_latency.py run wrote") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "command" not in data:
+        raise ConfigError(path, "rows", "missing: not the results of tools/experiment_matched_latency.py",
+                          "pass the results.json a tools/experiment_matched_latency.py run wrote")
+    return data
+
+
+def _same_args(base, other, name, fix):
+    first = results_digest.arg_list(base[1]["command"], name)
+    theirs = results_digest.arg_list(other[1]["command"], name)
+    if theirs != first:
+        diff = sorted(k for k in set(first) | set(theirs) if first.get(k) != theirs.get(k))
+        raise ConfigError(other[0], f"--{name}", f"differs from {base[0]}'s in {', '.join('--' + d for d in diff)}", fix)
 
 
 def pooled_rows(runs):
@@ -66,15 +99,20 @@ def pooled_rows(runs):
     return rows, repeats
 
 
-def pool(paths, n_boot=10000):
-    """Groups (accuracy_stats), the accuracy claims, the seed-noise report, per-run latency claims."""
+def pool(paths, n_boot=10000, fixed_from=None):
+    """Groups (accuracy_stats), the accuracy claims, the seed-noise report, per-run latency claims;
+    with `fixed_from` (a results.json) the random and mbv2 rows of that run join the pool."""
     runs = load(paths)
-    rows, repeats = pooled_rows(runs)
+    fixed = []
+    if fixed_from:
+        path, data = load_fixed(fixed_from, runs)
+        fixed = [(path, dict(data, rows=[r for r in data["rows"] if r["group"] in ("random", "mbv2")]))]
+    rows, repeats = pooled_rows(runs + fixed)
     groups = {g: experiments.accuracy_stats([r for r in rows if r["group"] == g], by_arch=(g == "random"))
               for g in GROUPS if any(r["group"] == g for r in rows)}
     for g, s in groups.items():
         s["seeds"] = sorted({int(r["seed"]) for r in rows if r["group"] == g})
-    return {"runs": [p for p, _ in runs], "rows": rows, "groups": groups,
+    return {"runs": [p for p, _ in runs], "fixed_from": fixed_from, "rows": rows, "groups": groups,
             "claims": experiments.accuracy_claims(groups),
             "noise": accuracy_noise.claim_noise(rows, n_boot=n_boot),
             "latency_claims": {p: d.get("claims", {}).get("aware_measured_within_5pct") for p, d in runs},
@@ -85,8 +123,12 @@ def pool(paths, n_boot=10000):
 def markdown(pooled, heading):
     """The pooled section's text (heading included)."""
     lines = [heading, "", "Runs pooled (their rows; same search and retraining flags): "
-             + ", ".join(f"`{p}`" for p in pooled["runs"]), "",
-             "| contenders | n (trainings) | seeds | test accuracy mean ± std | median | best |", "|---|---|---|---|---|---|"]
+             + ", ".join(f"`{p}`" for p in pooled["runs"]), ""]
+    if pooled.get("fixed_from"):
+        lines += [f"Random and MobileNetV2-style networks also from `{pooled['fixed_from']}` (same target, "
+                  "latency table, matching and retraining; its searched networks are another search's and "
+                  "are not pooled).", ""]
+    lines += ["| contenders | n (trainings) | seeds | test accuracy mean ± std | median | best |", "|---|---|---|---|---|---|"]
     for g, s in pooled["groups"].items():
         lines.append(f"| {g} | {s['n']} ({s['runs']}) | {','.join(map(str, s['seeds']))} | "
                      f"{s['acc_mean'] * 100:.2f} ± {s['acc_std'] * 100:.2f} % | {s['acc_median'] * 100:.2f} % | "

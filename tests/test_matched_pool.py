@@ -78,3 +78,42 @@ def test_cli_writes_the_section_and_refuses_runs_that_retrained_differently(tmp_
     (tmp_path / "bad.json").write_text("{}")
     assert_one_line_error(run_cli([tool, f"--results={pa},{tmp_path}/bad.json"]), "bad.json", "rows")
     assert_one_line_error(run_cli([tool, f"--results={pa}"]), "--results", "two or more")
+
+
+def test_fixed_from_judges_one_run_against_another_runs_fixed_networks(tmp_path):
+    """A run without random networks (a new search at an old run's target) against that run's
+    random and MobileNetV2-style trainings: its own searched rows only, the other's fixed rows only."""
+    pa, _, rand = two_runs(tmp_path)
+    a = json.loads(open(pa).read())
+    open(pa, "w").write(json.dumps(dict(a, target_ms=0.3387, match_on="predicted")))
+    c_rows = [row(f"aware_s{s}", "aware", s, ["mb_k3_e6"] * 2 + ["zero"], acc) for s, acc in ((1, 0.893), (2, 0.899))]
+    c_rows += [row("mbv2_s1", "mbv2", 1, MBV2, 0.8990), row("mbv2_s2", "mbv2", 2, MBV2, 0.8960)]
+    pc = write(tmp_path, "c", c_rows)
+    data = json.loads(open(pc).read())
+    data["command"] = data["command"].replace("add#hinge", "add#linear")  # another search
+    open(pc, "w").write(json.dumps(dict(data, target_ms=0.3387 * (1 + 1e-9), match_on="predicted")))
+    pooled = matched_pool.pool([pc], n_boot=2000, fixed_from=pa)
+    g = pooled["groups"]
+    aware = [0.893, 0.899]  # run a's aware trainings are another search's: not pooled
+    mbv2 = [0.8990, 0.8960, 0.897]  # c's seeds 1 and 2, then a's seed 0 (a's seed 1 repeats c's)
+    arch_means = [np.mean([rand[i, 0], rand[i, 1]]) for i in range(3)]
+    np.testing.assert_allclose([g["aware"]["acc_mean"], g["mbv2"]["acc_mean"], g["random"]["acc_median"]],
+                               [np.mean(aware), np.mean(mbv2), np.median(arch_means)])
+    assert (g["aware"]["n"], g["random"]["n"], g["random"]["runs"], g["mbv2"]["seeds"]) == (2, 3, 6, [0, 1, 2])
+    assert np.mean(aware) > np.median(arch_means) and pooled["claims"]["aware_beats_median_random"]
+    assert pooled["repeats"] == [{"name": "mbv2_s1", "seed": 1, "kept": 0.8990, "dropped": 0.894, "from": pa}]
+    assert pooled["latency_claims"] == {pc: None}  # a's latency claim is about its own search
+    text = matched_pool.markdown(pooled, "## Pooled matched latency [c]")
+    assert f"also from `{pa}`" in text and "| aware | 2 (2) | 1,2 |" in text
+
+    tool = os.path.join(ROOT, "tools", "pool_matched_runs.py")
+    proc = run_cli([tool, f"--results={pc}", f"--fixed_from={pa}"])
+    assert proc.returncode == 0 and "| random | 3 (6) |" in proc.stdout, proc.stderr[-3000:]
+    assert_one_line_error(run_cli([tool, f"--results={pc}"]), "--results", "--fixed_from")
+    for name, change, field in (("t", {"target_ms": 0.30}, "target_ms"), ("m", {"match_on": "measured"}, "match_on"),
+                                ("e", {"command": data["command"].replace("--epochs=6,--train", "--epochs=3,--train")},
+                                 "--train_args"),
+                                ("l", {"command": data["command"] + " --latency_table=other.json"}, "--latency_table")):
+        bad = tmp_path / f"fixed_{name}.json"
+        bad.write_text(json.dumps(dict(json.loads(open(pa).read()), **change)))
+        assert_one_line_error(run_cli([tool, f"--results={pc}", f"--fixed_from={bad}"]), f"fixed_{name}.json", field)

@@ -1,6 +1,7 @@
 """Pool matched-latency runs over seeds and state the RQ4 accuracy claims once for all of them.
 
     python tools/pool_matched_runs.py --results=docs/matched_latency_a_results.json,docs/matched_latency_b_results.json
+    python tools/pool_matched_runs.py --results=docs/matched_latency_c_results.json --fixed_from=docs/matched_latency_a_results.json
 
 What is pooled and what is refused: proxyless_tf/matched_pool.py. With --results_md the section
 `## Pooled matched latency [--results_tag]` of that file is (re)written; a reading written by hand
@@ -19,7 +20,10 @@ from proxyless_tf.errors import ConfigError  # noqa: E402
 
 HEADING = "## Pooled matched latency"
 FLAGS = flags.FLAGS
-flags.DEFINE_list("results", [], "results.json files of tools/experiment_matched_latency.py runs (two or more).")
+flags.DEFINE_list("results", [], "results.json files of tools/experiment_matched_latency.py runs (two or more, "
+                  "or one with --fixed_from).")
+flags.DEFINE_string("fixed_from", None, "results.json of a run at the same target, table and retraining whose random "
+                    "and MobileNetV2-style networks judge the searched networks of --results (for runs that drew none).")
 flags.DEFINE_string("results_md", None, "Markdown file whose pooled section is (re)written (e.g. docs/RESULTS.md).")
 flags.DEFINE_string("results_tag", "", "Tag of the pooled section, so several pools stand side by side.")
 
@@ -28,9 +32,10 @@ def main(argv):
     from proxyless_tf import experiments
     from proxyless_tf import matched_pool
 
-    if len(FLAGS.results) < 2:
-        raise ConfigError("<flags>", "--results", f"{len(FLAGS.results)} file(s)", "pass two or more, comma-separated")
-    pooled = matched_pool.pool(FLAGS.results)
+    if len(FLAGS.results) < (1 if FLAGS.fixed_from else 2):
+        raise ConfigError("<flags>", "--results", f"{len(FLAGS.results)} file(s)",
+                          "pass two or more, comma-separated (or one with --fixed_from)")
+    pooled = matched_pool.pool(FLAGS.results, fixed_from=FLAGS.fixed_from)
     heading = HEADING + (f" [{FLAGS.results_tag}]" if FLAGS.results_tag else "")
     text = matched_pool.markdown(pooled, heading)
     print(text, flush=True)
