@@ -122,6 +122,9 @@ def test_a_run_matched_on_the_prediction_can_be_reused(tmp_path):
     assert not (out / "measured.json").exists()
     res = json.loads((out / "results.json").read_text())
     assert sorted(r["name"] for r in res["rows"]) == ["aware_s0", "mbv2_s0", "random_0_s0"]
+    # nothing measured: the latency claim is not judged (None), the accuracy claims are
+    assert res["claims"]["aware_measured_within_5pct"] is None and len(res["claims"]) == 4
+    assert "aware_measured_within_5pct = not measured" in proc.stdout
     out2 = tmp_path / "exp2"
     argv2 = [a if not a.startswith("--out_dir=") else f"--out_dir={out2}" for a in argv] + [f"--reuse_from={out}"]
     reused = run_cli(argv2, timeout=600)

@@ -344,9 +344,9 @@ def summarize(rows, target, final_target=None):
                              if known else None)
     a = groups.get("aware")
     claims = experiments.accuracy_claims(groups)
-    if claims:
-        claims["aware_measured_within_5pct"] = (a["measured_err_pct_max"] is not None
-                                                and a["measured_err_pct_max"] <= 5.0)
+    if claims:  # None when nothing was measured (--nomeasure): not judged, rather than failed
+        claims["aware_measured_within_5pct"] = (None if a["measured_err_pct_max"] is None
+                                                else a["measured_err_pct_max"] <= 5.0)
     return groups, claims
 
 
@@ -449,7 +449,7 @@ def markdown(groups, claims, costs, target, tol, command, repeat=None, rows=(), 
     if groups.get("random", {}).get("runs", 0) > groups.get("random", {}).get("n", 0):
         lines += ["", "random: each arch retrained with every seed; n counts archs, mean ± std is over the archs' "
                   "seed means, median and best rank the archs by their seed mean."]
-    lines += ["", "Claims: " + ", ".join(f"{k} = {v}" for k, v in claims.items())]
+    lines += ["", "Claims: " + ", ".join(f"{k} = {'not measured' if v is None else v}" for k, v in claims.items())]
     if noise:  # tools/experiment_seed_noise.py compares it across runs
         from proxyless_tf import accuracy_noise
 
