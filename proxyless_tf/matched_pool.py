@@ -120,10 +120,11 @@ def pool(paths, n_boot=10000, fixed_from=None):
                          "dropped": b["test_accuracy"], "from": b["run"]} for a, b in repeats]}
 
 
-def markdown(pooled, heading):
-    """The pooled section's text (heading included)."""
-    lines = [heading, "", "Runs pooled (their rows; same search and retraining flags): "
-             + ", ".join(f"`{p}`" for p in pooled["runs"]), ""]
+def markdown(pooled, heading, command=None):
+    """The pooled section's text (heading included); `command`, the line that made it, under it."""
+    lines = [heading, ""] + ([f"    {command}", ""] if command else [])
+    lines += ["Runs pooled (their rows; same search and retraining flags): "
+              + ", ".join(f"`{p}`" for p in pooled["runs"]), ""]
     if pooled.get("fixed_from"):
         lines += [f"Random and MobileNetV2-style networks also from `{pooled['fixed_from']}` (same target, "
                   "latency table, matching and retraining; its searched networks are another search's and "

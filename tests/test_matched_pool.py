@@ -72,6 +72,7 @@ def test_cli_writes_the_section_and_refuses_runs_that_retrained_differently(tmp_
     proc = run_cli([tool, f"--results={pa},{pb}", f"--results_md={md}", "--results_tag=t"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "## Pooled matched latency [t]" in md.read_text() and "| mbv2 | 4 (4) |" in md.read_text()
+    assert f"    python tools/pool_matched_runs.py --results={pa},{pb} --results_md={md}" in md.read_text()
     pc = write(tmp_path, "c", json.loads(open(pb).read())["rows"], train_epochs=3)
     assert_one_line_error(run_cli([tool, f"--results={pa},{pc}"]), "c.json", "--train_args", "--epochs")
     assert_one_line_error(run_cli([tool, f"--results={pa},{tmp_path}/none.json"]), "none.json", "no such file")

@@ -37,7 +37,7 @@ def main(argv):
                           "pass two or more, comma-separated (or one with --fixed_from)")
     pooled = matched_pool.pool(FLAGS.results, fixed_from=FLAGS.fixed_from)
     heading = HEADING + (f" [{FLAGS.results_tag}]" if FLAGS.results_tag else "")
-    text = matched_pool.markdown(pooled, heading)
+    text = matched_pool.markdown(pooled, heading, "python tools/pool_matched_runs.py " + " ".join(sys.argv[1:]))
     print(text, flush=True)
     if FLAGS.results_md:
         experiments.write_section(FLAGS.results_md, text + "\n", heading)
