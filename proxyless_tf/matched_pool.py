@@ -60,6 +60,7 @@ def load_fixed(path, runs):
 
 
 def _read(path, flag):
+    """A run's results.json, or one line naming the file and the flag that passed it."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -76,6 +77,8 @@ def _read(path, flag):
 
 
 def _same_args(base, other, name, fix):
+    """Refuse `other` when its `--name` list (search_args or train_args) is not `base`'s: its
+    networks would be another experiment's, and the flags that differ are what the user must see."""
     first = results_digest.arg_list(base[1]["command"], name)
     theirs = results_digest.arg_list(other[1]["command"], name)
     if theirs != first:
