@@ -106,18 +106,22 @@ def _apply_all(strategy, net, grads, wvars):
     opt.iterations.assign_add(1)
 
 
-def _apply_arch(strategy, net, grads, pairs, do_arch):
-    """Cross-replica: the α optimizer's step and the pair rescale, when an arch step ran."""
+def _apply_arch(strategy, net, grads, pairs, do_arch, baseline=None):
+    """Cross-replica, when an arch step ran: the α optimizer's step, then the pair rescale (mode
+    `two`) or the REINFORCE moving baseline and its step count (`baseline`, the same on every replica)."""
     opt = net.arch_optimizer
     alphas = net.arch_variables
 
     def step():
-        before = [tf.identity(a.value) for a in alphas]
+        before = [tf.identity(a.value) for a in alphas] if net.mode == "two" else None
         _update(strategy, opt, grads, alphas, tf.identity(opt.learning_rate))
         opt.iterations.assign_add(1)
         if net.mode == "two":
             for m, pair, b in zip(net.mixed_ops, pairs, before):
                 m.rescale(b, _local(pair))
+        if baseline is not None:
+            net.reward_baseline.assign(_local(baseline))
+            net.reward_steps.assign_add(1)
         return tf.constant(0)
 
     tf.cond(_local(do_arch), step, lambda: tf.constant(0))
@@ -176,21 +180,7 @@ def _reinforce_arch_step(net, ctx, x_val, y_val, do_arch):
         return tf.constant(0)
 
     tf.cond(do_arch, metrics, lambda: tf.constant(0))
-    ctx.merge_call(lambda s, g, b, d: _apply_reinforce(s, net, g, b, d), args=(grads, b_new, do_arch))
-
-
-def _apply_reinforce(strategy, net, grads, b_new, do_arch):
-    """Cross-replica: the α update, the moving baseline and its step count, when an arch step ran."""
-    opt = net.arch_optimizer
-
-    def step():
-        _update(strategy, opt, [_local(g) for g in grads], net.arch_variables, tf.identity(opt.learning_rate))
-        opt.iterations.assign_add(1)
-        net.reward_baseline.assign(_local(b_new))
-        net.reward_steps.assign_add(1)
-        return tf.constant(0)
-
-    tf.cond(_local(do_arch), step, lambda: tf.constant(0))
+    ctx.merge_call(lambda s, g, b, d: _apply_arch(s, net, g, None, d, baseline=b), args=(grads, b_new, do_arch))
 
 
 def train_step(net, data):
