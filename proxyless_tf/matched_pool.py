@@ -18,7 +18,6 @@ its own searched networks are not pooled (another search).
 """
 
 import json
-import re
 
 from proxyless_tf import accuracy_noise
 from proxyless_tf import experiments
@@ -44,11 +43,11 @@ def load_fixed(path, runs):
     data = _read(path, "--fixed_from")
     first_path, first = runs[0]
     _same_args(runs[0], (path, data), "train_args", "take fixed networks only from a run that retrained the same way")
-    table = re.search(r"--latency_table=(\S+)", first["command"])
-    theirs = re.search(r"--latency_table=(\S+)", data["command"])
-    if (table and table.group(1)) != (theirs and theirs.group(1)):
-        raise ConfigError(path, "--latency_table", f"{theirs and theirs.group(1)} is not {first_path}'s "
-                          f"{table and table.group(1)}", "take fixed networks from a run priced by the same table")
+    table = results_digest.flag_value(first["command"], "latency_table")
+    theirs = results_digest.flag_value(data["command"], "latency_table")
+    if table != theirs:
+        raise ConfigError(path, "--latency_table", f"{theirs} is not {first_path}'s {table}",
+                          "take fixed networks from a run priced by the same table")
     if data.get("match_on") != first.get("match_on"):
         raise ConfigError(path, "match_on", f"{data.get('match_on')} is not {first_path}'s {first.get('match_on')}",
                           "take fixed networks from a run that matched the band the same way")

@@ -28,13 +28,19 @@ def _sections(lines):
     return [(lines[a].strip(), lines[a + 1:b]) for a, b in zip(starts, starts[1:])]
 
 
+def flag_value(command, name):
+    """The value of `--name=...` in a command line, None where the command leaves it out."""
+    m = re.search(rf"--{name}=(\S+)", command)
+    return m.group(1) if m else None
+
+
 def arg_list(command, name):
     """The `--name=a,b,...` list of a command line as {flag: value} (flags without `--`)."""
-    m = re.search(rf"--{name}=(\S+)", command)
-    if not m:
+    value = flag_value(command, name)
+    if value is None:
         return {}
     out = {}
-    for item in m.group(1).split(","):
+    for item in value.split(","):
         key, _, value = item.lstrip("-").partition("=")
         out[key] = value
     return out
