@@ -186,3 +186,18 @@ def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
     assert m.group(0) in again.stdout
     bad = run_cli(argv[:1] + [f"--out_dir={tmp_path}/x", "--search_flags=nope.flags"], timeout=300)
     assert_one_line_error(bad, "nope.flags", "flag file")
+
+
+def test_pareto_axis_names_what_it_plots():
+    """A --nomeasure run plots the table's prediction and must not label it a measurement."""
+    tool_path = os.path.join(ROOT, "tools", "experiment_matched_latency.py")
+    rows = {"all": [{"measured_ms": 0.3}, {"measured_ms": 0.31}], "none": [{"measured_ms": None}] * 2,
+            "some": [{"measured_ms": 0.3}, {"measured_ms": None}]}
+    code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('t', {tool_path!r}); "
+            f"tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool); "
+            f"print(json.dumps({{k: tool.latency_axis_label(v) for k, v in {rows!r}.items()}}))")
+    proc = run_cli(["-c", code])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    labels = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert labels == {"all": "measured latency (ms, the table's device)", "none": "latency predicted by the table (ms)",
+                      "some": "latency (ms: measured, else predicted by the table)"}

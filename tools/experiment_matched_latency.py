@@ -367,6 +367,14 @@ def cost(rows):
     return None
 
 
+def latency_axis_label(rows):
+    """What the Pareto plot's x axis holds: a --nomeasure run plots the table's prediction."""
+    measured = [r["measured_ms"] is not None for r in rows]
+    return ("measured latency (ms, the table's device)" if all(measured) else
+            "latency predicted by the table (ms)" if not any(measured) else
+            "latency (ms: measured, else predicted by the table)")
+
+
 def plot_pareto(rows, target, tol, path):
     import matplotlib
 
@@ -388,10 +396,7 @@ def plot_pareto(rows, target, tol, path):
                        zorder=3)
     fp = sorted(pts[i] for i in front)
     ax.plot([p[0] for p in fp], [p[1] * 100 for p in fp], "k--", lw=1, label="Pareto front", zorder=2)
-    measured = [r["measured_ms"] is not None for r in rows]  # --nomeasure plots the table's prediction
-    ax.set_xlabel("measured latency (ms, the table's device)" if all(measured) else
-                  "latency predicted by the table (ms)" if not any(measured) else
-                  "latency (ms: measured, else predicted by the table)")
+    ax.set_xlabel(latency_axis_label(rows))
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=8)
     ax.set_title("Fashion-MNIST, all retrained the same way")
