@@ -125,7 +125,7 @@ class AdbBackend(Backend):
 
     def measure_tflite(self, content, source="<tflite>"):
         """Stats (ms) of a TFLite flatbuffer on the phone."""
-        from proxyless_tf.export import check_flatbuffer
+        from proxyless_tf.export.tflite import check_flatbuffer
 
         check_flatbuffer(content, source)
         remote = self._push_model(content)
@@ -142,7 +142,7 @@ class AdbBackend(Backend):
         return LatencyStats(float(med), float(p5), float(p95), int(count))
 
     def measure(self, keras_model):
-        from proxyless_tf import export
+        from proxyless_tf.export import tflite as export
 
         content = export.to_tflite(keras_model, batch_size=1)
         return self.measure_tflite(content)

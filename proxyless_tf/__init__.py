@@ -17,15 +17,15 @@ def __getattr__(name):
     # Heavier parts load on first use so `import proxyless_tf` (and so every entry point that
     # only reads a JSON file) stays quick and can reject a bad file before TensorFlow loads.
     if name == "build_model":
-        from proxyless_tf.nets import build_model
+        from proxyless_tf.models.nets import build_model
         return build_model
     if name == "count_macs":
-        from proxyless_tf.profile import count_macs
+        from proxyless_tf.space.macs import count_macs
         return count_macs
     if name == "LatencyTable":
         from proxyless_tf.latency.table import LatencyTable
         return LatencyTable
     if name == "SuperNet":
-        from proxyless_tf.supernet import SuperNet
+        from proxyless_tf.search.supernet import SuperNet
         return SuperNet
     raise AttributeError(f"module 'proxyless_tf' has no attribute {name!r}")

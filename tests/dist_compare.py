@@ -21,7 +21,7 @@ import time
 
 sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 
-from proxyless_tf import distribute  # noqa: E402
+from proxyless_tf.runtime import distribute  # noqa: E402
 
 STRATEGY = distribute.make_strategy("mirrored", cpu_devices=2)
 
@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from proxyless_tf.supernet import SuperNet  # noqa: E402
+from proxyless_tf.search.supernet import SuperNet  # noqa: E402
 from search_helpers import micro_space, synthetic_table  # noqa: E402
 
 tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import keras
-from proxyless_tf import cpu_kernels
-from proxyless_tf.nets import build_model
+from proxyless_tf.layers import cpu_kernels
+from proxyless_tf.models.nets import build_model
 from proxyless_tf.space import Arch, SearchSpace, parse_op
 from conftest import cli_env
 
@@ -210,7 +210,7 @@ def test_accelerate_supernet_same_gradients_smaller_graph():
     """On a nested supernet: every BN and each NestedMBConv's depthwise conv is served, the
     gradients of weights and α in both step modes are unchanged, and the traced search step
     (the search's memory) has at least 15 % fewer nodes."""
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
     from search_helpers import micro_space
 
     space = micro_space()

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from proxyless_tf import data
+from proxyless_tf.data import datasets as data
 from proxyless_tf.errors import ConfigError
 
 

@@ -21,7 +21,7 @@ from conftest import ROOT, cli_env
 from search_helpers import MICRO, synthetic_table
 from train_helpers import write_tiny_arch
 
-from proxyless_tf import distribute
+from proxyless_tf.runtime import distribute
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.space import SearchSpace
 

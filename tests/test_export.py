@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from proxyless_tf import export, training
+from proxyless_tf.export import tflite as export
+from proxyless_tf.training import recipe as training
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import keys as keys_lib
 from proxyless_tf.latency.table import LatencyStats, LatencyTable

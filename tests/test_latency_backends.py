@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latency_helpers import tiny_space
-from proxyless_tf import nets
+from proxyless_tf.models import nets
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import backends
 from proxyless_tf.latency.backends import LiteRTBackend, make_backend, time_calls

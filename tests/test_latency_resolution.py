@@ -41,7 +41,7 @@ def deploy_table():
 
 
 def test_expected_and_argmax_latency_use_the_deployment_keys_while_the_net_runs_at_the_proxy():
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
 
     proxy, deploy, table = at(PROXY), at(DEPLOY), deploy_table()
     with pytest.raises(ConfigError):  # the table has no 8x8 keys: without latency_space it is refused

@@ -12,7 +12,7 @@ import pytest
 
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency.measured_derivation import derive_measured
-from proxyless_tf.supernet import derive_toward_target
+from proxyless_tf.search.supernet import derive_toward_target
 
 
 class Arch:
@@ -197,7 +197,9 @@ def test_the_reference_timed_beside_each_network_takes_the_machines_drift_out(tm
 
     from test_search_cli import write_micro
 
-    from proxyless_tf import nets, search_run
+    from proxyless_tf.models import nets
+
+    from proxyless_tf.search import run as search_run
     from proxyless_tf.space import Arch
 
     space, _, _, _ = write_micro(tmp_path)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from proxyless_tf.mixed_op import MixedOp
+from proxyless_tf.layers.mixed_op import MixedOp
 
 CANDS = ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "zero"]
 

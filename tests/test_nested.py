@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 import keras
 
-from proxyless_tf import blocks
+from proxyless_tf.layers import blocks
 from proxyless_tf.errors import ConfigError
-from proxyless_tf.mixed_op import MixedOp
-from proxyless_tf.nested import NestedMBConv
-from proxyless_tf.supernet import SuperNet
+from proxyless_tf.layers.mixed_op import MixedOp
+from proxyless_tf.layers.nested import NestedMBConv
+from proxyless_tf.search.supernet import SuperNet
 from search_helpers import micro_space
 
 OPS = ["mb_k3_e3", "mb_k7_e6", "mb_k5_e1", "mb_k5_e6"]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import proxyless_tf as pt
-from proxyless_tf import blocks, export, nets
+from proxyless_tf.layers import blocks
+from proxyless_tf.export import tflite as export
+from proxyless_tf.models import nets
 from proxyless_tf import space as space_lib
 
 from conftest import ROOT

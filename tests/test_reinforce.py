@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 import keras
 
-from proxyless_tf import reinforce
+from proxyless_tf.search import reinforce
 from proxyless_tf.space import Arch
-from proxyless_tf.supernet import SuperNet
+from proxyless_tf.search.supernet import SuperNet
 from search_helpers import micro_space, synthetic_table, tiny_search_data
 
 
@@ -175,15 +175,15 @@ def test_a_run_from_before_reinforce_samples_reads_back_as_one_draw_and_resumes_
     import dataclasses
     import json
 
-    from proxyless_tf import search_run
+    from proxyless_tf.search import config as search_config
 
-    old = dataclasses.asdict(search_run.SearchConfig(space="s.json", out_dir="o", mode="reinforce"))
+    old = dataclasses.asdict(search_config.SearchConfig(space="s.json", out_dir="o", mode="reinforce"))
     del old["reinforce_samples"], old["reinforce_w_under"]  # a config.json written before the fields
     (tmp_path / "config.json").write_text(json.dumps(old))
-    back = search_run.read_config(str(tmp_path))
+    back = search_config.read_config(str(tmp_path))
     assert back.reinforce_samples == 1  # what that code drew per update
     fp = back.fingerprint()
     assert "reinforce_samples" not in fp and "reinforce_w_under" not in fp  # the old fingerprint
     new = dict(space="s.json", out_dir="o")
-    assert search_run.SearchConfig(mode="reinforce", **new).fingerprint()["reinforce_samples"] == 10
-    assert "reinforce_samples" not in search_run.SearchConfig(mode="two", reinforce_samples=10, **new).fingerprint()
+    assert search_config.SearchConfig(mode="reinforce", **new).fingerprint()["reinforce_samples"] == 10
+    assert "reinforce_samples" not in search_config.SearchConfig(mode="two", reinforce_samples=10, **new).fingerprint()

@@ -58,7 +58,7 @@ def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_resume_refuses_a_changed_command(tmp_path):
-    from proxyless_tf.resume import ResumeState
+    from proxyless_tf.runtime.resume import ResumeState
 
     state = ResumeState(str(tmp_path / "resume"), {"epochs": 3, "arch_lr": 0.05})
     (tmp_path / "resume").mkdir()

@@ -9,8 +9,8 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from test_search_cli import write_micro
 
-from proxyless_tf import sampled_derivation
-from proxyless_tf.supernet import derive_toward_target
+from proxyless_tf.search import sampled_derivation
+from proxyless_tf.search.supernet import derive_toward_target
 
 
 def test_the_table_edits_begin_at_the_given_start():
@@ -44,7 +44,7 @@ def test_candidates_are_uniform_over_the_band_and_edited_in_only_when_the_band_i
 
     from search_helpers import MICRO, synthetic_table
     from proxyless_tf.space import SearchSpace
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
 
     space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
     table = synthetic_table(space, 10)
@@ -71,7 +71,7 @@ def test_scores_do_not_depend_on_order_and_bn_statistics_are_restored():
 
     from search_helpers import MICRO
     from proxyless_tf.space import SearchSpace
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
 
     space = SearchSpace.from_dict(dict(MICRO, input_shape=[28, 28, 1]))
     keras.utils.set_random_seed(0)

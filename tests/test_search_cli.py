@@ -76,7 +76,7 @@ def test_mobile_flags_on_mock_imagenet_for_a_few_steps(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
     from absl import flags
 
-    from proxyless_tf import search
+    from proxyless_tf.cli import search
 
     space = SearchSpace.from_json(os.path.join(ROOT, "configs", "spaces", "proxyless_mobile.json"))
     d = space.to_dict()
@@ -122,14 +122,14 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     hist = json.load(open(out / "alpha_history.json"))
     assert {"reward", "baseline", "valid_acc"} <= set(hist[-1]["metrics"])
     assert "mode reinforce, weights nested" in (out / "summary.txt").read_text()
-    from proxyless_tf import search_run  # the run's config, read back as the ranking tool does
+    from proxyless_tf.search import config as search_config  # the run's config, read back as the ranking tool does
 
-    cfg = search_run.read_config(out)
+    cfg = search_config.read_config(out)
     assert (cfg.mode, cfg.weight_sharing, cfg.reinforce_w, cfg.reinforce_samples, cfg.max_train, cfg.space) == \
         ("reinforce", "nested", 0.2, 3, 64, str(sp))
     assert cfg.reinforce_w_under == 0.0
     with pytest.raises(ConfigError, match="config.json"):
-        search_run.read_config(tmp_path)
+        search_config.read_config(tmp_path)
     assert "reward acc*(T/lat)^0.2 over T, ^0 under, 3 arch(s) per update" in (out / "summary.txt").read_text()
     # run_search applies cpu_kernels.accelerate (oneDNN is on in the CLI, no GPU here): both
     # searchable layers' nested blocks get the slice depthwise, and BN layers the fused op
@@ -137,7 +137,7 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     # same supernet, counted here by type
     import keras
 
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
 
     layers = list(SuperNet(space, 10, None, mode="reinforce", weight_sharing="nested")._flatten_layers(include_self=False))
     want = {"depthwise": sum(type(l) is keras.layers.DepthwiseConv2D for l in layers),

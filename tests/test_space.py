@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from proxyless_tf import files as files_lib
 
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
@@ -116,6 +117,6 @@ def test_atomic_write_leaves_the_old_file_when_serialisation_fails(tmp_path):
     p = tmp_path / "arch.json"
     p.write_text('{"good": true}')
     with pytest.raises(TypeError):
-        space_lib.write_json_atomic(p, {"bad": object()})
+        files_lib.write_json_atomic(p, {"bad": object()})
     assert json.loads(p.read_text()) == {"good": True}
     assert os.listdir(tmp_path) == ["arch.json"]

@@ -6,7 +6,7 @@ import tensorflow as tf
 import keras
 
 from proxyless_tf.errors import ConfigError
-from proxyless_tf.supernet import SuperNet
+from proxyless_tf.search.supernet import SuperNet
 from search_helpers import micro_space, synthetic_table, tiny_search_data, tiny_space
 
 
@@ -163,7 +163,7 @@ def test_latency_terms_and_derivation_use_the_tables_calibrated_prediction():
     import itertools
 
     from proxyless_tf.space import Arch
-    from proxyless_tf.supernet import derive_toward_target
+    from proxyless_tf.search.supernet import derive_toward_target
 
     space = tiny_space()
     table = synthetic_table(space, 4)
@@ -189,7 +189,7 @@ def test_latency_terms_and_derivation_use_the_tables_calibrated_prediction():
 
 
 def test_derivation_pairs_swaps_when_every_single_swap_overshoots():
-    from proxyless_tf.supernet import derive_toward_target
+    from proxyless_tf.search.supernet import derive_toward_target
 
     # argmax: layer A 1.0 ms + layer B 0.5 ms = 1.5 ms; target 1.45 ms ± 1.5 %. Every single swap
     # lands farther away (A -> 0.5: 1.0 ms; B -> 0.97: 1.97 ms); the pair lands at 1.47 ms, inside.
@@ -201,7 +201,7 @@ def test_derivation_pairs_swaps_when_every_single_swap_overshoots():
 
 
 def test_ceiling_derivation_treats_the_target_as_a_budget():
-    from proxyless_tf.supernet import derive_toward_target
+    from proxyless_tf.search.supernet import derive_toward_target
 
     logp = [np.log([0.3, 0.7]), np.log([0.6, 0.4])]  # argmax [1, 0]: 1.5 ms
     costs = [np.array([0.5, 1.0]), np.array([0.5, 0.97])]
@@ -281,7 +281,7 @@ def test_largest_warmup_path_trains_only_the_largest_network_until_the_arch_step
 
 @pytest.mark.parametrize("weight_sharing,distill", [("independent", 0.0), ("nested", 0.0), ("nested", 0.6)])
 def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_paths(weight_sharing, distill):
-    from proxyless_tf.supernet import largest_op, smallest_op
+    from proxyless_tf.search.supernet import largest_op, smallest_op
 
     space = tiny_space()  # candidates mb_k3_e3, mb_k5_e3, mb_k3_e6 (+ zero on some layers)
     assert largest_op(["mb_k5_e3", "mb_k3_e6", "zero"]) == "mb_k3_e6"
@@ -346,8 +346,8 @@ def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_path
 def test_cli_config_check_and_compile_accept_the_same_latency_losses(tmp_path):
     """One list (proxyless_tf/latency_losses.py): every name the CLI's check lets through compiles,
     and a misspelt one is refused by the check with the names it knows."""
-    from proxyless_tf.latency_losses import LATENCY_LOSSES
-    from proxyless_tf.search_run import SearchConfig, check_config
+    from proxyless_tf.search.latency_losses import LATENCY_LOSSES
+    from proxyless_tf.search.run import SearchConfig, check_config
     from latency_helpers import write_space
     from search_helpers import MICRO
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from proxyless_tf import training
+from proxyless_tf.training import recipe as training
 from train_helpers import write_tiny_arch
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from proxyless_tf import training
+from proxyless_tf.training import recipe as training
 
 N, BATCH, PAD = 40, 8, 2
 

@@ -80,9 +80,9 @@ def run_child(cfg):
     import keras
 
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    from proxyless_tf import nets
+    from proxyless_tf.models import nets
     from proxyless_tf.space import Arch
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
 
     space = bench_space(cfg["candidates"], cfg["allow_zero"], cfg["resolution"])
     rng = np.random.default_rng(0)
@@ -104,7 +104,7 @@ def run_child(cfg):
     else:
         mode = "reinforce" if kind.startswith("reinforce") else kind if kind in ("full", "full_v2") else "two"
         if kind == "sandwich_switch":
-            from proxyless_tf.mixed_op import MixedOp
+            from proxyless_tf.layers.mixed_op import MixedOp
 
             run = MixedOp._run
             MixedOp._run = lambda self, index, x, training: run(
@@ -167,7 +167,7 @@ def main(argv):
               f"(trace+first step {r['trace_s']:.0f} s)", flush=True)
     report(results)
     if FLAGS.json_out:
-        from proxyless_tf.space import write_json_atomic
+        from proxyless_tf.files import write_json_atomic
 
         write_json_atomic(FLAGS.json_out, results)
 

@@ -44,7 +44,7 @@ def run_scheme(scheme, x, y, space, steps, batch, lr, seed):
     import numpy as np
     import tensorflow as tf
 
-    from proxyless_tf.supernet import SuperNet
+    from proxyless_tf.search.supernet import SuperNet
 
     keras.utils.set_random_seed(seed)
     net = SuperNet(space, 10, None, seed=seed, weight_sharing="nested" if scheme == "nested" else "independent")
@@ -71,7 +71,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from proxyless_tf import data
+    from proxyless_tf.data import datasets as data
     from proxyless_tf.space import SearchSpace
 
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
+from proxyless_tf import files as files_lib
 
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
@@ -101,7 +102,7 @@ def main(argv):
               f"worst {s['max_abs'] * 100:.1f} %, mean {s['mean'] * 100:+.1f} %")
     res["entries"] = len(one.entries)
     if FLAGS.json_out:
-        space_lib.write_json_atomic(FLAGS.json_out, res)
+        files_lib.write_json_atomic(FLAGS.json_out, res)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ def time_steps(arch_path, batch, steps, kernels):
     import keras
     import numpy as np
 
-    from proxyless_tf import cpu_kernels
-    from proxyless_tf.nets import build_model
+    from proxyless_tf.layers import cpu_kernels
+    from proxyless_tf.models.nets import build_model
     from proxyless_tf.space import Arch
 
     keras.utils.set_random_seed(0)

@@ -32,7 +32,7 @@ flags.DEFINE_string("arch", None, "Architecture JSON of the model (with --table)
 def _measure(path, backend):
     import numpy as np
 
-    from proxyless_tf import export
+    from proxyless_tf.export import tflite as export
 
     if path.endswith(".keras"):
         return backend.measure(export.load_keras_model(path))

@@ -25,6 +25,7 @@ from absl import flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import latency_flags  # noqa: E402  (tools/ is on sys.path when run as a script)
+from proxyless_tf import files as files_lib
 from proxyless_tf import space as space_lib  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
@@ -125,7 +126,7 @@ def main(argv):
         raise ConfigError("<flags>", "--out", "missing", "pass --out=PATH.json")
     if NUM_CLASSES.value < 1:
         raise ConfigError("<flags>", "--num_classes", f"must be positive, got {NUM_CLASSES.value}", "pass e.g. 10")
-    space_lib.check_output_path(OUT.value)
+    files_lib.check_output_path(OUT.value)
     space = space_lib.SearchSpace.from_json(SPACE.value)
     serials = _serials()
     shard = None

@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 
 from proxyless_tf import space as space_lib  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
-from proxyless_tf.profile import count_macs  # noqa: E402
+from proxyless_tf.space.macs import count_macs  # noqa: E402
 
 PUBLISHED_MMACS = {"proxyless_mobile": 320.4, "proxyless_gpu": 465.3, "proxyless_cpu": 439.2,
                    "proxyless_mobile_14": 580.9}
@@ -41,7 +41,7 @@ def main(argv):
         diff = f"{100 * (mmacs - pub) / pub:+7.2f}" if pub else f"{'':>7s}"
         line = f"{name:28s} {mmacs:9.1f} {pub if pub else '':>9} {diff}"
         if PARAMS.value:
-            from proxyless_tf.nets import build_model
+            from proxyless_tf.models.nets import build_model
             model = build_model(arch, NUM_CLASSES.value)
             line += f" {sum(int(w.numpy().size) for w in model.trainable_weights):11,d}"
         print(line)

@@ -42,7 +42,8 @@ flags.DEFINE_bool("verbose", False, "Show the QAT child's log.")
 
 
 def find_arch(model_path):
-    from proxyless_tf.space import Arch, read_json
+    from proxyless_tf.space import Arch
+    from proxyless_tf.files import read_json
 
     path = FLAGS.arch
     if not path:
@@ -69,8 +70,12 @@ def main(argv):
                               f"pass a positive --{name}")
     import numpy as np  # TensorFlow loads only once the flags are known to be good
 
-    from proxyless_tf import export, export_report, training
-    from proxyless_tf.space import write_bytes_atomic, write_json_atomic
+    from proxyless_tf.export import tflite as export
+
+    from proxyless_tf.export import report as export_report
+
+    from proxyless_tf.training import recipe as training
+    from proxyless_tf.files import write_bytes_atomic, write_json_atomic
 
     model = export.load_keras_model(model_path)
     splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir)
@@ -91,7 +96,7 @@ def main(argv):
     for mode in FLAGS.modes:
         t0 = time.time()
         if mode == "qat":
-            from proxyless_tf import qat
+            from proxyless_tf.export import qat
 
             idx = rng.choice(len(splits.x_train), min(FLAGS.qat_examples, len(splits.x_train)), replace=False)
             content = qat.qat_tflite(model, find_arch(model_path), splits.x_train[idx], splits.y_train[idx],

@@ -14,6 +14,7 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from proxyless_tf import files as files_lib
 
 from proxyless_tf import space as space_lib  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
@@ -113,10 +114,10 @@ def main(argv):
         raise ConfigError("<command line>", "CONFIG", "expected exactly one .config file",
                           "run: python tools/import_proxyless_config.py FILE.config --out=ARCH.json")
     path = argv[1]
-    cfg = space_lib.read_json(path, "ProxylessNAS config")
+    cfg = files_lib.read_json(path, "ProxylessNAS config")
     name = NAME.value or os.path.splitext(os.path.basename(path))[0]
     if FLAGS.value:
-        space_lib.check_output_path(FLAGS.value)
+        files_lib.check_output_path(FLAGS.value)
     arch = convert(cfg, path, name)
     if FLAGS.value:
         arch.to_json(FLAGS.value)

@@ -36,7 +36,7 @@ def main(argv):
 
     if not FLAGS.out:
         raise ConfigError("<flags>", "--out", "missing", "pass --out=TABLE.json")
-    from proxyless_tf.space import check_output_path
+    from proxyless_tf.files import check_output_path
 
     check_output_path(FLAGS.out)
     if FLAGS.num_classes < 1:

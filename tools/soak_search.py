@@ -279,7 +279,7 @@ def main(argv):
     res["ratio"] = round(b / a, 4) if a and b else None
     report(res)
     if FLAGS.out:
-        from proxyless_tf.space import write_json_atomic
+        from proxyless_tf.files import write_json_atomic
 
         write_json_atomic(FLAGS.out, res)
     problems = []

@@ -23,6 +23,7 @@ from absl import flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import latency_flags  # noqa: E402
+from proxyless_tf import files as files_lib
 from proxyless_tf import space as space_lib  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
@@ -75,7 +76,7 @@ def main(argv):
     from proxyless_tf.latency.table import LatencyTable
 
     if REPORT.value:
-        space_lib.check_output_path(REPORT.value, "--report")
+        files_lib.check_output_path(REPORT.value, "--report")
     table = LatencyTable.load(TABLE.value)
     space = space_lib.SearchSpace.from_json(SPACE.value)
     if table.num_classes is None:
@@ -107,7 +108,7 @@ def main(argv):
         print(f"stored calibration and held-out metrics in {TABLE.value}")
     print(f"plot: {PLOT.value or root + '.png'}")
     if REPORT.value:
-        space_lib.write_json_atomic(REPORT.value, report)
+        files_lib.write_json_atomic(REPORT.value, report)
 
 
 if __name__ == "__main__":

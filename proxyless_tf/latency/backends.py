@@ -104,7 +104,7 @@ REFERENCE_DESCRIPTION = "MBConv mb_k3_e6 32x32x32 -> 32, stride 1, float32 (nets
 
 def reference_model():
     """The fixed network that clock='ref' interleaves with every measurement (~1 ms here)."""
-    from proxyless_tf import nets
+    from proxyless_tf.models import nets
 
     return nets.build_block_model((32, 32), 32, "mb_k3_e6", 1, 32)
 
@@ -207,7 +207,7 @@ class LiteRTBackend(Backend):
 
     def interpreter(self, keras_model):
         """Convert and load; returns (interpreter, input array) ready to invoke."""
-        from proxyless_tf import export
+        from proxyless_tf.export import tflite as export
 
         content = export.to_tflite(keras_model, batch_size=1)
         interp = export.load_interpreter(model_content=content, num_threads=self.threads)

@@ -11,7 +11,7 @@ or device is never silently extended.
 import os
 import time
 
-from proxyless_tf import nets
+from proxyless_tf.models import nets
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import keys as keys_lib
 from proxyless_tf.latency.backends import VOLATILE_FIELDS

@@ -53,7 +53,7 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
     networks have been measured on both sides of it, between the nearest two (the secant of
     measured against predicted ms), else at pred x target / measured of the last. Why: the
     table's error differs between networks of one search by several per cent (0.875 and 0.823
-    of the measurement for two of them, docs/RESULTS.md `[sandwich_ls]` seed 0), so the last
+    of the measurement for two of them, research/RESULTS.md `[sandwich_ls]` seed 0), so the last
     network's ratio alone can throw the next one past the band, back and forth.
 
     Args:
@@ -71,7 +71,7 @@ def derive_measured(derive, measure, target_ms, tolerance, ceiling=False, max_ro
         settle: stop early only when a network measures within settle x tolerance of the
             target; one in the band's outer part is kept if nothing nearer follows. Why: the
             band is judged again later by fresh measurements, which move a network by about a
-            point (docs/RESULTS.md `[kd05]`: −3.9 % when derived, −4.95 % at the end).
+            point (research/RESULTS.md `[kd05]`: −3.9 % when derived, −4.95 % at the end).
     Returns:
         (arch, measured_ms, rounds): rounds is a list of {table_target_ms, predicted_ms,
         measured_ms, ops}, in order.

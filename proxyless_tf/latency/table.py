@@ -12,6 +12,7 @@ import math
 import os
 
 import numpy as np
+from proxyless_tf import files as files_lib
 
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
@@ -120,7 +121,7 @@ class LatencyTable:
 
     def save(self, path=None):
         path = os.fspath(path or self.path)
-        space_lib.write_json_atomic(path, self.to_dict())
+        files_lib.write_json_atomic(path, self.to_dict())
         self.path = path
 
     @classmethod
@@ -161,7 +162,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path):
-        return cls.from_dict(space_lib.read_json(path, "latency table"), source=os.fspath(path))
+        return cls.from_dict(files_lib.read_json(path, "latency table"), source=os.fspath(path))
 
     # ---- lookup ---------------------------------------------------------------------------
     def _fill_hint(self):

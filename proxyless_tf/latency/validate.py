@@ -11,8 +11,9 @@ import os
 import time
 
 import numpy as np
+from proxyless_tf import files as files_lib
 
-from proxyless_tf import nets
+from proxyless_tf.models import nets
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import calibration as cal_lib
@@ -61,7 +62,7 @@ class SampleCache:
                        "device": {k: v for k, v in device.items() if k not in VOLATILE_FIELDS}}
         self.samples = {}
         if self.path and os.path.exists(self.path):
-            d = space_lib.read_json(self.path, "validation samples")
+            d = files_lib.read_json(self.path, "validation samples")
             if not isinstance(d, dict) or d.get("header") != self.header:
                 raise ConfigError(self.path, "header",
                                   "cached whole-network measurements are for another space, class count or device",
@@ -75,7 +76,7 @@ class SampleCache:
 
     def save(self):
         if self.path:
-            space_lib.write_json_atomic(self.path, {
+            files_lib.write_json_atomic(self.path, {
                 "header": self.header,
                 "samples": {str(k): {"ops": v["ops"], "stats": v["stats"].to_dict()}
                             for k, v in sorted(self.samples.items())}})

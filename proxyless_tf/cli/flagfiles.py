@@ -1,0 +1,120 @@
+"""absl entry points that fail like the rest of the project: one `error:` line, exit code 2.
+
+absl's own flag parser prints `FATAL Flags parsing error` and exits 1 for a bad flag value,
+ignores a flag file that includes itself with only a warning (the run then goes on with
+half of the intended flags), and lets a non-UTF-8 flag file escape as a traceback. `run`
+puts a parser in front of absl that turns all three into the project's one-line
+`ConfigError` (file or `<command line>`, the flag, the fix) before any work starts.
+It also lets every entry point take `--flagfile=NAME.flags` from any directory: a bare
+name that is not in the working directory resolves in the project's configs/.
+"""
+
+import os
+import re
+import sys
+
+from proxyless_tf.errors import ConfigError, run_cli
+
+_FLAGFILE = re.compile(r"^--?flagfile=(.*)$")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(ROOT, "configs")
+
+
+def resolve_path(value, subdir):
+    """A path as given if it exists, else the same name under configs/SUBDIR or the repo root."""
+    if not value:
+        return value
+    value = os.path.expanduser(value)
+    if os.path.exists(value) or os.path.isabs(value):
+        return value
+    for cand in (os.path.join(CONFIGS, subdir, value), os.path.join(ROOT, value)):
+        if os.path.exists(cand):
+            return cand
+    return value
+
+
+def resolve_flagfiles(argv):
+    """--flagfile=NAME (no directory, not in cwd) -> configs/NAME, so flag files work from anywhere."""
+    out = []
+    for a in argv:
+        if a.startswith("--flagfile="):
+            v = a.split("=", 1)[1]
+            if not os.path.exists(v) and os.path.dirname(v) == "":
+                cand = os.path.join(CONFIGS, v)
+                if os.path.exists(cand):
+                    a = f"--flagfile={cand}"
+            elif not os.path.exists(v):
+                print(f"error: {v}: --flagfile: flag file does not exist (fix: check the path, or pass a name "
+                      f"from {CONFIGS})", file=sys.stderr)
+                sys.exit(2)
+        out.append(a)
+    return out
+
+
+def _flagfile_args(lines):
+    """File names of the --flagfile=X directives among argv words or flag-file lines."""
+    out = []
+    for i, a in enumerate(lines):
+        a = a.strip()
+        m = _FLAGFILE.match(a)
+        if m:
+            out.append(os.path.expanduser(m.group(1).strip()))
+        elif a in ("--flagfile", "-flagfile") and i + 1 < len(lines):
+            out.append(os.path.expanduser(lines[i + 1].strip()))
+    return out
+
+
+def check_flagfiles(argv, stack=()):
+    """Walk the flag files named in argv (and the ones they include); raise on a bad one.
+
+    A file that is missing, unreadable, not UTF-8, or that includes itself (directly or
+    through others) is a ConfigError naming that file: absl would skip the cycle silently.
+    """
+    for name in _flagfile_args(argv):
+        if not name:
+            continue
+        key = os.path.realpath(name)
+        if key in stack:
+            chain = " -> ".join([os.path.basename(s) for s in stack] + [os.path.basename(key)])
+            raise ConfigError(name, "--flagfile", f"flag file includes itself ({chain})",
+                              "remove the --flagfile line that points back to an including file")
+        try:
+            with open(name, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise ConfigError(name, "--flagfile", "flag file does not exist", "check the path") from None
+        except OSError as e:
+            raise ConfigError(name, "--flagfile", f"cannot be read ({e.strerror})",
+                              "pass a readable text file of --flag=value lines") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(name, "--flagfile", f"is not UTF-8 (byte {e.start})",
+                              "save the flag file as UTF-8 text, one --flag=value per line") from None
+        check_flagfiles(text.splitlines(), stack + (key,))
+
+
+def parse_flags(argv):
+    """absl's FLAGS(argv), but every problem is one `error:` line and exit code 2."""
+    from absl import flags
+
+    try:
+        check_flagfiles(argv[1:])
+        return flags.FLAGS(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except flags.Error as e:
+        msg = " ".join(str(e).split())
+        m = re.search(r"--?(\w+)", msg) or re.search(r"flag '(\w+)'", msg)
+        field = f"--{m.group(1)}" if m else "<flags>"
+        print(f"error: <command line>: {field}: {msg} (fix: correct the flag; --helpfull lists every flag)",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+def run(main, argv=None):
+    """app.run(main) with our flag parser and ConfigError handling (see the module docstring)."""
+    from absl import app
+
+    app.run(run_cli(main), argv=resolve_flagfiles(sys.argv if argv is None else argv), flags_parser=parse_flags)

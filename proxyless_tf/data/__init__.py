@@ -1,0 +1,1 @@
+"""Datasets for search, retraining and export."""

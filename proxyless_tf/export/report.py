@@ -1,0 +1,41 @@
+"""What an app and a reviewer need next to every exported .tflite: checks and a sidecar.
+
+`check_export` runs the converted model on real test images beside the Keras model
+(agreement, accuracy, size); `sidecar` records how to feed it (input shape, dtype and
+quantization, normalisation, labels) so an Android app needs nothing else.
+"""
+
+import numpy as np
+
+from proxyless_tf.export import tflite as export
+
+
+def check_export(content, keras_logits, x_test, y_test, source="<tflite>"):
+    """Agreement of a TFLite flatbuffer with precomputed Keras logits on the same images."""
+    interp = export.open_interpreter(content, source)
+    tfl = export.predict_tflite(interp, x_test)
+    res = export.agreement(keras_logits, tfl, y_test)
+    res["size_bytes"] = len(content)
+    res["accuracy_drop_points"] = 100.0 * (res["keras_accuracy"] - res["tflite_accuracy"])
+    return res, export.io_description(interp)
+
+
+def sidecar(model_file, mode, io, mean, std, labels, checks, dataset=None):
+    """The JSON an Android app reads: how to turn a photo into the input tensor, what comes out."""
+    return {
+        "model_file": model_file,
+        "mode": mode,
+        "input": io["input"],
+        "output": dict(io["output"], kind="logits"),
+        "layout": "NHWC",
+        "normalisation": {
+            "formula": "x = (pixel / 255 - mean[c]) / std[c]; then, for int8 input, "
+                       "q = round(x / input.quantization.scale + input.quantization.zero_point)",
+            "pixel_range": [0, 255],
+            "mean": [float(v) for v in np.atleast_1d(mean)],
+            "std": [float(v) for v in np.atleast_1d(std)],
+        },
+        "labels": list(labels),
+        "dataset": dataset,
+        "checks": checks,
+    }

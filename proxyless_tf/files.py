@@ -1,0 +1,87 @@
+"""Reading and writing the project's small files (spaces, archs, tables, configs, summaries):
+reads fail with one `ConfigError` line instead of a traceback, writes are atomic so a killed
+process never leaves half a file."""
+
+import json
+import os
+
+from proxyless_tf.errors import ConfigError
+
+MAX_JSON_BYTES = 64 << 20  # spaces, archs and latency tables are kilobytes; refuse to read a huge file
+
+
+def read_json(path, what="file"):
+    """Read a JSON file with one clear line for a missing, non-UTF-8, truncated or malformed file."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_JSON_BYTES:
+            raise ConfigError(path, "<file>", f"{what} is {size} bytes, more than the {MAX_JSON_BYTES} allowed",
+                              "pass the right file (these files are kilobytes)")
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, "<file>", f"{what} does not exist", "check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "<file>", "is a directory, not a JSON file", "pass the .json file") from None
+    except OSError as e:
+        raise ConfigError(path, "<file>", f"cannot be read ({e.strerror})", "check permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is harmless
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "<file>", f"is not UTF-8 (byte {e.start})",
+                          "save the file as UTF-8 JSON") from None
+    if not text.strip():
+        raise ConfigError(path, "<file>", "is empty", "regenerate or restore the file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(path, f"line {e.lineno} column {e.colno}",
+                          f"malformed or truncated JSON ({e.msg})",
+                          "fix the JSON or regenerate the file") from None
+    except RecursionError:
+        raise ConfigError(path, "<file>", "JSON nested too deeply", "pass a real file of this kind") from None
+
+
+def check_output_path(path, field="--out"):
+    """Fail before any work if `path` cannot be written: it is a directory, or a parent is a file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(path, field, "is a directory", "pass a file name inside it")
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise ConfigError(path, field, f"{d} is a file, not a directory", "pass a path inside a directory")
+    if not os.access(d, os.W_OK):
+        raise ConfigError(path, field, f"{d} is not writable", "pass a path in a writable directory")
+
+
+def write_bytes_atomic(path, content):
+    """Write bytes to a temporary file beside `path` and rename it: readers (and a rerun) see the
+    old file or the whole new one, never half of one, even when the process is killed mid-write."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(path, "<file>", f"cannot be written ({e.strerror})",
+                          "check the directory exists and is writable") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to a temporary file and rename it, so a crash never leaves half a file."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def write_text_atomic(path, text):
+    """write_bytes_atomic for UTF-8 text (summaries, reports)."""
+    write_bytes_atomic(path, text.encode("utf-8"))

@@ -1,0 +1,1 @@
+"""Run machinery shared by search and retraining: resumable checkpoints and tf.distribute."""

@@ -1,0 +1,1 @@
+"""Retraining a found network: the recipe (`recipe.py`)."""
