@@ -105,11 +105,15 @@ def test_committed_table_covers_the_mobile_space_without_shared(repo_root):
     assert f"--latency_table={COMMITTED}" in flags and lo < 80 < hi and "--target_ms=80" in flags
 
 
-def test_uncovered_space_and_bad_yaml_are_one_clear_error(repo_root, shared_data, tmp_path):
+def test_uncovered_space_is_one_clear_error(repo_root, shared_data):
     # Fashion-MNIST blocks (28x28 inputs) are not in the Pixel 1 table.
     fm = SearchSpace.from_json(os.path.join(repo_root, "configs", "spaces", "fashion_mnist.json"))
     with pytest.raises(ConfigError, match="not in the official table"):
         import_table(os.path.join(shared_data, "mobile_trim.yaml"), fm, num_classes=10)
+
+
+def test_bad_yaml_is_one_clear_error(repo_root, tmp_path):
+    fm = SearchSpace.from_json(os.path.join(repo_root, "configs", "spaces", "fashion_mnist.json"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("Conv-input:224x224x3-output:112x112x32: {count: 3, mean: [oops\n")
     with pytest.raises(ConfigError, match="cannot be read as YAML"):
