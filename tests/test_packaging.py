@@ -52,7 +52,9 @@ def test_pyproject_lists_every_subpackage():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in this venv")
+    setuptools = pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in this venv")
+    if tuple(int(p) for p in setuptools.__version__.split(".")[:2]) < (70, 1):
+        pytest.importorskip("wheel", reason=f"setuptools {setuptools.__version__} builds wheels with the `wheel` package")
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.tmp.*")
