@@ -1,5 +1,11 @@
-"""The imported Pixel 1 table reproduces the official ProxylessNAS estimator (sum of means)."""
+"""The imported Pixel 1 table reproduces the official ProxylessNAS estimator (sum of means).
 
+configs/latency/pixel1_official.json is that import, committed so mobile.flags needs no
+../shared: tools/import_proxyless_lut.py --out=configs/latency/pixel1_official.json
+(defaults: ../shared/data/proxylessnas/mobile_trim.yaml, configs/spaces/proxyless_mobile.json).
+"""
+
+import json
 import os
 
 import pytest
@@ -70,11 +76,44 @@ def test_cli_writes_table(repo_root, shared_data, tmp_path):
     assert len(LatencyTable.load(out)) == 69  # 3 fixed keys + 66 distinct candidate blocks
 
 
-def test_uncovered_space_and_bad_yaml_are_one_clear_error(repo_root, shared_data, tmp_path):
+COMMITTED = os.path.join("configs", "latency", "pixel1_official.json")
+
+
+def test_committed_table_is_a_fresh_conversion_of_the_official_yaml(mobile, repo_root, tmp_path):
+    space, path, lut = mobile
+    import_table(path, space).save(tmp_path / "fresh.json")
+    with open(tmp_path / "fresh.json") as f:
+        fresh = json.load(f)
+    with open(os.path.join(repo_root, COMMITTED)) as f:
+        committed = json.load(f)
+    assert committed == fresh  # regenerate with the command in this module's docstring
+    stem = committed["entries"]["stem:224x224x3:k3:s2:32"]
+    assert stem["median"] == lut["Conv-input:224x224x3-output:112x112x32"]["mean"]
+    assert stem["count"] == lut["Conv-input:224x224x3-output:112x112x32"]["count"]
+
+
+def test_committed_table_covers_the_mobile_space_without_shared(repo_root):
+    """Runs without ../shared: the table mobile.flags names prices every network of the mobile space."""
+    space = SearchSpace.from_json(os.path.join(repo_root, "configs", "spaces", "proxyless_mobile.json"))
+    table = LatencyTable.load(os.path.join(repo_root, COMMITTED))
+    assert len(table) == 69 and table.num_classes == 1000
+    table.check_space(space, 1000)
+    lo, hi = table.latency_range(space)
+    assert (round(lo, 2), round(hi, 2)) == (29.61, 191.03)  # all-zero/smallest and all mb_k7_e6
+    with open(os.path.join(repo_root, "configs", "mobile.flags")) as f:
+        flags = f.read().splitlines()
+    assert f"--latency_table={COMMITTED}" in flags and lo < 80 < hi and "--target_ms=80" in flags
+
+
+def test_uncovered_space_is_one_clear_error(repo_root, shared_data):
     # Fashion-MNIST blocks (28x28 inputs) are not in the Pixel 1 table.
     fm = SearchSpace.from_json(os.path.join(repo_root, "configs", "spaces", "fashion_mnist.json"))
     with pytest.raises(ConfigError, match="not in the official table"):
         import_table(os.path.join(shared_data, "mobile_trim.yaml"), fm, num_classes=10)
+
+
+def test_bad_yaml_is_one_clear_error(repo_root, tmp_path):
+    fm = SearchSpace.from_json(os.path.join(repo_root, "configs", "spaces", "fashion_mnist.json"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("Conv-input:224x224x3-output:112x112x32: {count: 3, mean: [oops\n")
     with pytest.raises(ConfigError, match="cannot be read as YAML"):

@@ -46,9 +46,17 @@ def test_table_missing_a_block_is_one_line(tmp_path):
 
 
 def test_missing_dataset_and_unknown_flagfile_are_one_line(tmp_path):
+    # mobile.flags with --manual_dir alone gets past its space and the committed Pixel 1 table (checked
+    # before the data) and stops only at the missing ImageNet tar files.
     proc = run_cli(["-m", "proxyless_tf.search", "--flagfile=mobile.flags", f"--data_dir={tmp_path}",
-                    f"--manual_dir={tmp_path}/manual", f"--out_dir={tmp_path}/run"])
+                    f"--manual_dir={tmp_path}/manual", f"--out_dir={tmp_path}/run"], cwd=str(tmp_path))
     assert_one_line_error(proc, "imagenet2012", "ILSVRC2012_img_train.tar")
+    # The table it names from the top of the checkout resolves from another directory: a wrong head
+    # width fails on that very file (the check runs only on a table that was found).
+    proc = run_cli(["-m", "proxyless_tf.search", "--flagfile=mobile.flags", "--latency_num_classes=10",
+                    f"--out_dir={tmp_path}/run"], cwd=str(tmp_path))
+    assert_one_line_error(proc, os.path.join(ROOT, "configs", "latency", "pixel1_official.json"),
+                          "1000 classes, not 10")
     proc = run_cli(["-m", "proxyless_tf.search", "--flagfile=nope/none.flags"])
     assert_one_line_error(proc, "none.flags")
 

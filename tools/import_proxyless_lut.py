@@ -2,10 +2,12 @@
 
     python tools/import_proxyless_lut.py \
         --yaml=../shared/data/proxylessnas/mobile_trim.yaml \
-        --space=configs/spaces/proxyless_mobile.json --out=runs/latency_pixel1.json
+        --space=configs/spaces/proxyless_mobile.json --out=configs/latency/pixel1_official.json
 
 The result predicts, for any architecture of the mobile space, the official estimator's
-sum of means (see proxyless_tf/latency/official.py for the key translation).
+sum of means (see proxyless_tf/latency/official.py for the key translation). Its output
+for the defaults is committed as configs/latency/pixel1_official.json (the table
+configs/mobile.flags names); tests/test_import_lut.py checks it equals a fresh import.
 """
 
 import os

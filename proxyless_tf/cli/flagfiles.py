@@ -7,8 +7,15 @@ puts a parser in front of absl that turns all three into the project's one-line
 `ConfigError` (file or `<command line>`, the flag, the fix) before any work starts.
 It also lets every entry point take `--flagfile=NAME.flags` from any directory: a bare
 name that is not in the working directory resolves in the project's configs/.
+
+Which configs/: the checkout's when the package runs from a checkout (editable install,
+PYTHONPATH, the tests), so an edited flag file takes effect at once; otherwise the copy
+`pip install .` ships inside the package (`proxyless_tf/configs`, see pyproject.toml).
+ROOT is the directory holding that configs/, so a path a flag file names from the top
+(`--latency_table=configs/latency/...`) resolves as ROOT/that path in both cases.
 """
 
+import importlib.resources
 import os
 import re
 import sys
@@ -16,7 +23,21 @@ import sys
 from proxyless_tf.errors import ConfigError, run_cli
 
 _FLAGFILE = re.compile(r"^--?flagfile=(.*)$")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config_root():
+    """The checkout's top directory if this package sits in one, else the installed package's."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkout = os.path.dirname(package)
+    # pyproject.toml too: a site-packages/configs of some other distribution is not ours.
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")) and \
+            os.path.isfile(os.path.join(checkout, "configs", "quickstart.flags")):
+        return checkout
+    # Installed: configs/ is package data. A wheel installs unpacked, so this is a real directory.
+    return os.fspath(importlib.resources.files("proxyless_tf"))
+
+
+ROOT = _config_root()
 CONFIGS = os.path.join(ROOT, "configs")
 
 
