@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 
 import numpy as np
 
