@@ -138,3 +138,21 @@ def test_check_algorithm_names_the_values_as_the_api_caller_wrote_them():
     config_lib.check_algorithm(mode="two", warmup_path="largest", source="<supernet>", prefix="")
     config_lib.check_algorithm(mode="reinforce", sandwich="largest", distill=1.0, warmup_path="largest",
                                warmup_epochs=1, reinforce_samples=10, reinforce_w_under=0.0)
+
+
+def test_a_run_from_before_reinforce_samples_reads_back_as_one_draw_and_resumes_with_one(tmp_path):
+    import dataclasses
+    import json
+
+    from proxyless_tf.search import config as search_config
+
+    old = dataclasses.asdict(search_config.SearchConfig(space="s.json", out_dir="o", mode="reinforce"))
+    del old["reinforce_samples"], old["reinforce_w_under"]  # a config.json written before the fields
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    back = search_config.read_config(str(tmp_path))
+    assert back.reinforce_samples == 1  # what that code drew per update
+    fp = back.fingerprint()
+    assert "reinforce_samples" not in fp and "reinforce_w_under" not in fp  # the old fingerprint
+    new = dict(space="s.json", out_dir="o")
+    assert search_config.SearchConfig(mode="reinforce", **new).fingerprint()["reinforce_samples"] == 10
+    assert "reinforce_samples" not in search_config.SearchConfig(mode="two", reinforce_samples=10, **new).fingerprint()
