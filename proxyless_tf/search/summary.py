@@ -2,8 +2,9 @@
 
 Besides the latency and accuracy of the derived network it says whether α decided it: the
 probability α gives each chosen op, α's mean entropy against its maximum (log of the number
-of candidates: a uniform α), and, when α stayed near uniform or the latency-aware derivation
-rewrote most layers, a plain sentence that the network is mostly the derivation's choice.
+of candidates: a uniform α), and a plain sentence when α did not decide: it stayed near
+uniform, or the latency-aware derivation rewrote most of its argmax (the network is then
+mostly the derivation's choice).
 It ends with the command that retrains the network.
 """
 
@@ -43,12 +44,13 @@ def decision_lines(decision, changes, num_layers):
              + " ".join(f"{p:.2f}" for p in decision["chosen_p"])]
     why = []
     if frac > UNDECIDED_ENTROPY:
-        why.append(f"alpha stayed near uniform (entropy above {UNDECIDED_ENTROPY * 100:.0f}% of its maximum)")
+        why.append(f"it stayed near uniform (entropy above {UNDECIDED_ENTROPY * 100:.0f}% of its maximum), so its "
+                   "argmax ops are barely preferred to the others")
     if changes > num_layers / 2:
-        why.append(f"the latency derivation changed {changes} of alpha's {num_layers} argmax layers")
+        why.append(f"the latency derivation changed {changes} of its {num_layers} argmax layers, so the network is "
+                   "mostly the derivation's choice")
     if why:
-        lines.append("                this network is mostly the latency derivation's choice, not alpha's: "
-                     + " and ".join(why))
+        lines.append("                alpha did not decide this network: " + "; and ".join(why) + ".")
     else:
         lines.append("                alpha decided this network (the derivation changed "
                      f"{changes} of {num_layers} layers)")
