@@ -212,7 +212,7 @@ def test_help_lists_the_user_flags_and_helpfull_the_research_ones(tmp_path):
     assert "proxyless_tf.search [algorithm]:" in full.stdout and "proxyless_tf.search [derivation]:" in full.stdout
     # a research flag still works on the command line: its value reaches the config's check
     proc = run_cli(["-m", "proxyless_tf.search", "--mode=full", "--sandwich=largest", f"--out_dir={tmp_path}/run"])
-    assert_one_line_error(proc, "--sandwich", "adds nothing to --mode='full'")
+    assert_one_line_error(proc, "--sandwich", "adds nothing to --mode=full")
     assert not (tmp_path / "run").exists()
 
 

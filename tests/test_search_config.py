@@ -103,11 +103,11 @@ def test_the_choices_are_the_ones_the_supernet_and_the_distributed_step_know():
 
 @pytest.mark.parametrize("kwargs, field, needle", [
     (dict(mode="two_paths"), "--mode", "use one of two, full, full_v2, reinforce"),
-    (dict(mode="full", sandwich="largest"), "--sandwich", "adds nothing to --mode='full'"),
-    (dict(distill=0.5), "--distill", "--sandwich='none'"),
+    (dict(mode="full", sandwich="largest"), "--sandwich", "adds nothing to --mode=full"),
+    (dict(distill=0.5), "--distill", "but --sandwich=none (fix: add --sandwich=largest_smallest"),
     (dict(distill=1.5, sandwich="largest"), "--distill", "1.5 is not in [0, 1]"),
     (dict(warmup_path="largest"), "--warmup_path", "--warmup_epochs=0"),
-    (dict(reinforce_samples=0), "--reinforce_samples", "at least one, got 0"),
+    (dict(reinforce_samples=0), "--reinforce_samples", "must be at least 1, a whole number, got 0"),
     (dict(reinforce_w_under=-1.0), "--reinforce_w_under", "slower network"),
     (dict(epochs=2, warmup_epochs=2), "epochs", "warmup_epochs=2"),
     (dict(batch_size=0), "--batch_size", "at least 1, got 0"),

@@ -232,33 +232,38 @@ def check_algorithm(mode=None, sandwich=None, distill=None, warmup_path=None, wa
                     reinforce_samples=None, reinforce_w_under=None, source="<flags>", prefix="--"):
     """The algorithm section's rules; a value left None is not checked (its owner checks it later).
 
-    `source`/`prefix` name the values as the caller's user wrote them: `<flags>` and `--sandwich`
-    for the CLI, e.g. `<supernet>` and `sandwich` for the Python API. Raises ConfigError."""
+    `source`/`prefix` name the values as the caller's user wrote them: `<flags>` and
+    `--sandwich=none` for the CLI (prefix "--"), e.g. `<supernet>` and `sandwich='none'` for the
+    Python API (prefix ""). Raises ConfigError."""
     def bad(name, problem, fix):
         return _bad(name, problem, fix, source, prefix)
+
+    def arg(name, value):  # how the caller's user wrote a value
+        return f"--{name}={value}" if prefix == "--" else f"{name}={value!r}"
 
     for name, value, allowed in (("mode", mode, SEARCH_MODES), ("sandwich", sandwich, SANDWICH),
                                  ("warmup_path", warmup_path, WARMUP_PATHS)):
         if value is not None and value not in allowed:
             raise bad(name, f"unknown {name} {value!r}", f"use one of {', '.join(allowed)}")
     if sandwich not in (None, "none") and mode == "full":  # full already trains every op every step
-        raise bad("sandwich", f"{sandwich!r} adds nothing to {prefix}mode='full', which trains every op every step",
-                  f"use it with {prefix}mode='two' (or full_v2, reinforce), or {prefix}sandwich='none'")
+        raise bad("sandwich", f"{sandwich!r} adds nothing to {arg('mode', 'full')}, which trains every op every step",
+                  f"use it with {arg('mode', 'two')} (or full_v2, reinforce), or pass {arg('sandwich', 'none')}")
     if distill is not None:
         if not 0.0 <= float(distill) <= 1.0:
             raise bad("distill", f"{distill} is not in [0, 1]",
                       "pass a weight from 0 (labels only) to 1 (BigNAS: the largest's softmax only)")
         if distill and sandwich is not None and not sandwich.startswith("largest"):
-            raise bad("distill", f"needs the largest path as the teacher, but {prefix}sandwich={sandwich!r}",
-                      f"pass {prefix}sandwich='largest_smallest' (or 'largest'), or drop {prefix}distill")
+            raise bad("distill", f"needs the largest path as the teacher, but {arg('sandwich', sandwich)}",
+                      f"add {arg('sandwich', 'largest_smallest')} (or largest), or drop {prefix}distill")
     if warmup_path not in (None, "sampled") and (mode == "full" or warmup_epochs == 0):
         raise bad("warmup_path", f"{warmup_path!r} needs warm-up epochs with one path per weight step, but "
-                  f"{prefix}warmup_epochs={warmup_epochs} {prefix}mode={mode!r}",
-                  f"pass {prefix}warmup_epochs=1 or more and a {prefix}mode other than 'full', or "
-                  f"{prefix}warmup_path='sampled'")
+                  + (f"{arg('warmup_epochs', warmup_epochs)} " if warmup_epochs is not None else "")
+                  + arg("mode", mode), f"pass {prefix}warmup_epochs=1 or more and a {prefix}mode other than full, "
+                  f"or drop {prefix}warmup_path")
     if reinforce_samples is not None and (int(reinforce_samples) != reinforce_samples or reinforce_samples < 1):
-        raise bad("reinforce_samples", f"must be a whole number, at least one, got {reinforce_samples}",
-                  "draw at least one architecture per update (the official code: 10)")
+        raise bad("reinforce_samples", f"must be at least 1, a whole number, got {reinforce_samples}",
+                  f"pass a positive {prefix}reinforce_samples: draw at least one architecture per update "
+                  "(the official code: 10)")
     if reinforce_w_under is not None and reinforce_w_under < 0:
         raise bad("reinforce_w_under", f"{reinforce_w_under} would reward a slower network under the target",
                   "pass 0 (MnasNet's hard constraint) or a positive exponent")
