@@ -169,21 +169,3 @@ def test_fit_runs_the_new_search_modes(mode):
         assert all(np.all(a != m.alpha.numpy()) for a, m in zip(alpha0, net.mixed_ops))
     cfg = net.get_config()
     assert cfg["mode"] == mode and SuperNet.from_config(cfg).mode == mode
-
-
-def test_a_run_from_before_reinforce_samples_reads_back_as_one_draw_and_resumes_with_one(tmp_path):
-    import dataclasses
-    import json
-
-    from proxyless_tf.search import config as search_config
-
-    old = dataclasses.asdict(search_config.SearchConfig(space="s.json", out_dir="o", mode="reinforce"))
-    del old["reinforce_samples"], old["reinforce_w_under"]  # a config.json written before the fields
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    back = search_config.read_config(str(tmp_path))
-    assert back.reinforce_samples == 1  # what that code drew per update
-    fp = back.fingerprint()
-    assert "reinforce_samples" not in fp and "reinforce_w_under" not in fp  # the old fingerprint
-    new = dict(space="s.json", out_dir="o")
-    assert search_config.SearchConfig(mode="reinforce", **new).fingerprint()["reinforce_samples"] == 10
-    assert "reinforce_samples" not in search_config.SearchConfig(mode="two", reinforce_samples=10, **new).fingerprint()

@@ -202,3 +202,37 @@ def test_derive_measure_refuses_a_table_it_cannot_measure_before_training(tmp_pa
     assert_one_line_error(run_cli(args[:-2] + ["--measured_target_ms=1", f"--out_dir={tmp_path}/run"]),
                           "--measured_target_ms", "pass --derive_measure too")
     assert not (tmp_path / "run").exists()
+
+
+def test_help_lists_the_user_flags_and_helpfull_the_research_ones(tmp_path):
+    """--help: the ~16 flags an ordinary user needs, by section; --helpfull: every flag, grouped by section."""
+    import re
+
+    short = run_cli(["-m", "proxyless_tf.search", "--help"])
+    assert "Traceback" not in short.stderr and "error:" not in short.stderr, short.stderr[-2000:]  # absl exits 1
+    listed = re.findall(r"^  --(?:\[no\])?(\w+)", short.stdout, re.M)
+    assert 13 <= len(listed) <= 20, listed
+    assert {"dataset", "space", "latency_table", "target_ms", "target_frac", "mode", "epochs", "out_dir"} <= set(listed)
+    assert "sandwich" not in listed and "--sandwich" not in short.stdout
+    assert "  latency      --latency_table --build_table --target_ms --target_frac --latency_loss" in short.stdout
+    full = run_cli(["-m", "proxyless_tf.search", "--helpfull"])
+    assert re.search(r"^  --sandwich: ", full.stdout, re.M), full.stderr[-2000:]
+    assert "proxyless_tf.search [algorithm]:" in full.stdout and "proxyless_tf.search [derivation]:" in full.stdout
+    # a research flag still works on the command line: its value reaches the config's check
+    proc = run_cli(["-m", "proxyless_tf.search", "--mode=full", "--sandwich=largest", f"--out_dir={tmp_path}/run"])
+    assert_one_line_error(proc, "--sandwich", "adds nothing to --mode=full")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_flag_default_is_the_config_default():
+    """The flags are made from SearchConfig's fields: one default per option, the same in both."""
+    from absl import flags
+
+    from proxyless_tf.cli import search_flags
+    from proxyless_tf.search import config as config_lib
+
+    fields = config_lib.fields()
+    assert len(fields) == 59 and len(search_flags.USER) == 16
+    for f in fields:
+        assert flags.FLAGS[f.name].default == f.default, f.name
+    assert flags.FLAGS["reinforce_samples"].default == config_lib.default("reinforce_samples") == 10

@@ -11,6 +11,7 @@ that path, as the official code does before validating a sub-network.
 import os
 
 from proxyless_tf.search.config import read_config
+from proxyless_tf.search.inputs import load_space
 from proxyless_tf.errors import ConfigError
 
 CHECKPOINT = os.path.join("checkpoints", "last.weights.h5")
@@ -34,7 +35,7 @@ def load_search(search_dir, eager=True):
                           "finish the search (rerun its command: it resumes), or drop this directory")
     if eager:
         tf.config.run_functions_eagerly(True)
-    space = search_run.load_space(cfg.space, cfg.resolution)
+    space = load_space(cfg.space, cfg.resolution)
     keras.utils.set_random_seed(cfg.seed)
     data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
                                 cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
