@@ -125,8 +125,11 @@ def load_interpreter(model_content=None, model_path=None, num_threads=1):
     """LiteRT interpreter (XNNPACK) with tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
-    interp.allocate_tensors()
+    from proxyless_tf import console
+
+    with console.native_quiet():  # the runtime's "Created TensorFlow Lite XNNPACK delegate" line
+        interp = Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
+        interp.allocate_tensors()
     return interp
 
 
