@@ -15,7 +15,8 @@ interpreter):
 - TensorFlow's Python logger `tensorflow` (seven INFO lines per converted model: `lite.py] Using
   new converter`, `builder_impl.py] Assets written to`, ...): at INFO as soon as `absl.app` runs.
 - The TFLite runtime's own logger (`INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`,
-  once per process at the first interpreter): no switch; `native_quiet` around the interpreter.
+  once per process at the first interpreter) and the int8 quantizer's plain print (`fully_quantize:
+  0, inference_type: 6, ...`): no switch; `native_quiet` around the interpreter and the converter.
 
 `install()` (run by `import proxyless_tf`) sets up the quiet default before TensorFlow loads;
 `configure(verbosity)` (run by every entry point after its flags are parsed) applies absl's
@@ -38,7 +39,8 @@ _NOISE = re.compile(
     r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.+-]+:\d+\]"           # absl/TF INFO and WARNING records
     r"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ cuda\w*\.cc:\d+\] failed call to cuInit"  # no GPU on this host
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)")
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$)")
 
 _verbosity = None  # None: quiet (the default); else absl's --verbosity (0 INFO, -1 WARNING, ...)
 

@@ -24,6 +24,7 @@ TF_LINES = [
     "I1207 14:35:00.921954 140551926795136 lite.py:1484] Using new converter: If you encounter a problem please file "
     "a bug.\n",
     "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+    "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8\n",
 ]
 OURS = ["error: x.json: --arch: missing (fix: pass --arch=RUN/arch.json)\n",
         "epoch 1/2  step 8/16  loss 2.3  accuracy 0.1\n",
@@ -33,7 +34,7 @@ TF_LINE = re.compile(r"^[IWE]\d{4} |oneDNN custom operations|cudart_stub|absl::I
 
 
 def test_noise_is_tensorflows_own_lines_and_nothing_of_ours():
-    assert [console.is_noise(l) for l in TF_LINES] == [True] * 7
+    assert [console.is_noise(l) for l in TF_LINES] == [True] * 8
     assert [console.is_noise(l) for l in OURS] == [False] * 4
 
 
