@@ -2,10 +2,13 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep CUDA-probe noise out of user output
 # oneDNN kernels: TF turns them on only for CPUs with AVX-512/AMX; on AVX2 they make a training
 # step ~1.5x faster (proxyless_tf/cpu_kernels.py). Takes effect only if TensorFlow is not yet loaded.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from proxyless_tf import console  # noqa: E402
+
+console.install()  # TensorFlow's own log lines off until --verbosity asks (console.py)
 
 from proxyless_tf.errors import ConfigError  # noqa: E402
 from proxyless_tf.space import Arch, SearchSpace, parse_op  # noqa: E402

@@ -1,6 +1,7 @@
 """TFLite export: float parity with Keras on real images, quantized sanity, QAT, the CLIs."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from proxyless_tf.latency.table import LatencyStats, LatencyTable
 from proxyless_tf.space import Arch
 from train_helpers import write_tiny_arch
 
+# TensorFlow's own logging (absl/TF C++ and Python records, the TFLite runtime and converter).
+TF_LINE = re.compile(r"^[IWE]\d{4} |oneDNN custom operations|cudart_stub|absl::InitializeLog|XNNPACK delegate", re.M)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -22,7 +26,7 @@ def trained(tmp_path_factory):
     arch_path = write_tiny_arch(d)
     splits = training.load_dataset("fashion_mnist", train_examples=1024)
     cfg = training.TrainConfig(epochs=2, batch_size=64, lr=0.2, warmup_epochs=0.2)
-    res = training.train(Arch.from_json(arch_path), splits, cfg, str(d / "run"), verbose=0)
+    res = training.train(Arch.from_json(arch_path), splits, cfg, str(d / "run"), progress="none")
     json_res = dict(res, arch=arch_path)
     (d / "run" / "result.json").write_text(json.dumps(json_res))
     model = export.load_keras_model(res["model_path"])
@@ -61,8 +65,19 @@ def test_int8_needs_representative_data(trained):
 def test_export_cli_float_int8_qat_with_sidecars(trained):
     out = trained["dir"] / "tflite"
     proc = run_cli(["tools/export_tflite.py", trained["model_path"], "--modes=int8_io,qat",
-                    "--num_test=200", "--num_representative=64", "--qat_examples=256", "--qat_lr=1e-5", f"--out_dir={out}"])
+                    "--num_test=200", "--num_representative=64", "--qat_examples=256", "--qat_lr=1e-5", f"--out_dir={out}"],
+                   TF_CPP_MIN_LOG_LEVEL="2")  # what `import proxyless_tf` sets by default
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # The console: no TensorFlow/TFLite/converter log line; the table (header + 2 rows), where the files are
+    # and the next command (time it on a phone, or here): 8 lines.
+    assert not TF_LINE.search(proc.stdout + proc.stderr) and proc.stderr == "", proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 8 and [l.split()[0] for l in lines[1:3]] == ["int8_io", "qat"], proc.stdout
+    assert lines[3].startswith("wrote 2 TFLite model(s) (int8_io, qat)") and lines[3].endswith(f"to {out}")
+    assert lines[4] == f"  report: {out / 'export_report.json'}"
+    tfl = out / "model_int8_io.tflite"
+    assert lines[6] == f"  python tools/benchmark_tflite.py {tfl} --backend=adb --benchmark_binary=./benchmark_model"
+    assert lines[7] == f"  python tools/benchmark_tflite.py {tfl} --backend=litert"
     rep = json.loads((out / "export_report.json").read_text())["modes"]
     assert rep["int8_io"]["top1_agreement"] >= 0.9, rep["int8_io"]
     # QAT ran (arch found via result.json), with a tiny lr so the half-trained net barely moves.
@@ -83,8 +98,10 @@ def test_benchmark_cli_predicts_and_rejects_a_corrupt_model(trained, tmp_path):
                          arch.space.name, arch.space.fingerprint())
     table.save(tmp_path / "t.json")
     proc = run_cli(["tools/benchmark_tflite.py", str(tfl), "--backend=litert", "--num_runs=20", "--warmup_runs=2",
-                    f"--table={tmp_path / 't.json'}", f"--arch={trained['arch']}"])
+                    f"--table={tmp_path / 't.json'}", f"--arch={trained['arch']}", "--json"], TF_CPP_MIN_LOG_LEVEL="2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not TF_LINE.search(proc.stdout + proc.stderr) and len(proc.stdout.splitlines()) == 3, proc.stdout
+    assert proc.stdout.startswith("m.tflite on litert: median ") and "predicted by t.json: " in proc.stdout
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["count"] == 20 and res["predicted_ms"] == pytest.approx(0.5 * len(keys_lib.arch_keys(arch, 10)))
     assert res["error_pct"] == pytest.approx(100 * (res["predicted_ms"] - res["median_ms"]) / res["median_ms"])

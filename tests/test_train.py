@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -38,13 +39,31 @@ def test_weight_decay_skips_batchnorm_and_biases():
     assert {p for p, m in moved.items() if m} == {p for p in moved if p.endswith("kernel")}
 
 
+# TensorFlow's own logging (absl/TF C++ and Python records, the TFLite runtime) and Keras's fit warning.
+TF_LINE = re.compile(r"^[IWE]\d{4} |oneDNN custom operations|cudart_stub|absl::InitializeLog|XNNPACK delegate"
+                     r"|shuffle=True", re.M)
+
+
 def test_cli_trains_evaluates_and_saves(tmp_path):
     arch = write_tiny_arch(tmp_path)
     out = tmp_path / "run"
     proc = run_cli(["-m", "proxyless_tf.train", "--flagfile=configs/train_fashion_mnist.flags", f"--arch={arch}",
-                    "--epochs=2", "--train_examples=1024", "--batch_size=64", "--lr=0.2", f"--out_dir={out}"])
+                    "--epochs=2", "--train_examples=1024", "--batch_size=64", "--lr=0.2", f"--out_dir={out}",
+                    "--log_every=8"], TF_CPP_MIN_LOG_LEVEL="2")  # what `import proxyless_tf` sets by default
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The console: a start line, one line per 8 of the 16 steps and per epoch, a 5-line summary; nothing else.
+    lines = proc.stdout.splitlines()
+    assert not TF_LINE.search(proc.stdout + proc.stderr) and proc.stderr == "", proc.stderr[-3000:]
+    assert lines[0] == f"retraining {arch} on fashion_mnist: 2 epochs of 16 steps x 64 images, into {out}"
+    assert [re.sub(r"^done in .*", "done", l.split("  ")[1]) for l in lines[1:5]] == \
+        ["step 8/16", "done", "step 8/16", "done"]
+    assert len(lines) == 10, proc.stdout
+    assert re.match(r"retrained arch\.json: test accuracy \d+\.\d\d % \(loss [\d.]+, 10000 test images\), 2 epochs",
+                    lines[5]), lines[5]
+    assert lines[6].startswith(f"  model:  {out / 'model.keras'}") and lines[7].startswith(f"  result: {out}")
+    assert lines[-1] == f"  python tools/export_tflite.py {out / 'model.keras'}"  # run from the checkout
     res = json.loads((out / "result.json").read_text())
+    assert f"{100 * res['test_accuracy']:.2f} %" in lines[5]
     assert res["epochs"] == 2 and res["test_accuracy"] > 0.25  # 10 classes: chance is 0.1; 32 steps reach ~0.4
     for f in ("model.keras", "best.keras", "train_log.csv"):
         assert (out / f).exists(), f
@@ -53,6 +72,18 @@ def test_cli_trains_evaluates_and_saves(tmp_path):
     # Loads back with safe_mode and gives the reported accuracy's logits shape.
     model = keras.saving.load_model(out / "model.keras")
     assert model.output_shape == (None, 10)
+
+
+def test_cli_verbosity_brings_tensorflow_lines_back_and_json_prints_the_result(tmp_path):
+    arch = write_tiny_arch(tmp_path)
+    proc = run_cli(["-m", "proxyless_tf.train", f"--arch={arch}", "--epochs=1", "--steps_per_epoch=2",
+                    "--train_examples=256", "--batch_size=64", f"--out_dir={tmp_path / 'run'}", "--verbosity=0",
+                    "--progress=none", "--json"], TF_CPP_MIN_LOG_LEVEL="2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(TF_LINE.findall(proc.stderr)) >= 2, proc.stderr[-3000:]  # the oneDNN/CUDA banners at least
+    assert len(proc.stdout.splitlines()) == 7 and "epoch 1/1" not in proc.stdout, proc.stdout  # --progress=none
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["epochs"] == 1 and res["model_path"] == str(tmp_path / "run" / "model.keras")
 
 
 def test_cli_rejects_arch_for_another_input_shape(tmp_path, repo_root):

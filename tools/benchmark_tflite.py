@@ -7,7 +7,7 @@
     ... --table=run/latency.json --arch=run/arch.json   # adds predicted ms and the error
 
 Prints median / p5 / p95 / count in ms (and, with a table, predicted ms and the error in
-percent of the measurement), then one JSON line with the same numbers. litert and adb
+percent of the measurement); --json adds one JSON line with the same numbers. litert and adb
 take a .tflite (or a .keras, converted to float32 batch 1); tf takes a .keras.
 """
 
@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 import latency_flags  # noqa: E402,F401  (defines --backend and the per-backend flags)
 from proxyless_tf import cli  # noqa: E402
@@ -27,6 +27,7 @@ from proxyless_tf.errors import ConfigError  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("table", None, "LatencyTable JSON to predict with (needs --arch).")
 flags.DEFINE_string("arch", None, "Architecture JSON of the model (with --table).")
+flags.DEFINE_bool("json", False, "Also print the numbers as one JSON line (for scripts).")
 
 
 def _measure(path, backend):
@@ -50,7 +51,6 @@ def _measure(path, backend):
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
     if len(argv) != 2:
         raise ConfigError("<args>", "MODEL", "expected exactly one model path",
                           "tools/benchmark_tflite.py MODEL.tflite --backend=litert")
@@ -78,7 +78,11 @@ def main(argv):
         err = 100.0 * (predicted - st.median) / st.median
         res.update(predicted_ms=predicted, error_pct=err, table=os.path.abspath(FLAGS.table))
         print(f"predicted by {os.path.basename(FLAGS.table)}: {predicted:.4f} ms, error {err:+.1f}% of measured")
-    print(json.dumps(res))
+    else:
+        print("next: to compare with what the search's latency table predicted, add "
+              "--table=LATENCY_TABLE.json --arch=RUN/arch.json")
+    if FLAGS.json:
+        print(json.dumps(res))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from absl import flags, logging
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -117,7 +117,6 @@ def run_workers(space, serials):
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise ConfigError("<command line>", "args", f"unexpected arguments {argv[1:]}", "pass only --flags")
     if not SPACE.value:
@@ -190,6 +189,13 @@ def _report(table, space):
     print(f"wrote {OUT.value}: {len(table)} entries" + (f" from {len(workers)} workers" if workers else "")
           + f"; predicted range {lo:.3f}-{hi:.3f} ms "
           f"({'calibrated' if table.calibration else 'raw block sums'})")
+    from proxyless_tf import console
+
+    print("next: search for a network at a latency in that range (plus the dataset and training flags, "
+          "e.g. those of configs/quickstart.flags):")
+    print("  " + console.command("python", "-m", "proxyless_tf.search", f"--space={console.shown_path(SPACE.value)}",
+                                 f"--latency_table={console.shown_path(OUT.value)}",
+                                 f"--target_ms={lo + 0.3 * (hi - lo):.3g}"))
 
 
 if __name__ == "__main__":

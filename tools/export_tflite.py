@@ -8,7 +8,8 @@ float I/O), int8_io (full integer PTQ, int8 I/O), qat (quantization-aware fine-t
 tensorflow-model-optimization in a child process, int8 with float I/O). Representative
 and fine-tuning data come from the real training split; every export is then checked
 against the Keras model on real test images (max |logit diff|, top-1 agreement,
-accuracy) and gets a sidecar JSON for an Android app. Results also go to export_report.json.
+accuracy) and gets a sidecar JSON for an Android app. Results also go to export_report.json;
+the console gets a table, where the files are and the command that times a model on a phone.
 """
 
 import json
@@ -18,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
@@ -39,6 +40,7 @@ flags.DEFINE_bool("qat_freeze_bn", True, "Keep BN statistics fixed during the QA
 flags.DEFINE_integer("batch_size", 1, "Fixed batch of the exported models.")
 flags.DEFINE_integer("seed", 0, "Seed for picking representative/QAT images.")
 flags.DEFINE_bool("verbose", False, "Show the QAT child's log.")
+flags.DEFINE_bool("json", False, "Also print the report's path as one JSON line (for scripts).")
 
 
 def find_arch(model_path):
@@ -57,7 +59,6 @@ def find_arch(model_path):
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # the converter's INFO lines would bury the table
     if len(argv) != 2:
         raise ConfigError("<args>", "MODEL", "expected exactly one .keras model path", "tools/export_tflite.py MODEL.keras")
     model_path = argv[1]
@@ -119,8 +120,29 @@ def main(argv):
         print(f"{mode:8s} {checks['size_bytes'] / 1024:8.1f} {checks['max_abs_logit_diff']:12.3g} "
               f"{checks['top1_agreement']:10.4f} {checks['keras_accuracy']:9.4f} {checks['tflite_accuracy']:10.4f} "
               f"{checks['accuracy_drop_points']:8.2f} {checks['seconds']:7.1f}", flush=True)
-    write_json_atomic(os.path.join(out_dir, "export_report.json"), report)
-    print(json.dumps({"report": os.path.join(out_dir, "export_report.json")}))
+    report_path = os.path.join(out_dir, "export_report.json")
+    write_json_atomic(report_path, report)
+    print(summary(report, out_dir, report_path))
+    if FLAGS.json:
+        print(json.dumps({"report": report_path}))
+
+
+def summary(report, out_dir, report_path):
+    """The closing lines: where the models went, and how to time one on a phone (the pipeline's last step)."""
+    from proxyless_tf import console
+
+    modes = report["modes"]
+    first = modes.get("float32") or next(iter(modes.values()))
+    model = console.shown_path(first["file"])
+    return "\n".join([
+        f"wrote {len(modes)} TFLite model(s) ({', '.join(modes)}), each with the .json an Android app reads, "
+        f"to {console.shown_path(out_dir)}",
+        f"  report: {console.shown_path(report_path)}",
+        "next: time it on an Android phone (adb and TFLite's benchmark_model), or on this machine with LiteRT:",
+        "  " + console.tool_command("benchmark_tflite.py", model, "--backend=adb",
+                                    "--benchmark_binary=./benchmark_model"),
+        "  " + console.tool_command("benchmark_tflite.py", model, "--backend=litert"),
+    ])
 
 
 if __name__ == "__main__":

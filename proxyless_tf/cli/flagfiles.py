@@ -135,7 +135,10 @@ def parse_flags(argv):
 
 
 def run(main, argv=None):
-    """app.run(main) with our flag parser and ConfigError handling (see the module docstring)."""
+    """app.run(main) with our flag parser, ConfigError handling (module docstring) and quiet console."""
     from absl import app
 
-    app.run(run_cli(main), argv=resolve_flagfiles(sys.argv if argv is None else argv), flags_parser=parse_flags)
+    from proxyless_tf import console  # absl's --verbosity decides whether TensorFlow's own lines show
+
+    app.run(run_cli(console.after_flags(main)), argv=resolve_flagfiles(sys.argv if argv is None else argv),
+            flags_parser=parse_flags)

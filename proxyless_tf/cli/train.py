@@ -8,11 +8,12 @@ resume/ holds the checkpoint that the same command, run again after a kill, cont
 
 import json
 import os
+import sys
 import time
 
 from absl import flags
 
-from proxyless_tf import cli
+from proxyless_tf import cli, console
 
 from proxyless_tf.runtime import distribute
 from proxyless_tf.errors import ConfigError
@@ -41,6 +42,11 @@ flags.DEFINE_boolean("deterministic", False, "TF op determinism and every seed: 
                      "with the weights of an uninterrupted one.")
 flags.DEFINE_integer("checkpoint_every", 100, "Resume checkpoint every this many steps (and at every epoch end); "
                      "a killed run rerun with the same flags continues from it. 0: epoch ends only.")
+flags.DEFINE_enum("progress", "auto", ["auto", "bar", "lines", "none"],
+                  "Training progress: a bar (auto: when the output is a terminal), a line every --log_every steps "
+                  "and one per epoch (auto: otherwise), or none.")
+flags.DEFINE_integer("log_every", 100, "With --progress=lines: a line every this many steps (0: one per epoch).")
+flags.DEFINE_boolean("json", False, "Also print the result as one JSON line (it is always in RUN/result.json).")
 flags.DEFINE_boolean("cpu_kernels", True, "On a CPU-only host, faster kernels for the slow layers of a training "
                      "step (fused batch norm, small-map depthwise gradients; proxyless_tf/cpu_kernels.py).")
 
@@ -75,13 +81,38 @@ def main(argv):
         val_examples=FLAGS.val_examples, deterministic=FLAGS.deterministic, checkpoint_every=FLAGS.checkpoint_every,
         cpu_kernels=FLAGS.cpu_kernels)
     out_dir = FLAGS.out_dir or os.path.join("runs", "train_" + os.path.splitext(os.path.basename(FLAGS.arch))[0])
+    progress = FLAGS.progress
+    if progress == "auto":
+        progress = "bar" if sys.stdout.isatty() else "lines"
+    steps = FLAGS.steps_per_epoch or (len(splits.x_train) - FLAGS.val_examples) // FLAGS.batch_size
+    print(f"retraining {console.shown_path(FLAGS.arch)} on {FLAGS.dataset}: {FLAGS.epochs} epochs of {steps} steps "
+          f"x {FLAGS.batch_size} images, into {console.shown_path(out_dir)}", flush=True)
     t0 = time.time()
-    result = training.train(arch, splits, cfg, out_dir, strategy=strategy)
+    result = training.train(arch, splits, cfg, out_dir, progress=progress, log_every=FLAGS.log_every,
+                            strategy=strategy)
     result.update(arch=os.path.abspath(FLAGS.arch), dataset=FLAGS.dataset, wall_s=round(time.time() - t0, 1),
                   config=vars(cfg) if not hasattr(cfg, "__dataclass_fields__") else cfg.__dict__)
     from proxyless_tf.files import write_json_atomic
-    write_json_atomic(os.path.join(distribute.worker_dir(out_dir, strategy), "result.json"), result)
-    print(json.dumps({k: result[k] for k in ("test_accuracy", "test_loss", "model_path", "epochs", "wall_s")}))
+    result_path = os.path.join(distribute.worker_dir(out_dir, strategy), "result.json")
+    write_json_atomic(result_path, result)
+    print(summary(result, result_path, len(splits.x_test), FLAGS.val_examples > 0))
+    if FLAGS.json:
+        print(json.dumps({k: result[k] for k in ("test_accuracy", "test_loss", "model_path", "epochs", "wall_s")}))
+
+
+def summary(result, result_path, num_test, has_val):
+    """What a user reads at the end: the accuracy, where the files are, and the command to run next."""
+    model = console.shown_path(result["model_path"])
+    return "\n".join([
+        f"retrained {os.path.basename(result['arch'])}: test accuracy {100 * result['test_accuracy']:.2f} % "
+        f"(loss {result['test_loss']:.4f}, {num_test} test images), {result['epochs']} "
+        f"epoch{'s' if result['epochs'] != 1 else ''} in "
+        f"{console.duration(result['wall_s'])}",
+        f"  model:  {model}  (the epoch of best {'validation' if has_val else 'training'} accuracy: best.keras)",
+        f"  result: {console.shown_path(result_path)}  (per-epoch log: train_log.csv)",
+        "next: convert it to TFLite (float32, float16, dynamic, int8) and check it on test images:",
+        "  " + console.tool_command("export_tflite.py", model),
+    ])
 
 
 def check_flags():
@@ -92,6 +123,9 @@ def check_flags():
         if getattr(FLAGS, name) < 1:
             raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {getattr(FLAGS, name)}",
                               f"pass a positive --{name}")
+    if FLAGS.log_every < 0:
+        raise ConfigError("<flags>", "--log_every", f"must be 0 or more, got {FLAGS.log_every}",
+                          "pass --log_every=N (0: one line per epoch)")
     for name in ("steps_per_epoch", "train_examples"):
         v = getattr(FLAGS, name)
         if v is not None and v < 1:

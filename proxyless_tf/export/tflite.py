@@ -9,6 +9,7 @@ quantization-aware path lives in `proxyless_tf.qat` because TFMOT needs Keras 2.
 import contextlib
 import io
 import os
+import warnings
 import zipfile
 
 import keras
@@ -52,7 +53,14 @@ def _run_converter(conv):
     # Converting a Keras 3 model goes through `model.export`, which prints its serving
     # signature and every captured variable (hundreds of lines for a searched network) to
     # stdout, in the middle of the tools' own reports; errors still surface as exceptions.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # Full int8 adds a line the quantizer prints to fd 2 and, with int8 I/O, a UserWarning about
+    # input statistics it does not need (the representative data calibrates them): both are
+    # TensorFlow's own chatter, shown again with --verbosity (console.py).
+    from proxyless_tf import console
+
+    with contextlib.redirect_stdout(io.StringIO()), console.native_quiet(), warnings.catch_warnings():
+        if console.is_quiet():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return conv.convert()
 
 
@@ -125,8 +133,11 @@ def load_interpreter(model_content=None, model_path=None, num_threads=1):
     """LiteRT interpreter (XNNPACK) with tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
-    interp.allocate_tensors()
+    from proxyless_tf import console
+
+    with console.native_quiet():  # the runtime's "Created TensorFlow Lite XNNPACK delegate" line
+        interp = Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
+        interp.allocate_tensors()
     return interp
 
 

@@ -185,7 +185,10 @@ def fit_resumable(model, make_dataset, epochs, steps, callbacks, start_epoch=0, 
 
     `make_dataset(epoch, step)` must yield exactly the batches from that point to the end of
     training, the same ones an uninterrupted run sees there. `kwargs` go to both `fit` calls.
+    `shuffle` is off unless asked for: the dataset is already shuffled (by epoch seed, so that a
+    resumed run sees the same order), and Keras warns on every `fit` that it ignores it otherwise.
     """
+    kwargs.setdefault("shuffle", False)
     if start_step:
         model.fit(make_dataset(start_epoch, start_step), initial_epoch=start_epoch, epochs=start_epoch + 1,
                   steps_per_epoch=steps - start_step, callbacks=callbacks, verbose=verbose, **kwargs)

@@ -205,8 +205,15 @@ def make_callbacks(run_dir, has_val, best=None, append=False):
     return cbs
 
 
-def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
+PROGRESS = ("bar", "lines", "none")
+
+
+def train(arch, splits, cfg, run_dir, progress="lines", log_every=100, strategy=None, verbose=None):
     """Build the network of `arch`, fit it on `splits`, evaluate on the test split, save it.
+
+    `progress`: "bar" (Keras's progress bar, for a terminal), "lines" (a line every `log_every`
+    steps and one per epoch, for a log file) or "none". `verbose` (Keras's 0/1/2), if given,
+    overrides it: 0 none, 1 bar, 2 Keras's own line per epoch.
 
     Returns a dict with the test loss/accuracy, the path of the saved `.keras` model and the
     number of epochs run. A run killed and started again with the same `run_dir` and config
@@ -224,6 +231,9 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
     from proxyless_tf.runtime import resume
     from proxyless_tf.models.nets import build_model
 
+    if progress not in PROGRESS:
+        raise ConfigError("<train config>", "progress", f"unknown progress display {progress!r}",
+                          f"use one of {', '.join(PROGRESS)}")
     strategy = strategy or tf.distribute.get_strategy()
     run_dir = distribute.worker_dir(run_dir, strategy)
     os.makedirs(run_dir, exist_ok=True)
@@ -263,6 +273,12 @@ def train(arch, splits, cfg, run_dir, verbose=2, strategy=None):
                                  extra_fn=lambda: {"best": _finite_or_none(cbs[0].best)})
     if getattr(strategy, "watchdog", None) is not None:
         cbs.append(distribute.cluster_joined_callback(strategy.watchdog))
+    if verbose is None:
+        verbose = 1 if progress == "bar" else 0
+        if progress == "lines":
+            from proxyless_tf import console
+
+            cbs.append(console.progress_lines(cfg.epochs, steps, log_every, start_epoch, start_step))
     with distribute.worker_loss_as_error(strategy, state):
         resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
                                  train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
