@@ -213,9 +213,12 @@ class SuperNetBase(keras.Model):
 
     # ---- serialisation ----------------------------------------------------------------------
     def get_config(self):
-        """The constructor's arguments; defaults stay implicit."""
+        """The constructor's arguments; defaults stay implicit. The latency table by value (a small
+        JSON object), so a `.keras` file reloads with the pricing it was searched with."""
         config = {"space": self.space.to_dict(), "num_classes": self.num_classes, "seed": self.seed,
                   "name": self.name}
+        if self.latency_table is not None:
+            config["latency_table"] = self.latency_table.to_dict()
         if self.latency_space is not self.space:
             config["latency_space"] = self.latency_space.to_dict()
         if self.latency_num_classes != self.num_classes:

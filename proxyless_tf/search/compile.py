@@ -1,4 +1,7 @@
 """`SuperNet.compile`: both optimizers, the latency term of the architecture loss and the schedule.
+
+Also the Keras compile round trip (`get_compile_config` / `compile_from_config`), so a `SuperNet`
+reloaded from `.keras` is compiled as it was saved (optimizers, their state, the loss and target).
 """
 
 import math
@@ -7,6 +10,7 @@ import keras
 
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.search.latency_losses import DEFAULT_LOSS_PARAMS, LATENCY_LOSSES
+from proxyless_tf.search.weight_step import GLOBAL_OPTIONS, refuse_optimizer_options
 
 
 class SearchCompile:
@@ -19,6 +23,8 @@ class SearchCompile:
 
         Args:
             weight_optimizer: optimizer of the network weights (default SGD Nesterov 0.9, lr 0.025).
+                Except in mode `full` it is applied per group of weights (`weight_step.py`), so
+                `global_clipnorm`, `use_ema` and `gradient_accumulation_steps` are refused.
             arch_optimizer: optimizer of α (default Adam lr 1e-3, betas (0, 0.999), as the paper).
             latency_loss: `mul#log` α·CE·(log E / log T)^β, `add#linear` CE + λ(E − T)/T,
                 `add#abs` CE + λ|E − T|/T (pulls toward T from both sides), `add#hinge`
@@ -35,6 +41,7 @@ class SearchCompile:
                 (non-differentiable: a measurement on a device, say). Under a strategy every
                 replica calls it for every draw (concurrently, from its own thread) and the
                 results are averaged: a device measurement there is timed under that load.
+                Not saved by `get_compile_config` (it is code): pass it again after a reload.
             reinforce_samples: `reinforce` mode: architectures drawn per update (K; the
                 official code's `rl_batch_size` is 10, and so is the search CLI's default;
                 1 here keeps the library's one-draw rule), their gradients averaged against
@@ -43,6 +50,10 @@ class SearchCompile:
                 (None: reinforce_w; 0 with reinforce_w=1: MnasNet's hard constraint).
         """
         weight_optimizer = weight_optimizer or keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True)
+        if self.mode != "full":
+            refuse_optimizer_options(weight_optimizer, "weight_optimizer", GLOBAL_OPTIONS,
+                                     "the search's weight step (it applies the optimizer per group of weights)",
+                                     "drop it, or clip per variable with clipnorm")
         arch_optimizer = arch_optimizer or keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.999)
         if latency_loss is not None and latency_loss not in LATENCY_LOSSES:
             raise ConfigError("<compile>", "latency_loss", f"unknown latency loss {latency_loss!r}",
@@ -81,6 +92,25 @@ class SearchCompile:
         self.arch_enabled.assign(1 if self.warmup_epochs == 0 else 0)
         self.optimizer.build(self.weight_variables)
         self.arch_optimizer.build(self.arch_variables)
+        self._compile_args = dict(
+            latency_loss=latency_loss, target_ms=self.target_ms, loss_params=loss_params, arch_every=self.arch_every,
+            warmup_epochs=self.warmup_epochs, reinforce_w=float(reinforce_w), baseline_decay=float(baseline_decay),
+            reinforce_samples=int(reinforce_samples), reinforce_w_under=reinforce_w_under, **kwargs)
+
+    def get_compile_config(self):
+        """What `compile` was given, optimizers serialised (Keras writes it into `.keras` files)."""
+        if not self._compile_args:
+            return None
+        return dict(self._compile_args, weight_optimizer=keras.optimizers.serialize(self.optimizer),
+                    arch_optimizer=keras.optimizers.serialize(self.arch_optimizer))
+
+    def compile_from_config(self, config):
+        """Compile again from `get_compile_config` (Keras calls it when loading a `.keras` file, before
+        the weights and both optimizers' state are restored)."""
+        config = dict(config)
+        for key in ("weight_optimizer", "arch_optimizer"):
+            config[key] = keras.optimizers.deserialize(config[key])
+        self.compile(**config)
 
     @staticmethod
     def _check_target_value(target_ms):

@@ -20,13 +20,16 @@ REINFORCE (`reinforce.py`). Under a `tf.distribute` strategy the step is `replic
 The derived network: `derivation.py`; `compile` and the architecture loss: `compile.py`.
 
 Both optimizers are built on their variables in `compile`, so they exist under any strategy
-scope and are written to (and restored from) `.weights.h5` checkpoints and `BackupAndRestore`.
+scope and are written to (and restored from) `.weights.h5` checkpoints, `BackupAndRestore`
+and `.keras` files: `get_config` holds the latency table by value and `get_compile_config` what
+`compile` was given, so a reloaded `.keras` is compiled, with α, weights and optimizer state.
 """
 
 import keras
 import tensorflow as tf
 
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.latency.table import LatencyTable
 from proxyless_tf.models.supernet import SuperNetBase
 from proxyless_tf.search import derivation
 from proxyless_tf.search.compile import SearchCompile
@@ -37,6 +40,8 @@ from proxyless_tf.search.weight_step import (SANDWICH, WARMUP_PATHS, WEIGHT_SAMP
                                              largest_op, smallest_op)
 
 SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
+BATCH_HINT = ("pass a dataset of ((x, y), (x_val, y_val)) batches, a training and a validation batch per step, "
+              "e.g. tf.data.Dataset.zip((train_ds, valid_ds))")
 
 
 class _ArchPhase(keras.callbacks.Callback):
@@ -51,7 +56,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
     """The supernet with its search step, as one Keras model (`compile`, then `fit`).
 
     Args (besides those of `SuperNetBase`: space, num_classes, latency_table, seed,
-    latency_space, latency_num_classes, weight_sharing):
+    latency_space, latency_num_classes, weight_sharing; `latency_table` may also be its dict):
         mode: `two` (ProxylessNAS binary gates, one path per weight step), `full`
             (DARTS: every op in every step; the memory baseline), `full_v2` (gate gradients
             of every op, one path's memory, recomputation in the backward) or `reinforce`
@@ -110,6 +115,8 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
             raise ConfigError("<supernet>", "warmup_path", f"{warmup_path!r} needs one path per weight step, but "
                               "mode='full' runs every op", "use mode='two' (or full_v2, reinforce) or "
                               "warmup_path='sampled'")
+        if isinstance(latency_table, dict):  # from get_config: the table by value
+            latency_table = LatencyTable.from_dict(latency_table, source="<SuperNet config: latency_table>")
         super().__init__(space, num_classes, latency_table, seed=seed, latency_space=latency_space,
                          latency_num_classes=latency_num_classes, weight_sharing=weight_sharing, **kwargs)
         space = self.space
@@ -128,6 +135,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
         self.warmup_epochs = 0
         self.arch_every = 1
         self.arch_optimizer = None
+        self._compile_args = None
         self._metric_list = [
             keras.metrics.Mean(name="loss"),
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -149,8 +157,26 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
         return next(m for m in self._metric_list if m.name == name)
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, *args, callbacks=None, **kwargs):
-        return super().fit(*args, callbacks=list(callbacks or []) + [_ArchPhase()], **kwargs)
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """Keras `fit` on search batches ((x, y), (x_val, y_val)): a dataset (or generator) of them, or
+        that nested tuple of arrays. `fit(x, y)` with arrays is refused in one line: which half of
+        them is the validation data is the caller's choice, not ours."""
+        if y is not None or hasattr(x, "shape"):  # an array or tensor of images, with or without labels
+            raise ConfigError("<fit>", "x", "a SuperNet step needs a training and a validation batch, "
+                              f"((x, y), (x_val, y_val)); got x={type(x).__name__}"
+                              f"{'' if y is None else f', y={type(y).__name__}'}", BATCH_HINT)
+        return super().fit(x, None, *args, callbacks=list(callbacks or []) + [_ArchPhase()], **kwargs)
+
+    @staticmethod
+    def split_search_batch(data):
+        """((x, y), (x_val, y_val)) of one search batch, or one ConfigError naming that structure."""
+        if isinstance(data, tuple) and len(data) == 1:  # arrays: Keras hands the batch over as (x,)
+            data = data[0]
+        if not (isinstance(data, (tuple, list)) and len(data) == 2
+                and all(isinstance(d, (tuple, list)) and len(d) == 2 for d in data)):
+            raise ConfigError("<fit>", "x", "a SuperNet step needs a training and a validation batch, "
+                              f"((x, y), (x_val, y_val)); got {type(data).__name__}", BATCH_HINT)
+        return data
 
     def arch_step(self, x_val, y_val):
         """Binary-gate (two, full_v2), full or REINFORCE step of α on a validation batch."""
@@ -178,7 +204,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
             from proxyless_tf.search import replica_step
 
             return replica_step.train_step(self, data)
-        (x, y), (x_val, y_val) = data
+        (x, y), (x_val, y_val) = self.split_search_batch(data)
         ce, logits, _ = self.weight_step(x, y)
         step = self.optimizer.iterations - 1
         do_arch = tf.logical_and(tf.equal(self.arch_enabled, 1), tf.equal(step % self.arch_every, 0))
