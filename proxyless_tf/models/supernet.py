@@ -114,13 +114,21 @@ class SuperNetBase(keras.Model):
         return [v for v in self.trainable_variables if id(v) not in arch]
 
     # ---- latency ----------------------------------------------------------------------------
-    def expected_latency(self):
-        """E[latency] under softmax(α), calibrated; differentiable in α. 0 without a table."""
+    def expected_latency(self, pairs=None):
+        """E[latency] under softmax(α), calibrated; differentiable in α. 0 without a table.
+
+        `pairs` (mode `two`, per layer the two sampled op indices): the official code's
+        variant, each layer's probabilities renormalised over its sampled pair (softmax of the
+        pair's α, 0 elsewhere), so only the pair's α get a latency gradient."""
         if self.latency_table is None:
             return keras.ops.zeros(())
         total = keras.ops.convert_to_tensor(self._fixed_cost, "float32")
-        for m, cost in zip(self.mixed_ops, self._costs):
-            total = total + keras.ops.sum(keras.ops.softmax(m.alpha) * cost)
+        for i, (m, cost) in enumerate(zip(self.mixed_ops, self._costs)):
+            if pairs is None:
+                total = total + keras.ops.sum(keras.ops.softmax(m.alpha) * cost)
+            else:
+                p = keras.ops.softmax(keras.ops.take(m.alpha, pairs[i]))
+                total = total + keras.ops.sum(p * keras.ops.take(keras.ops.cast(cost, "float32"), pairs[i]))
         return total
 
     def argmax_latency(self):

@@ -12,13 +12,15 @@ from proxyless_tf.errors import ConfigError
 from proxyless_tf.search.latency_losses import DEFAULT_LOSS_PARAMS, LATENCY_LOSSES
 from proxyless_tf.search.weight_step import GLOBAL_OPTIONS, refuse_optimizer_options
 
+LATENCY_PROBS = ("softmax", "pair")
+
 
 class SearchCompile:
     """`compile` and the architecture loss of `SuperNet` (a mixin)."""
 
     def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss="mul#log", target_ms=None,
                 loss_params=None, arch_every=1, warmup_epochs=0, reinforce_w=0.1, baseline_decay=0.99,
-                latency_fn=None, reinforce_samples=1, reinforce_w_under=None, **kwargs):
+                latency_fn=None, reinforce_samples=1, reinforce_w_under=None, latency_probs="softmax", **kwargs):
         """Set both optimizers (built here), the latency loss and the schedule of arch steps.
 
         Args:
@@ -48,6 +50,10 @@ class SearchCompile:
                 the batch's mean reward.
             reinforce_w_under: `reinforce` mode: the reward's exponent at or under the target
                 (None: reinforce_w; 0 with reinforce_w=1: MnasNet's hard constraint).
+            latency_probs: mode `two`: the probabilities E of the architecture loss weighs the
+                latencies with: `softmax` (the paper's formula: softmax(α) over every op, so every
+                α of a layer gets a latency gradient) or `pair` (the official code: softmax over
+                the two sampled ops only, so only they do; `MixedOp` compares the two).
         """
         weight_optimizer = weight_optimizer or keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True)
         if self.mode != "full":
@@ -66,9 +72,13 @@ class SearchCompile:
             raise ConfigError("<compile>", "arch_every/warmup_epochs",
                               f"arch_every={arch_every}, warmup_epochs={warmup_epochs}",
                               "use arch_every >= 1 and warmup_epochs >= 0")
+        if latency_probs not in LATENCY_PROBS or (latency_probs == "pair" and self.mode != "two"):
+            raise ConfigError("<compile>", "latency_probs", f"{latency_probs!r} with mode={self.mode!r}",
+                              f"use one of {LATENCY_PROBS}; 'pair' only in mode 'two' (the only mode with pairs)")
         super().compile(optimizer=weight_optimizer, **kwargs)
         self.arch_optimizer = arch_optimizer
         self.latency_loss = latency_loss
+        self.latency_probs = latency_probs
         self.loss_params = dict(DEFAULT_LOSS_PARAMS.get(latency_loss, {}))
         self.loss_params.update(loss_params or {})
         if self.mode == "reinforce":
@@ -95,7 +105,8 @@ class SearchCompile:
         self._compile_args = dict(
             latency_loss=latency_loss, target_ms=self.target_ms, loss_params=loss_params, arch_every=self.arch_every,
             warmup_epochs=self.warmup_epochs, reinforce_w=float(reinforce_w), baseline_decay=float(baseline_decay),
-            reinforce_samples=int(reinforce_samples), reinforce_w_under=reinforce_w_under, **kwargs)
+            reinforce_samples=int(reinforce_samples), reinforce_w_under=reinforce_w_under,
+            latency_probs=latency_probs, **kwargs)
 
     def get_compile_config(self):
         """What `compile` was given, optimizers serialised (Keras writes it into `.keras` files)."""
@@ -153,3 +164,10 @@ class SearchCompile:
         elif self.latency_loss == "add#hinge":
             rel = keras.ops.relu(rel)
         return ce + self.loss_params["lambda"] * rel
+
+    def arch_latency(self, samples):
+        """E of the architecture loss for the step's `samples`: over softmax(α), or with
+        `latency_probs='pair'` over each layer's sampled pair (mode `two`)."""
+        if self.latency_probs == "pair":
+            return self.expected_latency(pairs=[pair for pair, _ in samples])
+        return self.expected_latency()

@@ -138,7 +138,7 @@ def _gradient_arch_step(net, ctx, x_val, y_val, do_arch):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([a.value for a in alphas])
             out = net._forward(x_val, True, net.mode, samples)
-            loss = net.arch_loss(net._ce(y_val, out), net.expected_latency())
+            loss = net.arch_loss(net._ce(y_val, out), net.arch_latency(samples))
             scaled = loss / n  # inside the tape, or it has no gradient
         g = tape.gradient(scaled, [a.value for a in alphas])
         net._metric("arch_loss").update_state(loss)

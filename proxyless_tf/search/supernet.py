@@ -7,7 +7,8 @@ One `fit` step on a batch ((x, y), (x_val, y_val)):
    only those (and a sandwich's fixed paths, when there is one).
 2. every `arch_every` steps (after `warmup_epochs`), an architecture step on (x_val, y_val):
    two paths per layer (`two`, binary gates, `MixedOp`), loss = CE ⊕ expected latency
-   (`mul#log`, `add#linear`, `add#abs` or `add#hinge`), the architecture optimizer (Adam,
+   (`mul#log`, `add#linear`, `add#abs` or `add#hinge`; E over softmax(α) as the paper, or over
+   the sampled pair as the official code with `latency_probs="pair"`), the architecture optimizer (Adam,
    β1 = 0) on α only, then the pair rescale of every layer. The argmax network is evaluated
    on the same validation batch for the `valid_acc` metric.
 
@@ -136,6 +137,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
         self.arch_every = 1
         self.arch_optimizer = None
         self._compile_args = None
+        self.latency_probs = "softmax"
         self._metric_list = [
             keras.metrics.Mean(name="loss"),
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -190,7 +192,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
             tape.watch([a.value for a in alphas])
             logits = self._forward(x_val, True, amode, samples)
             ce = self._ce(y_val, logits)
-            loss = self.arch_loss(ce, self.expected_latency())
+            loss = self.arch_loss(ce, self.arch_latency(samples))
         grads = tape.gradient(loss, [a.value for a in alphas])
         grads = [tf.convert_to_tensor(g) for g in grads]
         self.arch_optimizer.apply(grads, alphas)
