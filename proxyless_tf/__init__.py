@@ -13,12 +13,14 @@ console.install()  # TensorFlow's own log lines off until --verbosity asks (cons
 from proxyless_tf.errors import ConfigError  # noqa: E402
 from proxyless_tf.space import Arch, SearchSpace, parse_op  # noqa: E402
 
-__all__ = ["Arch", "ConfigError", "SearchSpace", "build_model", "count_macs", "parse_op"]
+__all__ = ["Arch", "ConfigError", "LatencyTable", "SearchSpace", "SuperNet", "build_model", "count_macs",
+           "derive_toward_target", "parse_op"]
 
 
 def __getattr__(name):
     # Heavier parts load on first use so `import proxyless_tf` (and so every entry point that
     # only reads a JSON file) stays quick and can reject a bad file before TensorFlow loads.
+    # Plain import statements, so tools/gen_build.py reads the facade's dependencies from them.
     if name == "build_model":
         from proxyless_tf.models.nets import build_model
         return build_model
@@ -31,4 +33,11 @@ def __getattr__(name):
     if name == "SuperNet":
         from proxyless_tf.search.supernet import SuperNet
         return SuperNet
+    if name == "derive_toward_target":
+        from proxyless_tf.search.derivation import derive_toward_target
+        return derive_toward_target
     raise AttributeError(f"module 'proxyless_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

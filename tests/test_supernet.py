@@ -347,7 +347,8 @@ def test_cli_config_check_and_compile_accept_the_same_latency_losses(tmp_path):
     """One list (proxyless_tf/latency_losses.py): every name the CLI's check lets through compiles,
     and a misspelt one is refused by the check with the names it knows."""
     from proxyless_tf.search.latency_losses import LATENCY_LOSSES
-    from proxyless_tf.search.run import SearchConfig, check_config
+    from proxyless_tf.search.config import SearchConfig
+    from proxyless_tf.search.run import check_config
     from latency_helpers import write_space
     from search_helpers import MICRO
 
@@ -364,3 +365,67 @@ def test_cli_config_check_and_compile_accept_the_same_latency_losses(tmp_path):
         net = SuperNet(space, 4, table, seed=0)
         net.compile(latency_loss=name, target_ms=(lo + hi) / 2)
         assert net.latency_loss == name
+
+
+@pytest.mark.parametrize("probs", ["softmax", "pair"])
+def test_latency_term_gradient_over_the_full_softmax_or_the_sampled_pair(probs):
+    """add#linear with E over softmax(α) (the paper) or over each layer's sampled pair (the official
+    code, `latency_probs='pair'`): value and α-gradient against the formula, by hand.
+    dE/dα_i = q_i (c_i − Σ_j q_j c_j) over the ops q weighs (every op, or the pair; 0 elsewhere)."""
+    space = tiny_space()
+    table = synthetic_table(space, 4)
+    lo, hi = table.latency_range(space, 4)
+    target, lam = (lo + hi) / 2, 0.7
+    net = SuperNet(space, 4, table, seed=0)
+    net.compile(latency_loss="add#linear", target_ms=target, loss_params={"lambda": lam}, latency_probs=probs)
+    rng = np.random.default_rng(2)
+    for m in net.mixed_ops:
+        m.alpha.assign(rng.normal(0, 1, m.num_candidates).astype("float32"))
+    pairs = [[l % m.num_candidates, (l + 2) % m.num_candidates] for l, m in enumerate(net.mixed_ops)]
+    samples = [(tf.constant(p, tf.int32), tf.constant(0, tf.int32)) for p in pairs]
+    alphas = [m.alpha for m in net.mixed_ops]
+    with tf.GradientTape() as tape:
+        loss = net.arch_loss(tf.constant(0.8), net.arch_latency(samples))
+    grads = tape.gradient(loss, alphas)
+    e, want = net._fixed_cost, []
+    for m, c, pair in zip(net.mixed_ops, net._costs, pairs):
+        a, c = m.alpha.numpy().astype(np.float64), np.asarray(c, np.float64)
+        idx = np.array(pair if probs == "pair" else range(len(a)))
+        q = np.exp(a[idx] - a[idx].max()) / np.exp(a[idx] - a[idx].max()).sum()
+        mean_c = float(q @ c[idx])
+        e += mean_c
+        g = np.zeros_like(a)
+        g[idx] = lam / target * q * (c[idx] - mean_c)
+        want.append(g)
+    np.testing.assert_allclose(float(loss), 0.8 + lam * (e - target) / target, rtol=1e-5)
+    for got, w, pair in zip(grads, want, pairs):
+        np.testing.assert_allclose(np.asarray(got), w, rtol=1e-4, atol=1e-8)
+        outside = [j for j in range(len(w)) if j not in pair]
+        if probs == "pair":
+            assert all(np.asarray(got)[j] == 0.0 for j in outside)
+        else:  # the paper's term prices the unsampled ops too (MixedOp's docstring)
+            assert all(abs(np.asarray(got)[j]) > 1e-6 for j in outside)
+    assert net.get_compile_config()["latency_probs"] == probs
+    with pytest.raises(ConfigError, match="latency_probs.*'pair' only in mode 'two'"):
+        SuperNet(space, 4, table, mode="full_v2").compile(latency_loss="add#linear", target_ms=target,
+                                                          latency_probs="pair")
+
+
+def test_pair_latency_probs_leave_the_unsampled_alpha_of_an_arch_step_untouched():
+    space = micro_space()  # layer 1: mb_k3_e3, mb_k5_e3, zero — a pair leaves one op out
+    table = synthetic_table(space, 4)
+    lo, hi = table.latency_range(space, 4)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((4,) + space.input_shape), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 4), tf.int32)
+    unchanged = {}
+    for probs in ("softmax", "pair"):
+        net = SuperNet(space, 4, table, seed=1)
+        net.compile(arch_optimizer=keras.optimizers.Adam(0.1, beta_1=0.0), latency_loss="add#linear",
+                    target_ms=lo + 0.2 * (hi - lo), loss_params={"lambda": 3.0}, latency_probs=probs)
+        three = next(m for m in net.mixed_ops if m.num_candidates == 3)
+        three.alpha.assign([0.3, -0.2, 0.1])
+        before = three.alpha.numpy().copy()
+        tf.function(net.arch_step)(x, y)
+        unchanged[probs] = int(np.sum(three.alpha.numpy() == before))
+    assert unchanged == {"softmax": 0, "pair": 1}

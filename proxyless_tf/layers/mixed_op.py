@@ -10,9 +10,11 @@ The modes live in one class, next to the sampling they belong to (as in the offi
   outputs are computed (the α gradient needs them) and y = Σ_j g_j o_j with a one-hot g.
   The α gradient over the pair is Σ_j ∂L/∂g_j p_j (δ_ij − p_i), ∂L/∂g_j = <∂L/∂y, o_j>;
   it is produced exactly by the gate g + p − stop_gradient(p): its value is g, its
-  derivative in α is that of p = softmax(α_pair). Unsampled α get no gradient. The
-  inactive op's gate value is 0, so the input gradient flows through the active op alone
-  and the inactive op runs under stop_gradient (no backward graph is traced for it).
+  derivative in α is that of p = softmax(α_pair). This layer gives the unsampled α no
+  gradient; the supernet's latency term does (with `latency_probs="softmax"`, the default,
+  E[latency] weighs every op by softmax(α) over all of them). The inactive op's gate value is
+  0, so the input gradient flows through the active op alone and the inactive op runs under
+  stop_gradient (no backward graph is traced for it).
 - `full`: DARTS softmax-weighted sum of every op; the memory-hungry baseline.
 - `full_v2` (the official code's mode of that name): the forward runs ONE op, drawn from
   softmax(α) over all candidates, and keeps only its activations, like `single`; the
@@ -27,6 +29,23 @@ supernet can apply the weight optimizer to exactly the ops that ran. α is a var
 this layer (`self.alpha`, path ending in `alpha`) that the supernet keeps out of the
 weight optimizer. The shortcut is added here when the layer has one (stride 1, equal
 channels), so `zero` makes the layer identity.
+
+Differences from the official code (`search/modules/mix_op.py`, `nas_manager.py`) in mode
+`two`; its gradients were matched to 1e-6 otherwise:
+
+- `zero` active: the official `set_arch_param_grad` sets that layer's α gradient to None, so
+  Adam skips the layer (its latency gradient included) and the rescale does nothing. Here the
+  layer is updated like any other: the formula above holds for `zero` too (o_zero = 0, so
+  ∂L/∂g_zero = 0, while the inactive op's ∂L/∂g is not 0 and says whether skipping the layer
+  beat it). We keep the formula: dropping a step whenever `zero` is drawn active is a choice
+  of the official code, not of the paper, and it would slow the skip decisions down.
+- latency term: the official expected latency uses each layer's probabilities renormalised
+  over its sampled pair (its `current_prob_over_ops`), so only the pair's α get a latency
+  gradient; the paper writes E[latency] over softmax(α) of every op, which is our default.
+  `SuperNet.compile(latency_probs="pair")` is the official variant.
+- the rescale after the Adam step shifts only the pair, as the official one; with the full
+  softmax latency term the other α of the layer have moved by their latency gradient too, so
+  their probabilities are kept only up to that pull.
 
 `weight_sharing="nested"` cuts the MBConv candidates from one set of kernels
 (`nested.NestedMBConv`, opt-in, a departure from the paper explained there); the modes and
@@ -213,7 +232,8 @@ class MixedOp(keras.layers.Layer):
 
     # ---- after the architecture step ---------------------------------------------------------
     def rescale(self, alpha_before, pair):
-        """Shift the pair's α by log(Σexp α_new / Σexp α_old) so unsampled ops keep their probability."""
+        """Shift the pair's α by log(Σexp α_new / Σexp α_old) so unsampled ops keep their probability
+        (exactly when only the pair's α moved: with the full-softmax latency term the others moved too)."""
         old = keras.ops.take(alpha_before, pair)
         new = keras.ops.take(self.alpha, pair)
         offset = keras.ops.logsumexp(new) - keras.ops.logsumexp(old)

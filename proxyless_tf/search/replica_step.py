@@ -48,16 +48,17 @@ accumulation are not applied on this path: a strategy run with them is refused.
 import tensorflow as tf
 
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.search.weight_step import refuse_optimizer_options
 
 SUM = tf.distribute.ReduceOp.SUM
 
 
+UNAPPLIED = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor", "gradient_accumulation_steps")
+
+
 def check_optimizer(opt, which):
-    unsupported = [n for n in ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
-                               "gradient_accumulation_steps") if getattr(opt, n, None)]
-    if unsupported:
-        raise ConfigError("<compile>", which, f"{', '.join(unsupported)} is not applied by the distributed "
-                          "search step", "drop it, or search without --strategy")
+    refuse_optimizer_options(opt, which, UNAPPLIED, "the distributed search step",
+                             "drop it, or search without --strategy")
 
 
 def _local(value):
@@ -137,7 +138,7 @@ def _gradient_arch_step(net, ctx, x_val, y_val, do_arch):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([a.value for a in alphas])
             out = net._forward(x_val, True, net.mode, samples)
-            loss = net.arch_loss(net._ce(y_val, out), net.expected_latency())
+            loss = net.arch_loss(net._ce(y_val, out), net.arch_latency(samples))
             scaled = loss / n  # inside the tape, or it has no gradient
         g = tape.gradient(scaled, [a.value for a in alphas])
         net._metric("arch_loss").update_state(loss)
@@ -185,7 +186,7 @@ def _reinforce_arch_step(net, ctx, x_val, y_val, do_arch):
 
 def train_step(net, data):
     """One search step of `SuperNet` `net` in replica context; returns the metrics dict."""
-    (x, y), (x_val, y_val) = data
+    (x, y), (x_val, y_val) = net.split_search_batch(data)
     ctx = tf.distribute.get_replica_context()
     n = ctx.num_replicas_in_sync
     if net.mode not in ("two", "full", "full_v2", "reinforce"):

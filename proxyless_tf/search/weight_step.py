@@ -1,0 +1,145 @@
+"""The weight step of the search: one sampled path (plus a sandwich's fixed paths) per batch.
+
+On (x, y): one path sampled per layer (`single`), cross-entropy, the weight optimizer applied
+to the shared weights and to the weights of the ops that ran — only those. In graph mode the
+untaken branches of `tf.switch_case` get a gradient of zero, not None, and momentum / Adam /
+weight decay would still move them (unlike the official PyTorch code, where they have no
+gradient and are skipped). So each layer applies the optimizer inside its own
+`tf.switch_case` on the sampled index: the other candidates' weights and slots are never
+touched. The optimizer's step counter is held so every apply of the step sees the same
+learning rate and it advances once per step. Because the optimizer is applied per group,
+options that need one view of every gradient at once (`global_clipnorm`, EMA, gradient
+accumulation) are refused at compile (`refuse_optimizer_options`, shared with the
+distributed step).
+
+With a `sandwich` (BigNAS, Yu et al. 2020; OFA's sandwich rule) the step also runs fixed
+paths on the same batch — the largest network (every layer's widest, largest-kernel op) and
+optionally the smallest (every skippable layer skipped, the narrowest op elsewhere) — and
+applies the summed gradient once: their ops' weights are applied unconditionally, the
+sampled op's through its `tf.switch_case` as above. With `distill` > 0 (BigNAS's in-place
+distillation) the largest path learns from the labels and the others partly or wholly from
+the largest's softmax on the same batch (held constant), at no extra forward pass.
+"""
+
+import keras
+import tensorflow as tf
+
+from proxyless_tf import space as space_lib
+from proxyless_tf.errors import ConfigError
+
+WEIGHT_SAMPLING = ("alpha", "uniform")
+SANDWICH = ("none", "largest", "largest_smallest")
+WARMUP_PATHS = ("sampled", "largest")
+# optimizer options that need every gradient of a step in one apply
+GLOBAL_OPTIONS = ("global_clipnorm", "use_ema", "gradient_accumulation_steps")
+
+
+def refuse_optimizer_options(opt, which, options, step, fix):
+    """One ConfigError naming the `options` set on optimizer `opt` that `step` does not apply."""
+    unsupported = [n for n in options if getattr(opt, n, None)]
+    if unsupported:
+        raise ConfigError("<compile>", which, f"{', '.join(unsupported)} is not applied by {step}", fix)
+
+
+def largest_op(candidates):
+    """The widest op of a layer, the largest kernel among the widest (never `zero`)."""
+    ops = [space_lib.parse_op(c) for c in candidates if c != space_lib.ZERO]
+    return max(ops, key=lambda o: (o.expand, o.kernel)).name
+
+
+def smallest_op(candidates):
+    """`zero` where the layer may be skipped, else its narrowest op with the smallest kernel."""
+    if space_lib.ZERO in candidates:
+        return space_lib.ZERO
+    return min((space_lib.parse_op(c) for c in candidates), key=lambda o: (o.expand, o.kernel)).name
+
+
+class WeightSteps:
+    """The weight step of `SuperNet` (a mixin: it reads the net's layers, options and optimizer)."""
+
+    @staticmethod
+    def _ce(y, logits):
+        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+    def _student_loss(self, ce, logits, teacher):
+        """A non-largest path's weight-step loss from its label CE: with a teacher (`distill`),
+        mixed with the CE against the largest path's softmax."""
+        if teacher is None:
+            return ce
+        soft = keras.ops.mean(keras.losses.categorical_crossentropy(teacher, logits, from_logits=True))
+        return (1.0 - self.distill) * ce + self.distill * soft
+
+    def weight_update_groups(self, wvars):
+        """The weights every weight step moves (shared ones and the sandwich paths' ops, once each:
+        nested candidates share kernels) and, per layer and candidate, the rest of its weights —
+        moved only when that candidate is the sampled one. Both the one-device and the
+        distributed step update by these groups, so both move the same variables."""
+        cand = {id(v) for m in self.mixed_ops for v in m.trainable_variables}
+        always = [v for v in wvars if id(v) not in cand]
+        for path in self.sandwich_paths:
+            for m, j in zip(self.mixed_ops, path):
+                always += m.candidate_variables(j)
+        always = list({id(v): v for v in always}.values())
+        applied = {id(v) for v in always}
+        per_layer = [[[v for v in m.candidate_variables(j) if id(v) not in applied] for j in range(m.num_candidates)]
+                     for m in self.mixed_ops]
+        return always, per_layer
+
+    def _apply_weight_step(self, grads, wvars, samples):
+        """Shared weights and the sandwich paths' ops always; of the sampled op only its weights and slots."""
+        opt = self.optimizer
+        grad_of = {id(v): g for g, v in zip(grads, wvars)}
+        always, per_layer = self.weight_update_groups(wvars)
+        step = tf.identity(opt.iterations)
+        opt.apply([grad_of[id(v)] for v in always], always)
+        for groups, index in zip(per_layer, samples):
+            branches = []
+            for vs in groups:
+                def branch(vs=vs):
+                    if vs:
+                        opt.iterations.assign(step)  # same lr schedule point for every apply
+                        opt.apply([grad_of[id(v)] for v in vs], vs)
+                    return tf.constant(0)
+
+                branches.append(branch)
+            tf.switch_case(index, branches)
+        opt.iterations.assign(step + 1)
+
+    def weight_loss(self, x, y, samples, mode="single"):
+        """The weight step's loss on (x, y) with the sampled path `samples` (and the sandwich's fixed
+        paths), and the sampled path's CE and logits (what the metrics show). Called under a tape."""
+        logits = self._forward(x, True, mode, samples)
+        ce = self._ce(y, logits)  # what the metrics show, whatever the path learns from
+        # Python ints: each fixed path is traced as a plain network, not through every layer's
+        # C-way switch_case (tools/bench_search.py: 0.43x the tracing, 0.59x the graph's RSS)
+        fixed = [self._forward(x, True, "single", list(path)) for path in self.sandwich_paths]
+        # the largest (first fixed path) learns from the labels and teaches the others
+        teacher = tf.stop_gradient(keras.ops.softmax(fixed[0])) if self.distill else None
+        loss = self._student_loss(ce, logits, teacher)
+        for k, fixed_logits in enumerate(fixed):  # summed, as BigNAS accumulates its children's gradients
+            fixed_ce = self._ce(y, fixed_logits)
+            loss = loss + (fixed_ce if k == 0 else self._student_loss(fixed_ce, fixed_logits, teacher))
+        return loss, ce, logits
+
+    def weight_samples(self, wmode):
+        """Each layer's op of a weight step (None per layer in `full`): drawn by `weight_sampling`,
+        or during the warm-up with `warmup_path='largest'` the largest op."""
+        samples = [m.sample(wmode, uniform=self.weight_sampling == "uniform") for m in self.mixed_ops]
+        if self.warmup_path == "largest":
+            warm = tf.equal(self.arch_enabled, 0)  # drawn either way: the same draws follow the warm-up
+            samples = [tf.where(warm, tf.constant(j, s.dtype), s) for s, j in zip(samples, self.largest_path)]
+        return samples
+
+    def weight_step(self, x, y):
+        """One weight step; returns the sampled path's loss and logits (what the metrics show) and samples."""
+        wmode = "full" if self.mode == "full" else "single"
+        samples = self.weight_samples(wmode)
+        wvars = self.weight_variables
+        with tf.GradientTape() as tape:
+            loss, ce, logits = self.weight_loss(x, y, samples, wmode)
+        grads = tape.gradient(loss, wvars)
+        if wmode == "full":
+            self.optimizer.apply(grads, wvars)
+        else:
+            self._apply_weight_step(grads, wvars, samples)
+        return ce, logits, samples
