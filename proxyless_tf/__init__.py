@@ -34,7 +34,7 @@ def __getattr__(name):
         from proxyless_tf.search.supernet import SuperNet
         return SuperNet
     if name == "derive_toward_target":
-        from proxyless_tf.search.derivation import derive_toward_target
+        from proxyless_tf.search.toward_target import derive_toward_target
         return derive_toward_target
     raise AttributeError(f"module 'proxyless_tf' has no attribute {name!r}")
 

@@ -19,6 +19,7 @@ def _no_grappler():
 
 
 def reinforce_net(arch_optimizer, w=0.1, target_frac=0.5, **compile_kw):
+    compile_kw.setdefault("reinforce_samples", 1)  # one draw per update unless a test asks for K
     space = micro_space()
     table = synthetic_table(space, 4)
     lo, hi = table.latency_range(space, 4)

@@ -10,6 +10,7 @@ import pytest
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.search import config as config_lib
 from proxyless_tf.search.config import SearchConfig
+from search_helpers import micro_space
 
 # SearchConfig(...).fingerprint() as the flat SearchConfig of commit 3532597 returned it (captured
 # by running that code), for the two configurations below: a resume compares these dicts key by key
@@ -99,6 +100,33 @@ def test_the_choices_are_the_ones_the_supernet_and_the_distributed_step_know():
     assert config_lib.WEIGHT_SHARING == nested.WEIGHT_SHARING and config_lib.PROPOSALS == sampled_derivation.PROPOSALS
     assert config_lib.default("strategy") == "default" and config_lib.default("cluster_timeout") == \
         distribute.DEFAULT_TIMEOUT_S == 120
+
+
+def test_supernet_compile_defaults_are_the_configs():
+    """One default per setting: the Python API's compile() and the CLI agree (they used to differ:
+    reinforce_samples 1 in compile, 10 on the command line)."""
+    import inspect
+
+    from proxyless_tf.search.supernet import SuperNet
+
+    params = inspect.signature(SuperNet.compile).parameters
+    names = {"latency_loss": "latency_loss", "arch_every": "arch_every", "warmup_epochs": "warmup_epochs",
+             "reinforce_w": "reinforce_w", "baseline_decay": "reinforce_baseline_decay",
+             "reinforce_samples": "reinforce_samples", "reinforce_w_under": "reinforce_w_under"}
+    for arg, field in names.items():
+        assert params[arg].default == config_lib.default(field), arg
+    assert params["reinforce_samples"].default == 10
+
+
+def test_supernet_refuses_what_the_cli_refuses_with_the_same_rule():
+    """sandwich + mode=full was refused only by the CLI; the SuperNet now calls the same check."""
+    from proxyless_tf.search.supernet import SuperNet
+
+    with pytest.raises(ConfigError, match="adds nothing to mode='full'") as e:
+        SuperNet(micro_space(), 4, None, mode="full", sandwich="largest")
+    assert e.value.source == "<supernet>" and e.value.field == "sandwich"
+    with pytest.raises(ConfigError, match="unknown weight_sampling 'gumbel'"):
+        SuperNet(micro_space(), 4, None, weight_sampling="gumbel")
 
 
 @pytest.mark.parametrize("kwargs, field, needle", [

@@ -275,7 +275,7 @@ def test_largest_warmup_path_trains_only_the_largest_network_until_the_arch_step
     assert "warmup_path" not in SuperNet(space, 4, None).get_config()  # the default stays implicit
     with pytest.raises(ConfigError, match="warmup_path"):
         SuperNet(space, 4, None, warmup_path="smallest")
-    with pytest.raises(ConfigError, match="mode='full' runs every op"):
+    with pytest.raises(ConfigError, match="one path per weight step, but mode='full'"):
         SuperNet(space, 4, None, mode="full", warmup_path="largest")
 
 

@@ -9,6 +9,7 @@ import math
 import keras
 
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.search.config import check_algorithm, default
 from proxyless_tf.search.latency_losses import DEFAULT_LOSS_PARAMS, LATENCY_LOSSES
 from proxyless_tf.search.weight_step import GLOBAL_OPTIONS, refuse_optimizer_options
 
@@ -18,9 +19,12 @@ LATENCY_PROBS = ("softmax", "pair")
 class SearchCompile:
     """`compile` and the architecture loss of `SuperNet` (a mixin)."""
 
-    def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss="mul#log", target_ms=None,
-                loss_params=None, arch_every=1, warmup_epochs=0, reinforce_w=0.1, baseline_decay=0.99,
-                latency_fn=None, reinforce_samples=1, reinforce_w_under=None, latency_probs="softmax", **kwargs):
+    def compile(self, weight_optimizer=None, arch_optimizer=None, latency_loss=default("latency_loss"),
+                target_ms=None, loss_params=None, arch_every=default("arch_every"),
+                warmup_epochs=default("warmup_epochs"), reinforce_w=default("reinforce_w"),
+                baseline_decay=default("reinforce_baseline_decay"), latency_fn=None,
+                reinforce_samples=default("reinforce_samples"), reinforce_w_under=default("reinforce_w_under"),
+                latency_probs="softmax", **kwargs):
         """Set both optimizers (built here), the latency loss and the schedule of arch steps.
 
         Args:
@@ -44,10 +48,9 @@ class SearchCompile:
                 replica calls it for every draw (concurrently, from its own thread) and the
                 results are averaged: a device measurement there is timed under that load.
                 Not saved by `get_compile_config` (it is code): pass it again after a reload.
-            reinforce_samples: `reinforce` mode: architectures drawn per update (K; the
-                official code's `rl_batch_size` is 10, and so is the search CLI's default;
-                1 here keeps the library's one-draw rule), their gradients averaged against
-                the batch's mean reward.
+            reinforce_samples: `reinforce` mode: architectures drawn per update (K; 10 as the
+                official code's `rl_batch_size`), their gradients averaged against the batch's
+                mean reward.
             reinforce_w_under: `reinforce` mode: the reward's exponent at or under the target
                 (None: reinforce_w; 0 with reinforce_w=1: MnasNet's hard constraint).
             latency_probs: mode `two`: the probabilities E of the architecture loss weighs the
@@ -82,12 +85,8 @@ class SearchCompile:
         self.loss_params = dict(DEFAULT_LOSS_PARAMS.get(latency_loss, {}))
         self.loss_params.update(loss_params or {})
         if self.mode == "reinforce":
-            if int(reinforce_samples) != reinforce_samples or int(reinforce_samples) < 1:
-                raise ConfigError("<compile>", "reinforce_samples", f"got {reinforce_samples}",
-                                  "draw at least one architecture per update, a whole number (the official code: 10)")
-            if reinforce_w_under is not None and float(reinforce_w_under) < 0:
-                raise ConfigError("<compile>", "reinforce_w_under", f"{reinforce_w_under} would reward a slower "
-                                  "network under the target", "pass 0 (MnasNet's hard constraint) or a positive exponent")
+            check_algorithm(reinforce_samples=reinforce_samples, reinforce_w_under=reinforce_w_under,
+                            source="<compile>", prefix="")
             self.reinforce_w, self.baseline_decay, self.latency_fn = float(reinforce_w), float(baseline_decay), latency_fn
             self.reinforce_samples = int(reinforce_samples)
             self.reinforce_w_under = None if reinforce_w_under is None else float(reinforce_w_under)

@@ -229,7 +229,8 @@ def _bad(name, problem, fix, source="<flags>", prefix="--"):
 
 
 def check_algorithm(mode=None, sandwich=None, distill=None, warmup_path=None, warmup_epochs=None,
-                    reinforce_samples=None, reinforce_w_under=None, source="<flags>", prefix="--"):
+                    reinforce_samples=None, reinforce_w_under=None, weight_sampling=None, source="<flags>",
+                    prefix="--"):
     """The algorithm section's rules; a value left None is not checked (its owner checks it later).
 
     `source`/`prefix` name the values as the caller's user wrote them: `<flags>` and
@@ -242,7 +243,8 @@ def check_algorithm(mode=None, sandwich=None, distill=None, warmup_path=None, wa
         return f"--{name}={value}" if prefix == "--" else f"{name}={value!r}"
 
     for name, value, allowed in (("mode", mode, SEARCH_MODES), ("sandwich", sandwich, SANDWICH),
-                                 ("warmup_path", warmup_path, WARMUP_PATHS)):
+                                 ("warmup_path", warmup_path, WARMUP_PATHS),
+                                 ("weight_sampling", weight_sampling, WEIGHT_SAMPLING)):
         if value is not None and value not in allowed:
             raise bad(name, f"unknown {name} {value!r}", f"use one of {', '.join(allowed)}")
     if sandwich not in (None, "none") and mode == "full":  # full already trains every op every step

@@ -18,7 +18,7 @@ other ops' outputs in the backward pass, so α gets the gate gradient of every o
 path's activation memory (`MixedOp` explains how).
 In `reinforce` mode (Proxyless-R) the architecture step samples K architectures and moves α by
 REINFORCE (`reinforce.py`). Under a `tf.distribute` strategy the step is `replica_step.py`.
-The derived network: `derivation.py`; `compile` and the architecture loss: `compile.py`.
+The derived network: `toward_target.py` (and `derive.py`, the run's last stage); `compile` and the architecture loss: `compile.py`.
 
 Both optimizers are built on their variables in `compile`, so they exist under any strategy
 scope and are written to (and restored from) `.weights.h5` checkpoints, `BackupAndRestore`
@@ -32,15 +32,15 @@ import tensorflow as tf
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency.table import LatencyTable
 from proxyless_tf.models.supernet import SuperNetBase
-from proxyless_tf.search import derivation
+from proxyless_tf.search import toward_target
 from proxyless_tf.search.compile import SearchCompile
-from proxyless_tf.search.derivation import derive_toward_target  # noqa: F401  (public here too)
+from proxyless_tf.search.config import (SANDWICH, SEARCH_MODES, WARMUP_PATHS, WEIGHT_SAMPLING,  # noqa: F401
+                                        check_algorithm)
+from proxyless_tf.search.toward_target import derive_toward_target  # noqa: F401  (public here too)
 from proxyless_tf.search.metrics import LastValue
 from proxyless_tf.search.reinforce import ReinforceSteps
-from proxyless_tf.search.weight_step import (SANDWICH, WARMUP_PATHS, WEIGHT_SAMPLING, WeightSteps,  # noqa: F401
-                                             largest_op, smallest_op)
+from proxyless_tf.search.weight_step import WeightSteps, largest_op, smallest_op  # noqa: F401
 
-SEARCH_MODES = ("two", "full", "full_v2", "reinforce")
 BATCH_HINT = ("pass a dataset of ((x, y), (x_val, y_val)) batches, a training and a validation batch per step, "
               "e.g. tf.data.Dataset.zip((train_ds, valid_ds))")
 
@@ -95,27 +95,9 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
     def __init__(self, space, num_classes, latency_table=None, mode="two", seed=None, latency_space=None,
                  latency_num_classes=None, weight_sharing="independent", weight_sampling="alpha", sandwich="none",
                  distill=0.0, warmup_path="sampled", **kwargs):
-        if mode not in SEARCH_MODES:
-            raise ConfigError("<supernet>", "mode", f"unknown search mode {mode!r}", f"use one of {SEARCH_MODES}")
-        if weight_sampling not in WEIGHT_SAMPLING:
-            raise ConfigError("<supernet>", "weight_sampling", f"unknown weight-step sampling {weight_sampling!r}",
-                              f"use one of {WEIGHT_SAMPLING}")
-        if sandwich not in SANDWICH:
-            raise ConfigError("<supernet>", "sandwich", f"unknown sandwich {sandwich!r}", f"use one of {SANDWICH}")
         distill = float(distill)
-        if not 0.0 <= distill <= 1.0:
-            raise ConfigError("<supernet>", "distill", f"{distill} is not in [0, 1]",
-                              "0 trains every path on the labels, 1 the non-largest paths on the largest's softmax")
-        if distill and not sandwich.startswith("largest"):
-            raise ConfigError("<supernet>", "distill", f"needs the largest path as the teacher, but sandwich={sandwich!r}",
-                              "pass sandwich='largest' or 'largest_smallest', or distill=0")
-        if warmup_path not in WARMUP_PATHS:
-            raise ConfigError("<supernet>", "warmup_path", f"unknown warm-up path {warmup_path!r}",
-                              f"use one of {WARMUP_PATHS}")
-        if warmup_path != "sampled" and mode == "full":
-            raise ConfigError("<supernet>", "warmup_path", f"{warmup_path!r} needs one path per weight step, but "
-                              "mode='full' runs every op", "use mode='two' (or full_v2, reinforce) or "
-                              "warmup_path='sampled'")
+        check_algorithm(mode=mode, sandwich=sandwich, distill=distill, warmup_path=warmup_path,
+                        weight_sampling=weight_sampling, source="<supernet>", prefix="")
         if isinstance(latency_table, dict):  # from get_config: the table by value
             latency_table = LatencyTable.from_dict(latency_table, source="<SuperNet config: latency_table>")
         super().__init__(space, num_classes, latency_table, seed=seed, latency_space=latency_space,
@@ -242,7 +224,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
     def derive_arch(self, target_ms=None, tolerance=0.1, ceiling=False, start=None):
         """The argmax architecture as a plain `Arch` of `space` (`latency_arch` rebases it).
 
-        With `target_ms`, a latency-aware derivation (`derivation.derive_toward_target`): when
+        With `target_ms`, a latency-aware derivation (`toward_target.derive_toward_target`): when
         the argmax network's predicted latency is outside target ± tolerance, swaps that move it
         toward the target are made greedily, cheapest first in lost log-probability per ms
         gained, until it is inside (or no single or paired swap helps); with `ceiling`, only
@@ -250,7 +232,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
         were changed, so reports can say whether the argmax alone met the target.
         `start` (op indices per layer): the network the edits begin from instead of the argmax.
         """
-        arch, self.derive_changes = derivation.derive_arch(self, target_ms, tolerance, ceiling, start)
+        arch, self.derive_changes = toward_target.derive_arch(self, target_ms, tolerance, ceiling, start)
         return arch
 
     def get_config(self):

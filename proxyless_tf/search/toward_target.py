@@ -1,4 +1,4 @@
-"""Derivation: the network a search returns, from α and (optionally) a latency target."""
+"""The latency-aware derivation: from α's argmax, the cheapest edits into a latency band (`derive_toward_target`)."""
 
 import numpy as np
 
