@@ -65,7 +65,7 @@ def test_validate_fits_on_one_set_scores_another_and_stores_it(tmp_path):
     assert report["holdout_calibrated"]["n"] == 3 and report["fit_calibrated"]["n"] == 4
     t = LatencyTable.load(path)
     assert t.calibration["fit_samples"] == 4 and t.calibration["holdout"]["n"] == 3
-    cache = pt.files_lib.read_json(val.samples_path_for(path))
+    cache = files_lib.read_json(val.samples_path_for(path))
     assert sorted(cache["samples"], key=int) == [str(s) for s in range(7)]
     # the held-out score uses exactly the cached measurements and the stored calibration
     archs = [pt.Arch(space, cache["samples"][str(s)]["ops"]) for s in range(4, 7)]
