@@ -117,7 +117,7 @@ def cross_validate(prob, kind, lambdas=LAMBDAS, folds=5):
 
 
 def fit_predictor(table, space, archs, measured, num_classes, kind="linear_blocks", corrections=True,
-                  lambdas=LAMBDAS, folds=5):
+                  lambdas=LAMBDAS, folds=5, lam=None):
     """The table's `calibration` dict: the bounded linear calibration and, if cross-validation
     prefers them, per-(layer, op) corrections (key "corrections"; the table then saves as format 2).
 
@@ -127,16 +127,21 @@ def fit_predictor(table, space, archs, measured, num_classes, kind="linear_block
         archs, measured: the fit networks and their measured latencies (ms, the table's statistic).
         kind: the linear calibration's kind (calibration.KINDS).
         corrections: False fits the linear calibration alone.
+        lambdas, folds: the cross-validation's grid (∞ is always tried) and fold count.
+        lam: a fixed λ instead of cross-validation (corrections then always fitted).
     """
     prob = _Problem(table, space, archs, measured, num_classes)
     rows = np.arange(prob.y.size)
     cal = prob.linear(rows, kind)
-    if not corrections or prob.y.size < MIN_CV_SAMPLES or not prob.lat.size:
+    if not corrections or not prob.lat.size or (lam is None and prob.y.size < MIN_CV_SAMPLES):
         return cal
-    scores = cross_validate(prob, kind, lambdas, folds)
-    best = min(scores, key=lambda lam: (scores[lam], -lam))  # ties: the stronger prior
-    cv = {"folds": min(folds, prob.y.size), "mse_rel_by_lambda": {("inf" if math.isinf(k) else f"{k:.4g}"): v
-                                                                    for k, v in scores.items()}}
+    if lam is not None:
+        best, cv = float(lam), {"folds": 0, "fixed_lambda": True}
+    else:
+        scores = cross_validate(prob, kind, lambdas, folds)
+        best = min(scores, key=lambda v: (scores[v], -v))  # ties: the stronger prior
+        cv = {"folds": min(folds, prob.y.size),
+              "mse_rel_by_lambda": {("inf" if math.isinf(k) else f"{k:.4g}"): v for k, v in scores.items()}}
     if math.isinf(best):
         cal["corrections_cv"] = dict(cv, chosen="none")
         return cal
