@@ -87,9 +87,10 @@ def test_ridge_recovers_known_corrections_within_noise(fm):
     A contrast c_li - c_lj is a difference of means over the ~n/7 networks using each op, so
     its standard error is about σ·ȳ·sqrt(2·7/n) (σ = 1 %, ȳ the mean latency); allow 5 of those
     (66 contrasts: a |z| > 5 happens with probability ~4e-5), and the mean error 1.5 of those
-    (a half-normal's mean is 0.8; ridge's pull toward the prior adds a little bias: seeds 0-3
-    gave max 2.7-3.9, mean 0.55-1.02). The linear calibration alone misses the ±20 % per-entry
-    errors: its contrasts were 4-5 SE off on average, which is what the corrections are for.
+    (a half-normal's mean is 0.8; ridge's pull toward the prior adds a little bias: seeds 0-3 gave
+    max 2.6-4.2, mean 0.63-1.20 with the one-SE rule's λ; least squares alone 2.7-3.5, 0.61-0.87).
+    The linear calibration alone misses the ±20 % per-entry errors: its contrasts were 4-5 SE off
+    on average, which is what the corrections are for.
     """
     table = _synthetic_table(fm)
     fixed, costs = _truth(table, fm)
