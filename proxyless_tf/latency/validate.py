@@ -266,6 +266,7 @@ def plot_learning_curve(path, rows, repeat=None, title=""):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=80)
     n = [r["n"] for r in rows]
@@ -276,6 +277,7 @@ def plot_learning_curve(path, rows, repeat=None, title=""):
         if repeat:
             ax.axhline(repeat[band], c=color, lw=1, ls=":", label=f"repeat measurement, ±{label} %")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(n)
     ax.set_xticklabels([str(v) for v in n])
     ax.set_ylim(0, 102)
