@@ -66,3 +66,86 @@ def test_make_backend():
     assert isinstance(b, LiteRTBackend) and b.num_runs == 9 and b.warmup_runs == 20
     with pytest.raises(ConfigError, match="cpu only with threads=1"):
         make_backend("litert", threads=2, clock="cpu")
+
+
+def test_new_host_tables_read_p5_and_a_resumed_table_keeps_its_statistic(tmp_path):
+    """p5 repeated best on a quiet host (docs/latency.md): new LiteRT (cpu/wall clock) and TF tables
+    read it; clock=ref keeps the ratio's median; a table started with another statistic resumes with it."""
+    import json
+
+    from conftest import run_cli
+    from latency_helpers import write_space
+    from proxyless_tf.latency.builder import build_table
+    from proxyless_tf.latency.tf_backend import TFRuntimeBackend
+
+    assert LiteRTBackend(threads=1).statistic == "p5" and LiteRTBackend(threads=2).statistic == "p5"
+    assert LiteRTBackend(threads=1, clock="ref").statistic == "median"
+    assert TFRuntimeBackend().statistic == "p5"
+    space = tiny_space()
+    out = tmp_path / "t.json"
+    b = LiteRTBackend(threads=1, warmup_runs=1, num_runs=5, rounds=1, retries=0)
+    table = build_table(space, b, out, 10, progress=False)
+    assert table.statistic == "p5" and table.lookup(keys_lib.stem_key(space)) == table.entries[
+        keys_lib.stem_key(space)].p5
+    d = json.loads(out.read_text())  # as a table begun before p5 was the default: floor, one key missing
+    d["statistic"] = d["device"]["statistic"] = "floor"
+    del d["entries"][keys_lib.stem_key(space)]
+    out.write_text(json.dumps(d))
+    proc = run_cli(["tools/build_latency_table.py", f"--space={write_space(tmp_path)}", f"--out={out}",
+                    "--num_classes=10", "--noprogress", "--warmup_runs=1", "--num_runs=5", "--rounds=1", "--retries=0"],
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    back = json.loads(out.read_text())
+    assert back["statistic"] == "floor" and len(back["entries"]) == 7
+
+
+def _fit_with(backend, tmp_path, statistic):
+    """Build the tiny table with `backend`, validate (4 fit, 2 held-out, repeat), then refit with
+    corrections forced on (λ = 0.01, no cross-validation) from the cached networks: the fit works on
+    this backend's numbers."""
+    import numpy as np
+
+    from proxyless_tf.latency import corrections as corr_lib
+    from proxyless_tf.latency import validate as val
+    from proxyless_tf.latency.builder import build_table
+    from proxyless_tf.latency.table import LatencyTable
+
+    space = tiny_space()
+    path = str(tmp_path / "t.json")
+    table = build_table(space, backend, path, 10, progress=False)
+    assert table.statistic == statistic
+    cache = val.samples_path_for(path)
+    report = val.validate(table, space, backend, 10, holdout=2, fit_samples=4, cache_path=cache, progress=False,
+                          repeat=True)
+    assert report["holdout_calibrated"]["n"] == report["repeat"]["n"] == 2
+    assert table.calibration["fit_samples"] == 4 and table.calibration["holdout_repeat"]["n"] == 2
+    measured = val.measure_archs(space, backend, 10, list(range(4)), val.SampleCache(cache, space, 10, table.device),
+                                 progress=False)
+    archs = [measured[s][0] for s in range(4)]
+    y = np.array([getattr(measured[s][1], statistic) for s in range(4)])
+    table.calibration = corr_lib.fit_predictor(table, space, archs, y, 10, lam=1e-2)
+    assert "corrections" in table.calibration
+    table.save()
+    back = LatencyTable.load(path)
+    pred = [back.predict(a) for a in archs]
+    fixed, costs = back.fixed_cost(space, 10), back.layer_costs(space)
+    for a, p in zip(archs, pred):  # additive: predict = fixed + the layers' corrected costs
+        assert p > 0 and p == pytest.approx(fixed + sum(float(c[l.candidates.index(op)])
+                                                        for c, l, op in zip(costs, space.layers, a.ops)), rel=1e-5)
+    return report
+
+
+def test_the_fit_works_with_the_fake_phone(tmp_path, monkeypatch):
+    from test_mobile_adb import FakePhone
+
+    phone = FakePhone(tmp_path, monkeypatch)
+    b = make_backend("adb", serial="FAKE01", benchmark_binary=str(phone.binary), threads=1, warmup_runs=1,
+                     num_runs=5)
+    _fit_with(b, tmp_path, "median")  # phones keep the median (old benchmark_model prints no p5)
+    assert len(phone.runs()) == 7 + 6 + 2  # keys, 4 fit + 2 held-out networks, the 2 again; the refit measured none
+
+
+def test_the_fit_works_with_the_tf_backend(tmp_path):
+    from proxyless_tf.latency.tf_backend import TFRuntimeBackend
+
+    _fit_with(TFRuntimeBackend(warmup_runs=2, num_runs=5), tmp_path, "p5")

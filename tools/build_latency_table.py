@@ -159,6 +159,10 @@ def main(argv):
     if parallel:
         return _parallel(space, serials, existing)
     backend = latency_flags.make_backend_from_flags()
+    if existing is not None and hasattr(backend, "statistic"):
+        # new tables read the backend's default statistic (p5 with the cpu/wall clocks, median with
+        # clock=ref); a table being resumed keeps the one it was started with
+        backend.statistic = existing.statistic
     from proxyless_tf.latency.builder import build_table
 
     table = build_table(space, backend, OUT.value, NUM_CLASSES.value, progress=PROGRESS.value,

@@ -4,7 +4,9 @@ A table is a JSON file: the device it was measured on, the space it was built fo
 and fingerprint, to catch a table used with the wrong space), one entry per key with
 median / p5 / p95 / count in milliseconds, and an optional calibration that maps the sum
 of block medians to a whole-network latency (whole networks are not exactly the sum of
-their blocks).
+their blocks). A calibration may carry per-(layer, op) corrections fitted on measured
+networks (corrections.py); such a table is written as format 2, so an older reader refuses
+it rather than predict without them. Format 1 tables load and predict as they always did.
 """
 
 import dataclasses
@@ -18,10 +20,12 @@ from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import keys as keys_lib
 
-FORMAT_VERSION = 1
-# Which summary of each entry predictions use. The median is the default; p5 (the fast
-# tail) is far less sensitive to other processes on a shared machine, where the median of
-# a run depends on how many of its invocations were disturbed. `floor` (the median over
+FORMAT_VERSION = 2  # written only when the calibration has corrections; 1 otherwise
+READ_FORMATS = (1, 2)
+# Which summary of each entry predictions use. p5 (the fast tail) is what new host LiteRT
+# tables use: measured twice on a quiet host, whole networks' p5 repeated to a median 1.3 %
+# (89 % within ±5 %), floor 2.5 % (67 %), median 15.5 % (33 %; it drifts with the VM). The
+# median is the default of a table that says nothing. `floor` (the median over
 # timing rounds of each round's fastest run) is what the host LiteRT backend uses: on this
 # VM whole seconds run 20-50 % slower at random (the hypervisor), which moves every
 # percentile of a round, while the fastest run of an undisturbed round repeats to ~2 %.
@@ -87,8 +91,9 @@ class LatencyTable:
         space_name, space_fingerprint: the space the table was built for (None for imported
             tables that are matched by keys alone).
         calibration: None, or dict(kind="linear", scale=a, offset=b, per_block=c (optional),
-            ...): predicted = a * sum_of_medians + c * non_zero_layers + b. Other keys (fit
-            set size, held-out metrics) are kept as they are.
+            corrections=... (optional, corrections.py), ...): predicted = a * sum_of_medians +
+            c * non_zero_layers + b (+ Σ_l δ[l][op_l]). Other keys (fit set size, held-out
+            metrics) are kept as they are.
         path: where it was loaded from / will be saved to (used in error messages).
         statistic: 'median' (default), 'p5' or 'floor': the summary of each entry that lookups,
             predictions and the calibration use; whole networks are validated with the same.
@@ -110,7 +115,7 @@ class LatencyTable:
     # ---- I/O ------------------------------------------------------------------------------
     def to_dict(self):
         return {
-            "format": FORMAT_VERSION,
+            "format": FORMAT_VERSION if (self.calibration or {}).get("corrections") else 1,
             "device": self.device,
             "space": {"name": self.space_name, "fingerprint": self.space_fingerprint},
             "num_classes": self.num_classes,
@@ -128,7 +133,7 @@ class LatencyTable:
     def from_dict(cls, d, source=None):
         if not isinstance(d, dict):
             raise ConfigError(source, "<top>", "expected a JSON object", "pass a latency table JSON file")
-        if d.get("format") != FORMAT_VERSION:
+        if d.get("format") not in READ_FORMATS:
             raise ConfigError(source, "format", f"unsupported table format {d.get('format')!r}",
                               f"rebuild the table (format {FORMAT_VERSION})")
         device = d.get("device")
@@ -200,6 +205,15 @@ class LatencyTable:
             self.lookup(key)
 
     # ---- prediction -----------------------------------------------------------------------
+    def _deltas(self, space):
+        """Per-layer corrections (ms, candidate order) of the calibration, or None."""
+        corr = (self.calibration or {}).get("corrections")
+        if not corr:
+            return None
+        from proxyless_tf.latency import corrections as corrections_lib
+
+        return corrections_lib.layer_deltas(corr, space, self.statistic, self.path or "<latency table>")
+
     def calibrate(self, raw_ms, n_blocks=0.0):
         """Map a sum of block medians to a whole-network prediction (works on tensors too).
 
@@ -225,8 +239,14 @@ class LatencyTable:
         return float(sum(self.lookup(k) for k in keys_lib.arch_keys(arch, nc)))
 
     def predict(self, arch, num_classes=None):
-        """Predicted whole-network latency of `arch` in ms (calibrated when the table has one)."""
-        return float(self.calibrate(self.raw_sum(arch, num_classes), self.num_blocks(arch)))
+        """Predicted whole-network latency of `arch` in ms (calibrated, and corrected per (layer, op)
+        when the table has corrections); never below 0, whatever a hand-made calibration says."""
+        out = float(self.calibrate(self.raw_sum(arch, num_classes), self.num_blocks(arch)))
+        deltas = self._deltas(arch.space)
+        if deltas is not None:
+            out += float(sum(d[layer.candidates.index(op)] for d, layer, op in zip(deltas, arch.space.layers,
+                                                                                   arch.ops)))
+        return max(out, 0.0)
 
     def fixed_ms(self, space, num_classes=None):
         """Latency every architecture pays: stem, fixed first block and head."""
@@ -243,17 +263,22 @@ class LatencyTable:
         return out
 
     def layer_costs(self, space):
-        """Per layer and candidate, its calibrated contribution: scale * lat + per_block * (op != zero).
+        """Per layer and candidate, its calibrated contribution: scale * lat + per_block * (op != zero)
+        + the (layer, op) correction when the calibration has corrections.
 
-        Calibration is affine in each layer's choice, so predict(arch) = offset + scale * fixed
+        The predictor is additive in each layer's choice, so predict(arch) = offset + scale * fixed
         + sum over layers of these costs; the range and the expectation are built on them.
         """
         cal = self.calibration or {}
         scale, per_block = cal.get("scale", 1.0), cal.get("per_block", 0.0) or 0.0
+        deltas = self._deltas(space)
         out = []
-        for layer, lat in zip(space.layers, self.layer_latencies(space)):
+        for l, (layer, lat) in enumerate(zip(space.layers, self.layer_latencies(space))):
             nonzero = np.asarray([op != space_lib.ZERO for op in layer.candidates], dtype=np.float32)
-            out.append((scale * lat + per_block * nonzero).astype(np.float32))
+            cost = scale * lat + per_block * nonzero  # float32, exactly as format-1 tables always had it
+            if deltas is not None:
+                cost = scale * lat.astype(np.float64) + per_block * nonzero + deltas[l]
+            out.append(cost.astype(np.float32))
         return out
 
     def fixed_cost(self, space, num_classes=None):
@@ -262,12 +287,14 @@ class LatencyTable:
         return cal.get("scale", 1.0) * self.fixed_ms(space, num_classes) + cal.get("offset", 0.0)
 
     def latency_range(self, space, num_classes=None):
-        """(fastest, slowest) predicted latency over the whole space, in ms."""
+        """(fastest, slowest) predicted latency over the whole space, in ms (never below 0, as predict).
+
+        A fitted calibration keeps both positive (calibration.fit's bounds)."""
         costs = self.layer_costs(space)
         fixed = self.fixed_cost(space, num_classes)
         lo = fixed + sum(float(r.min()) for r in costs)
         hi = fixed + sum(float(r.max()) for r in costs)
-        return float(lo), float(hi)
+        return max(float(lo), 0.0), max(float(hi), 0.0)
 
     def expected_latency(self, alpha_logits, space, num_classes=None):
         """E[latency] = calibrated(fixed + sum_l softmax(alpha_l) . lat_l), differentiable in alpha.
@@ -301,6 +328,10 @@ def _check_calibration(cal, source):
     if not isinstance(cal, dict) or cal.get("kind") != "linear":
         raise ConfigError(source, "calibration", "expected {\"kind\": \"linear\", \"scale\": a, \"offset\": b}",
                           "recalibrate with tools/validate_latency.py --fit")
+    if "corrections" in cal:
+        from proxyless_tf.latency import corrections as corrections_lib
+
+        corrections_lib.check(cal["corrections"], source)
     for name in ("scale", "offset", "per_block"):
         if name == "per_block" and name not in cal:
             continue

@@ -27,6 +27,7 @@ class TFRuntimeBackend(Backend):
     """
 
     name = "tf"
+    statistic = "p5"  # what new tables read: the fast tail repeats where the median drifts (docs/latency.md)
 
     def __init__(self, batch_size=1, device="/CPU:0", warmup_runs=10, num_runs=50):
         if batch_size < 1 or warmup_runs < 0 or num_runs < 1:
