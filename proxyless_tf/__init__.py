@@ -3,7 +3,7 @@
 import os
 
 # oneDNN kernels: TF turns them on only for CPUs with AVX-512/AMX; on AVX2 they make a training
-# step ~1.5x faster (proxyless_tf/cpu_kernels.py). Takes effect only if TensorFlow is not yet loaded.
+# step ~1.5x faster (proxyless_tf/layers/cpu_kernels.py). Takes effect only if TensorFlow is not yet loaded.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from proxyless_tf import console  # noqa: E402

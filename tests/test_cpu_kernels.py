@@ -123,7 +123,7 @@ def test_accelerate_counts(repo_root):
 
 @pytest.mark.parametrize("env,want", [(None, "True"), ("0", "False")])
 def test_package_turns_onednn_on_unless_told_not_to(env, want):
-    code = "import proxyless_tf; from proxyless_tf import cpu_kernels; print(cpu_kernels.onednn_enabled())"
+    code = "import proxyless_tf; from proxyless_tf.layers import cpu_kernels; print(cpu_kernels.onednn_enabled())"
     environ = cli_env()
     environ.pop(cpu_kernels.ONEDNN_ENV, None)
     if env is not None:

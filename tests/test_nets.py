@@ -11,6 +11,7 @@ from proxyless_tf.layers import blocks
 from proxyless_tf.export import tflite as export
 from proxyless_tf.models import nets
 from proxyless_tf import space as space_lib
+from proxyless_tf.space import macs
 
 from conftest import ROOT
 
@@ -43,7 +44,7 @@ def test_mbconv_parameter_count_by_hand():
     layer.build((None, 56, 56, 24))
     expect = 24 * 144 + 2 * 144 + 25 * 144 + 2 * 144 + 144 * 40 + 2 * 40
     assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == expect
-    assert pt.profile.mbconv_macs((56, 56), 24, 40, "mb_k5_e6", 2) == 56 * 56 * 24 * 144 + 28 * 28 * (25 * 144 + 144 * 40)
+    assert macs.mbconv_macs((56, 56), 24, 40, "mb_k5_e6", 2) == 56 * 56 * 24 * 144 + 28 * 28 * (25 * 144 + 144 * 40)
 
 
 def test_zero_layers_are_skipped_in_the_plain_network():

@@ -344,7 +344,7 @@ def test_sandwich_step_applies_the_summed_gradient_of_the_sampled_and_fixed_path
 
 
 def test_cli_config_check_and_compile_accept_the_same_latency_losses(tmp_path):
-    """One list (proxyless_tf/latency_losses.py): every name the CLI's check lets through compiles,
+    """One list (proxyless_tf/search/latency_losses.py): every name the CLI's check lets through compiles,
     and a misspelt one is refused by the check with the names it knows."""
     from proxyless_tf.search.latency_losses import LATENCY_LOSSES
     from proxyless_tf.search.config import SearchConfig

@@ -5,7 +5,7 @@
 The ProxylessNAS weight step trains one path sampled per layer. With independent
 candidates (the paper) every op of a 7-way layer gets about a seventh of the steps and the
 path changes every step; with `--weight_sharing=nested` the MBConv candidates share
-kernels (`proxyless_tf/nested.py`). This runs, on real Fashion-MNIST, the supernet's own
+kernels (`proxyless_tf/layers/nested.py`). This runs, on real Fashion-MNIST, the supernet's own
 weight step (`SuperNet._forward` + `_apply_weight_step`, eager, one thread) for:
 
   fixed        one path every step (every layer mb_k3_e6): the plain-training reference

@@ -1,7 +1,7 @@
 """`python -m proxyless_tf.train --arch=RUN/arch.json`: retrain a found network from scratch.
 
 Thin entry point: it reads flags (or a flag file such as configs/train_fashion_mnist.flags)
-and hands a `TrainConfig` to `proxyless_tf.training`, where the recipe lives. The run
+and hands a `TrainConfig` to `proxyless_tf.training.recipe`, where the recipe lives. The run
 directory gets model.keras, best.keras, train_log.csv and result.json; while it runs,
 resume/ holds the checkpoint that the same command, run again after a kill, continues from.
 """
@@ -48,7 +48,7 @@ flags.DEFINE_enum("progress", "auto", ["auto", "bar", "lines", "none"],
 flags.DEFINE_integer("log_every", 100, "With --progress=lines: a line every this many steps (0: one per epoch).")
 flags.DEFINE_boolean("json", False, "Also print the result as one JSON line (it is always in RUN/result.json).")
 flags.DEFINE_boolean("cpu_kernels", True, "On a CPU-only host, faster kernels for the slow layers of a training "
-                     "step (fused batch norm, small-map depthwise gradients; proxyless_tf/cpu_kernels.py).")
+                     "step (fused batch norm, small-map depthwise gradients; proxyless_tf/layers/cpu_kernels.py).")
 
 
 def main(argv):

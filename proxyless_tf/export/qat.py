@@ -7,7 +7,7 @@ builds the `tf_keras` twin with the same `nets.build_model(..., ns=tf_keras)` (s
 names and weight shapes), copies the weights, wraps it with `quantize_model`, fine-tunes
 briefly and writes an int8 TFLite model. The parent process never imports TFMOT.
 
-    python -m proxyless_tf.qat BUNDLE.npz OUT.tflite   (the child; not meant for users)
+    python -m proxyless_tf.export.qat BUNDLE.npz OUT.tflite   (the child; not meant for users)
 """
 
 import json

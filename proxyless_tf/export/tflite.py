@@ -3,7 +3,7 @@
 Models are converted with a fixed batch size, the one shape that both LiteRT on this
 machine and `benchmark_model` on a phone run. Every quantization mode a phone app may
 want is here (float32, float16, dynamic-range, full int8 with int8 or float I/O); the
-quantization-aware path lives in `proxyless_tf.qat` because TFMOT needs Keras 2.
+quantization-aware path lives in `proxyless_tf.export.qat` because TFMOT needs Keras 2.
 """
 
 import contextlib

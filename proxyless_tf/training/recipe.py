@@ -310,7 +310,7 @@ def _truncate_log(path, epochs):
             f.writelines(lines[:1 + epochs])
 
 
-# ---- data: the train and test splits as arrays, read with proxyless_tf.data -----------------
+# ---- data: the train and test splits as arrays, read with proxyless_tf.data.datasets----------------
 
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                         "Sneaker", "Bag", "Ankle boot"]
@@ -330,7 +330,7 @@ def load_fashion_mnist(data_dir=None):
     """The real Fashion-MNIST (60,000 train / 10,000 test) from its IDX files, normalised.
 
     Retraining and export need the test split too, which the search's `data.search_data`
-    never touches; the files are found and read by `proxyless_tf.data`.
+    never touches; the files are found and read by `proxyless_tf.data.datasets`.
     """
     from proxyless_tf.data import datasets as data
 

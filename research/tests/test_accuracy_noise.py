@@ -92,7 +92,7 @@ def test_seed_noise_tool_reports_the_modules_numbers_and_refuses_an_unfinished_r
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"rows": rows}))
     md, out = tmp_path / "R.md", tmp_path / "noise.json"
-    tool = os.path.join(ROOT, "tools", "experiment_seed_noise.py")
+    tool = os.path.join(ROOT, "research", "tools", "experiment_seed_noise.py")
     proc = run_cli([tool, f"--runs={run}", "--labels=synthetic", "--n_boot=500", f"--out_json={out}",
                     f"--results_md={md}"], timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,7 +14,7 @@ from research.experiments import HAND_WRITTEN
 
 PRELUDE = textwrap.dedent("""
     import importlib.util, json, os, sys
-    spec = importlib.util.spec_from_file_location("spec_tool", os.path.join({root!r}, "tools",
+    spec = importlib.util.spec_from_file_location("spec_tool", os.path.join({root!r}, "research", "tools",
                                                   "experiment_specialization.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
@@ -81,10 +81,10 @@ def test_markdown_regenerates_the_committed_section_from_its_results_json():
     """research/RESULTS.md's `## Specialization [ceiling]` was written by the tool from
     research/specialization_ceiling.json; everything above the hand-written reading (its marker line) must come back."""
     out = run_tool_code(f"""
-        res = json.load(open(os.path.join({ROOT!r}, "docs", "specialization_ceiling.json")))
+        res = json.load(open(os.path.join({ROOT!r}, "research", "specialization_ceiling.json")))
         print(json.dumps({{"md": tool.markdown(res), "heading": tool._heading()}}))
     """, ["--results_tag=ceiling", "--plot=research/specialization_ceiling.png"])
-    doc = open(os.path.join(ROOT, "docs", "RESULTS.md"), encoding="utf-8").read()
+    doc = open(os.path.join(ROOT, "research", "RESULTS.md"), encoding="utf-8").read()
     assert out["heading"] == "## Specialization [ceiling]"
     start = doc.index(out["heading"] + "\n")
     end = doc.find("\n## ", start + 1)

@@ -20,7 +20,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     table = builder.build_table(space, backends.make_backend("litert", threads=1, clock="ref", warmup_runs=5,
                                                              num_runs=20), str(tp), 10, progress=False)
     out = tmp_path / "exp"
-    argv = [os.path.join(ROOT, "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
+    argv = [os.path.join(ROOT, "research", "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
             f"--latency_table={tp}", "--reference_op=mb_k3_e3", "--seeds=0", "--num_random=2", "--tolerance=0.5",
             "--screen_tolerance=1.0", "--final_rounds=2", "--parallel=2", "--search_parallel=1", "--child_threads=1",
             "--search_args=--dataset=fashion_mnist,--epochs=2,--warmup_epochs=1,--max_train=128,--valid_size=40,"
@@ -111,7 +111,7 @@ def test_a_run_matched_on_the_prediction_can_be_reused(tmp_path):
     out_dir with --reuse_from takes those archs and every finished job instead of refusing the run."""
     space, table, sp, tp = write_micro(tmp_path)
     out = tmp_path / "exp"
-    argv = [os.path.join(ROOT, "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
+    argv = [os.path.join(ROOT, "research", "tools", "experiment_matched_latency.py"), f"--out_dir={out}", f"--space={sp}",
             f"--latency_table={tp}", "--match_on=predicted", "--nomeasure", "--reference_op=mb_k3_e3", "--seeds=0",
             "--num_random=1", "--tolerance=0.5", "--searches=aware", "--parallel=2", "--child_threads=1",
             "--search_args=--dataset=fashion_mnist,--epochs=2,--warmup_epochs=1,--max_train=128,--valid_size=40,"
@@ -144,7 +144,7 @@ def test_default_table_is_the_committed_one_of_this_hosts_cpu(tmp_path):
     here, other = tmp_path / "here.json", tmp_path / "other.json"
     here.write_text(json.dumps({"device": {"host_cpu": host_cpu_model()}}))
     other.write_text(json.dumps({"device": {"host_cpu": "not " + host_cpu_model()}}))
-    tool_path = os.path.join(ROOT, "tools", "experiment_matched_latency.py")
+    tool_path = os.path.join(ROOT, "research", "tools", "experiment_matched_latency.py")
     code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('t', {tool_path!r}); "
             f"tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool); "
             f"print(json.dumps([tool.default_table([{str(other)!r}, {str(here)!r}]), "
@@ -164,7 +164,7 @@ def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
 
     _, _, sp, tp = write_micro(tmp_path)
     out, md = tmp_path / "cost", tmp_path / "RESULTS.md"
-    argv = [os.path.join(ROOT, "tools", "experiment_cost.py"), f"--out_dir={out}", f"--results_md={md}",
+    argv = [os.path.join(ROOT, "research", "tools", "experiment_cost.py"), f"--out_dir={out}", f"--results_md={md}",
             "--search_flags=quickstart.flags", "--train_flags=train_fashion_mnist.flags",
             f"--search_args=--space={sp},--latency_table={tp},--nobuild_table,--epochs=2,--warmup_epochs=1,"
             "--max_train=128,--valid_size=40,--batch_size=16,--steps_per_epoch=2,--bn_recalibration_steps=2,"
@@ -190,7 +190,7 @@ def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
 
 def test_pareto_axis_names_what_it_plots():
     """A --nomeasure run plots the table's prediction and must not label it a measurement."""
-    tool_path = os.path.join(ROOT, "tools", "experiment_matched_latency.py")
+    tool_path = os.path.join(ROOT, "research", "tools", "experiment_matched_latency.py")
     rows = {"all": [{"measured_ms": 0.3}, {"measured_ms": 0.31}], "none": [{"measured_ms": None}] * 2,
             "some": [{"measured_ms": 0.3}, {"measured_ms": None}]}
     code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('t', {tool_path!r}); "

@@ -68,7 +68,7 @@ def test_pooled_groups_claims_and_noise_are_the_rows_by_hand(tmp_path):
 def test_cli_writes_the_section_and_refuses_runs_that_retrained_differently(tmp_path):
     pa, pb, _ = two_runs(tmp_path)
     md = tmp_path / "RESULTS.md"
-    tool = os.path.join(ROOT, "tools", "pool_matched_runs.py")
+    tool = os.path.join(ROOT, "research", "tools", "pool_matched_runs.py")
     proc = run_cli([tool, f"--results={pa},{pb}", f"--results_md={md}", "--results_tag=t"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "## Pooled matched latency [t]" in md.read_text() and "| mbv2 | 4 (4) |" in md.read_text()
@@ -107,7 +107,7 @@ def test_fixed_from_judges_one_run_against_another_runs_fixed_networks(tmp_path)
     text = matched_pool.markdown(pooled, "## Pooled matched latency [c]")
     assert f"also from `{pa}`" in text and "| aware | 2 (2) | 1,2 |" in text
 
-    tool = os.path.join(ROOT, "tools", "pool_matched_runs.py")
+    tool = os.path.join(ROOT, "research", "tools", "pool_matched_runs.py")
     proc = run_cli([tool, f"--results={pc}", f"--fixed_from={pa}"])
     assert proc.returncode == 0 and "| random | 3 (6) |" in proc.stdout, proc.stderr[-3000:]
     assert_one_line_error(run_cli([tool, f"--results={pc}"]), "--results", "--fixed_from")

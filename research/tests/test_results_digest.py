@@ -82,7 +82,7 @@ def test_digest_rows_are_the_sections_numbers_and_sit_above_the_first_section(tm
 def test_the_committed_digest_is_current():
     """research/RESULTS.md's digest equals what its sections give: a run added by hand without
     rerunning research/tools/summarize_results.py fails here."""
-    path = os.path.join(ROOT, "docs", "RESULTS.md")
+    path = os.path.join(ROOT, "research", "RESULTS.md")
     text = open(path, encoding="utf-8").read()
     lines = text.splitlines()
     start = lines.index(results_digest.HEADING)
@@ -93,14 +93,14 @@ def test_the_committed_digest_is_current():
 def test_summarize_cli_writes_the_digest_and_refuses_bad_input_in_one_line(tmp_path):
     md = tmp_path / "RESULTS.md"
     md.write_text(INTRO + NEW)
-    proc = run_cli([os.path.join(ROOT, "tools", "summarize_results.py"), f"--results_md={md}"])
+    proc = run_cli([os.path.join(ROOT, "research", "tools", "summarize_results.py"), f"--results_md={md}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "digest of 1 matched-latency runs" in proc.stdout and results_digest.HEADING in md.read_text()
     missing = tmp_path / "nope.md"
-    assert_one_line_error(run_cli([os.path.join(ROOT, "tools", "summarize_results.py"), f"--results_md={missing}"]),
+    assert_one_line_error(run_cli([os.path.join(ROOT, "research", "tools", "summarize_results.py"), f"--results_md={missing}"]),
                           str(missing), "--results_md", "no such file")
     bare = tmp_path / "bare.md"
     bare.write_text(INTRO)
-    assert_one_line_error(run_cli([os.path.join(ROOT, "tools", "summarize_results.py"), f"--results_md={bare}"]),
+    assert_one_line_error(run_cli([os.path.join(ROOT, "research", "tools", "summarize_results.py"), f"--results_md={bare}"]),
                           str(bare), "has no '## Matched latency")
     assert bare.read_text() == INTRO  # nothing half-written

@@ -76,7 +76,7 @@ def test_ranking_tool_taus_match_scipy_on_its_scores_and_a_rerun_uses_the_cache(
     rows.append({"name": "blind_s0", "group": "blind", "seed": 0, "ops": json.load(open(out / "arch.json"))["ops"],
                  "test_accuracy": 0.95})
     (run / "results.json").write_text(json.dumps({"rows": rows}))
-    tool = os.path.join(ROOT, "tools", "experiment_supernet_ranking.py")
+    tool = os.path.join(ROOT, "research", "tools", "experiment_supernet_ranking.py")
     argv = [tool, f"--run={run}", "--recalibration_steps=2", f"--results_md={run / 'R.md'}"]
     proc = run_cli(argv, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,7 @@
 A weight-sharing search can only beat random choices if the supernet's score of an
 architecture predicts its accuracy after stand-alone retraining. This tool takes a finished
 `research/tools/experiment_matched_latency.py` run, rebuilds each of its searches' supernets from the
-search directory (`config.json` and the last checkpoint; `proxyless_tf.supernet_eval`), scores
+search directory (`config.json` and the last checkpoint; `proxyless_tf.search.path_scorer`), scores
 every fixed architecture of the run (the random ones and the MobileNetV2-style one, all in the
 same latency band) and the search's own derived network with the supernet's weights on the
 search's validation split (BN re-estimated per path), and compares that ranking with the

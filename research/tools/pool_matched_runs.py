@@ -3,7 +3,7 @@
     python research/tools/pool_matched_runs.py --results=research/matched_latency_a_results.json,research/matched_latency_b_results.json
     python research/tools/pool_matched_runs.py --results=research/matched_latency_c_results.json --fixed_from=research/matched_latency_a_results.json
 
-What is pooled and what is refused: proxyless_tf/matched_pool.py. With --results_md the section
+What is pooled and what is refused: research/matched_pool.py. With --results_md the section
 `## Pooled matched latency [--results_tag]` of that file is (re)written; a reading written by hand
 below its `<!-- by hand ... -->` line is kept.
 """

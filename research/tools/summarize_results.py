@@ -3,7 +3,7 @@
     python research/tools/summarize_results.py --results_md=research/RESULTS.md
 
 Nothing is run or retrained: the digest is read off the matched-latency sections themselves
-(proxyless_tf/results_digest.py), so that whether the latency-aware search has ever won, and at
+(research/results_digest.py), so that whether the latency-aware search has ever won, and at
 which search and retraining budget, is one table instead of two thousand lines.
 `research/tools/experiment_matched_latency.py --results_md=...` rewrites it after each run.
 """
