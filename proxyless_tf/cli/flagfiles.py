@@ -20,7 +20,7 @@ import os
 import re
 import sys
 
-from proxyless_tf.errors import ConfigError, run_cli
+from proxyless_tf.errors import EXIT_INTERNAL, ConfigError, report_internal_error, run_cli
 
 _FLAGFILE = re.compile(r"^--?flagfile=(.*)$")
 
@@ -139,10 +139,16 @@ def parse_flags(argv):
         print(f"error: <command line>: {field}: {msg} (fix: correct the flag; --helpfull lists every flag)",
               file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a bug in parsing: one line and a crash log, as run_cli does
+        report_internal_error(e)
+        sys.exit(EXIT_INTERNAL)
 
 
 def run(main, argv=None):
-    """app.run(main) with our flag parser, ConfigError handling (module docstring) and quiet console."""
+    """app.run(main) with our flag parser, ConfigError handling (module docstring) and quiet console.
+
+    Exit codes: 2 for bad input (one `error:` line saying what to fix), 1 for an internal error
+    (one `error:` line naming the crash log that holds the traceback; errors.run_cli)."""
     from absl import app
 
     from proxyless_tf import console  # absl's --verbosity decides whether TensorFlow's own lines show
