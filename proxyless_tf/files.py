@@ -1,46 +1,14 @@
 """Reading and writing the project's small files (spaces, archs, tables, configs, summaries):
-reads fail with one `ConfigError` line instead of a traceback, writes are atomic so a killed
-process never leaves half a file."""
+reads fail with one `ConfigError` line instead of a traceback (readers.py), writes are atomic
+so a killed process never leaves half a file."""
 
 import json
 import os
 
 from proxyless_tf.errors import ConfigError
-
-MAX_JSON_BYTES = 64 << 20  # spaces, archs and latency tables are kilobytes; refuse to read a huge file
-
-
-def read_json(path, what="file"):
-    """Read a JSON file with one clear line for a missing, non-UTF-8, truncated or malformed file."""
-    path = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_JSON_BYTES:
-            raise ConfigError(path, "<file>", f"{what} is {size} bytes, more than the {MAX_JSON_BYTES} allowed",
-                              "pass the right file (these files are kilobytes)")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, "<file>", f"{what} does not exist", "check the path") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "<file>", "is a directory, not a JSON file", "pass the .json file") from None
-    except OSError as e:
-        raise ConfigError(path, "<file>", f"cannot be read ({e.strerror})", "check permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is harmless
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, "<file>", f"is not UTF-8 (byte {e.start})",
-                          "save the file as UTF-8 JSON") from None
-    if not text.strip():
-        raise ConfigError(path, "<file>", "is empty", "regenerate or restore the file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(path, f"line {e.lineno} column {e.colno}",
-                          f"malformed or truncated JSON ({e.msg})",
-                          "fix the JSON or regenerate the file") from None
-    except RecursionError:
-        raise ConfigError(path, "<file>", "JSON nested too deeply", "pass a real file of this kind") from None
+# Reads go through readers.py (regular files only, size caps, JSON limits); re-exported here
+# because every caller has always read its JSON through files.read_json.
+from proxyless_tf.readers import MAX_JSON_BYTES, read_json, read_json_object  # noqa: F401
 
 
 def check_output_path(path, field="--out"):

@@ -7,7 +7,10 @@ per case, which entry point gets which arguments and what the one error line mus
 (the file, the field, the fix). Each case must exit with code 2, print exactly one `error:`
 line and no traceback, and leave no partial output: the paths in `absent` must not exist
 afterwards, and a good file named in `unchanged` (copied there before) must be
-byte-identical. Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
+byte-identical; a case with `max_rss_mb` (the bombs) also asserts the peak resident memory of
+the entry point's process stays below it. Files that would be huge, or cannot live in git
+(a FIFO, a 1000-file flag chain, gzip and zip bombs), are made by `setup` in the case's own
+directory. Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
 {SHARED} ../shared/data/proxylessnas.
 
 Every case is a real subprocess, as a user would run it. Most fail before TensorFlow is
@@ -88,6 +91,41 @@ def _fake_adb(tmp):
     return {"PATH": bindir + os.pathsep + os.environ["PATH"], "FAKE_ADB_STATE": state, "ADB": adb}
 
 
+def _gzip_idx(spec, tmp):
+    """A gzip IDX file whose header declares `dims` followed by `data_bytes` zeros, written in
+    chunks: a bomb of hundreds of MB unpacked is a few hundred KB on disk and in this process."""
+    dims, n = spec["dims"], spec["data_bytes"]
+    with gzip.open(_sub(spec["path"], tmp), "wb", compresslevel=9) as f:
+        f.write(bytes([0, 0, 8, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims))
+        chunk = bytes(1 << 20)
+        while n > 0:
+            f.write(chunk[:min(n, len(chunk))])
+            n -= len(chunk)
+
+
+def _zip_bomb(spec, tmp):
+    """A .keras-looking zip whose weights member is `member_mb` MB of zeros (~1000x compression)."""
+    import zipfile
+
+    with zipfile.ZipFile(_sub(spec["path"], tmp), "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        z.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {}}))
+        with z.open("model.weights.h5", "w", force_zip64=True) as f:
+            chunk = bytes(1 << 20)
+            for _ in range(spec["member_mb"]):
+                f.write(chunk)
+
+
+def _flag_chain(spec, tmp):
+    """`depth` flag files, each including the next (the last sets a harmless flag)."""
+    d = _sub(spec["dir"], tmp)
+    os.makedirs(d)
+    n = spec["depth"]
+    for i in range(n):
+        with open(os.path.join(d, f"f{i}.flags"), "w") as f:
+            f.write(f"--flagfile={os.path.join(d, f'f{i + 1}.flags')}\n" if i + 1 < n else "--epochs=1\n")
+
+
 def _setup(case, tmp):
     setup = case.get("setup", {})
     for d in setup.get("mkdir", []):
@@ -102,7 +140,22 @@ def _setup(case, tmp):
             f.truncate(size)  # sparse: no disk space, but a size no JSON reader should load
     if "fashion" in setup:
         _fashion_dir(setup["fashion"], tmp)
+    if "gzip_idx" in setup:  # after "fashion": replaces one of its files
+        _gzip_idx(setup["gzip_idx"], tmp)
+    if "zip_bomb" in setup:
+        _zip_bomb(setup["zip_bomb"], tmp)
+    if "flag_chain" in setup:
+        _flag_chain(setup["flag_chain"], tmp)
+    for path in setup.get("fifo", []):  # a named pipe: reading it would block forever
+        os.mkfifo(_sub(path, tmp))
     return _fake_adb(tmp) if case.get("fake_adb") else {}
+
+
+# Runs the entry point as its child and reports the child's peak resident memory on stderr.
+_PEAK_RSS = ("import resource, subprocess, sys\n"
+             "r = subprocess.run([sys.executable] + sys.argv[1:])\n"
+             "print(f'peak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\n"
+             "sys.exit(r.returncode)\n")
 
 
 def test_corpus_is_big_and_every_case_names_an_entry_point():
@@ -132,6 +185,8 @@ class _Run:
             with open(_sub(p, tmp), "rb") as f:
                 self.before[p] = f.read()
         args = ENTRY[case["entry"]] + [_sub(a, tmp) for a in case["args"]]
+        if "max_rss_mb" in case:
+            args = ["-c", _PEAK_RSS] + args
         self.future = pool.submit(run_cli, args, cwd=ROOT, timeout=300, **env)
 
 
@@ -164,3 +219,6 @@ def test_bad_input_is_one_error_line(case, runs):
             assert f.read() == content, f"{case['id']} changed {p}"
     left = [f for f in os.listdir(tmp) if ".tmp." in f]
     assert not left, left
+    if "max_rss_mb" in case:  # a bomb is refused before it is unpacked
+        peak_kb = int(proc.stderr.rsplit("peak_rss_kb=", 1)[1].split()[0])
+        assert peak_kb < case["max_rss_mb"] * 1024, f"{case['id']}: peak {peak_kb / 1024:.0f} MB"

@@ -6,6 +6,7 @@ import subprocess
 
 import h5py
 import numpy as np
+import pytest
 
 from conftest import ROOT, assert_one_line_error, cli_env, run_cli
 from resume_helpers import python_cmd, run_killed_then_resumed, write_fake_fashion
@@ -69,6 +70,44 @@ def test_resume_refuses_a_changed_command(tmp_path):
         assert type(e).__name__ == "ConfigError" and "differs in epochs" in str(e) and "delete" in str(e)
     else:
         raise AssertionError("a changed command was resumed")
+
+
+def test_resume_refuses_a_damaged_checkpoint_before_touching_the_model(tmp_path):
+    """state.json that is not an object, a field of the wrong type, a truncated .weights.h5: one
+    ConfigError naming the file and the field, from `load` (before any restore or write)."""
+    import keras
+
+    from proxyless_tf.errors import ConfigError
+    from proxyless_tf.runtime.resume import ResumeState
+
+    cfg = {"epochs": 3}
+    d = tmp_path / "resume"
+    state = ResumeState(str(d), cfg)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    state.save(model, 1, 5)
+    assert state.load()["step"] == 5  # the intact checkpoint loads
+    meta = json.loads((d / "state.json").read_text())
+
+    def refused(*needles):
+        with pytest.raises(ConfigError) as e:
+            state.load()
+        for n in needles:
+            assert n in str(e.value), (n, str(e.value))
+
+    weights = d / meta["weights"]
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    refused(meta["weights"], "damaged", "delete")
+    weights.write_bytes(b"")
+    refused(meta["weights"], "not an HDF5")
+    weights.write_bytes(good)
+    (d / "state.json").write_text("[1, 2]")
+    refused("state.json", "<top>", "expected a JSON object, got list", "delete")
+    (d / "state.json").write_text(json.dumps(dict(meta, step="5")))
+    refused("state.json", "step", "non-negative integer")
+    (d / "state.json").write_text(json.dumps(dict(meta, weights="../../etc/passwd")))
+    refused("state.json", "weights", "not a file name inside")
 
 
 def test_diverging_alpha_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -14,7 +14,6 @@ OUT.shardI-of-N.json (and .log); when all are complete they are merged into --ou
 killed multi-worker build resumes the same way, each shard where it stopped.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -62,10 +61,9 @@ def _worker_argv(index, count, path, serial):
 
 
 def _measured(path):
-    try:
-        with open(path) as f:
-            return len(json.load(f).get("entries", {}))
-    except (OSError, ValueError):
+    try:  # a worker's shard, read while it runs: whatever it holds, only a count for the progress line
+        return len(files_lib.read_json_object(path, "shard").get("entries") or {})
+    except (ConfigError, TypeError):
         return 0
 
 

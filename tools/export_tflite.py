@@ -45,13 +45,15 @@ flags.DEFINE_bool("json", False, "Also print the report's path as one JSON line 
 
 def find_arch(model_path):
     from proxyless_tf.space import Arch
-    from proxyless_tf.files import read_json
+    from proxyless_tf.files import read_json_object
 
     path = FLAGS.arch
     if not path:
         res = os.path.join(os.path.dirname(os.path.abspath(model_path)), "result.json")
         if os.path.exists(res):
-            path = read_json(res, "training result").get("arch")
+            path = read_json_object(res, "training result").get("arch")
+            if path is not None and not isinstance(path, str):
+                raise ConfigError(res, "arch", f"expected a path, got {type(path).__name__}", "pass --arch=RUN/arch.json")
     if not path:
         raise ConfigError("<flags>", "--arch", "QAT needs the architecture the model was built from",
                           "pass --arch=RUN/arch.json")

@@ -20,7 +20,7 @@ import os
 import re
 import sys
 
-from proxyless_tf.errors import ConfigError, run_cli
+from proxyless_tf.errors import EXIT_INTERNAL, ConfigError, report_internal_error, run_cli
 
 _FLAGFILE = re.compile(r"^--?flagfile=(.*)$")
 
@@ -85,12 +85,22 @@ def _flagfile_args(lines):
     return out
 
 
-def check_flagfiles(argv, stack=()):
+MAX_FLAGFILE_DEPTH = 16    # our flag files include one or two levels; deeper is a loop or an attack
+MAX_FLAGFILES = 256        # files read in all (a few files including each other twice per level grow fast)
+MAX_FLAGFILE_BYTES = 1 << 20
+
+
+def check_flagfiles(argv, stack=(), seen=None):
     """Walk the flag files named in argv (and the ones they include); raise on a bad one.
 
-    A file that is missing, unreadable, not UTF-8, or that includes itself (directly or
-    through others) is a ConfigError naming that file: absl would skip the cycle silently.
+    A file that is missing, unreadable, not a regular file (a pipe would hang), too big, not
+    UTF-8, that includes itself (directly or through others), or a chain of includes deeper
+    than MAX_FLAGFILE_DEPTH is a ConfigError naming that file: absl would skip the cycle
+    silently, and hit Python's recursion limit on a deep chain.
     """
+    from proxyless_tf import readers
+
+    seen = [0] if seen is None else seen
     for name in _flagfile_args(argv):
         if not name:
             continue
@@ -99,20 +109,17 @@ def check_flagfiles(argv, stack=()):
             chain = " -> ".join([os.path.basename(s) for s in stack] + [os.path.basename(key)])
             raise ConfigError(name, "--flagfile", f"flag file includes itself ({chain})",
                               "remove the --flagfile line that points back to an including file")
-        try:
-            with open(name, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise ConfigError(name, "--flagfile", "flag file does not exist", "check the path") from None
-        except OSError as e:
-            raise ConfigError(name, "--flagfile", f"cannot be read ({e.strerror})",
-                              "pass a readable text file of --flag=value lines") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError(name, "--flagfile", f"is not UTF-8 (byte {e.start})",
-                              "save the flag file as UTF-8 text, one --flag=value per line") from None
-        check_flagfiles(text.splitlines(), stack + (key,))
+        if len(stack) >= MAX_FLAGFILE_DEPTH:
+            raise ConfigError(name, "--flagfile", f"flag files include each other more than {MAX_FLAGFILE_DEPTH} "
+                              f"levels deep (from {os.path.basename(stack[0])})",
+                              "flatten the chain: put the flags in fewer files")
+        seen[0] += 1
+        if seen[0] > MAX_FLAGFILES:
+            raise ConfigError(name, "--flagfile", f"more than {MAX_FLAGFILES} flag files read for one command",
+                              "include each flag file once")
+        text = readers.read_text(name, "flag file", "--flagfile", MAX_FLAGFILE_BYTES, fix="check the path",
+                                 encoding_fix="save the flag file as UTF-8 text, one --flag=value per line")
+        check_flagfiles(text.splitlines(), stack + (key,), seen)
 
 
 def parse_flags(argv):
@@ -132,10 +139,16 @@ def parse_flags(argv):
         print(f"error: <command line>: {field}: {msg} (fix: correct the flag; --helpfull lists every flag)",
               file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a bug in parsing: one line and a crash log, as run_cli does
+        report_internal_error(e)
+        sys.exit(EXIT_INTERNAL)
 
 
 def run(main, argv=None):
-    """app.run(main) with our flag parser, ConfigError handling (module docstring) and quiet console."""
+    """app.run(main) with our flag parser, ConfigError handling (module docstring) and quiet console.
+
+    Exit codes: 2 for bad input (one `error:` line saying what to fix), 1 for an internal error
+    (one `error:` line naming the crash log that holds the traceback; errors.run_cli)."""
     from absl import app
 
     from proxyless_tf import console  # absl's --verbosity decides whether TensorFlow's own lines show

@@ -13,7 +13,6 @@ Sources:
 """
 
 import dataclasses
-import gzip
 import os
 
 import numpy as np
@@ -50,26 +49,53 @@ class SearchData:
 
 
 # ---- local IDX files -----------------------------------------------------------------------------
+MAX_IDX_BYTES = 1 << 30         # the largest IDX data set we read (EMNIST) is ~700 MB unpacked
+MAX_IDX_DIMS = 4                # images are (n, h, w) or (n, h, w, c); labels (n,)
+
+
 def read_idx(path):
-    """An IDX file (optionally gzip) as a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:  # missing, unreadable, not gzip, truncated gzip
-        why = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(path, "<file>", f"cannot be read as an IDX file ({why})",
-                          "re-download the dataset") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise ConfigError(path, "<file>", "is not an unsigned-byte IDX file", "re-download the dataset")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise ConfigError(path, "<file>", "truncated IDX header", "re-download the dataset")
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ConfigError(path, "<file>", f"truncated: {data.size} bytes for shape {dims}", "re-download the dataset")
-    return data.reshape(dims)
+    """An IDX file (optionally gzip) as a numpy array, read within the size its header declares.
+
+    The header is read first and its shape checked (at most MAX_IDX_DIMS dimensions, at most
+    MAX_IDX_BYTES in all); then exactly that many bytes are decompressed, and one more byte is
+    an error: a gzip that expands past its header (a bomb, or two files glued together) is
+    refused after reading what it declared, never unpacked to gigabytes.
+    """
+    import gzip
+
+    from proxyless_tf import readers
+
+    path = os.fspath(path)
+    fix = "re-download the dataset"
+    with readers.open_regular(path, "IDX file", max_bytes=MAX_IDX_BYTES, fix=fix) as raw_f:
+        f = gzip.GzipFile(fileobj=raw_f, mode="rb") if path.endswith(".gz") else raw_f
+
+        def read(n):
+            return readers.read_bounded(f, n, path, "an IDX file")
+
+        head = read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 8:
+            raise ConfigError(path, "<file>", "is not an unsigned-byte IDX file", fix)
+        ndim = head[3]
+        if not 1 <= ndim <= MAX_IDX_DIMS:
+            raise ConfigError(path, "<header>", f"{ndim} dimensions (an image or label file has 1 to "
+                              f"{MAX_IDX_DIMS})", fix)
+        dims_raw = read(4 * ndim)
+        if len(dims_raw) < 4 * ndim:
+            raise ConfigError(path, "<file>", "truncated IDX header", fix)
+        dims = [int.from_bytes(dims_raw[4 * i:4 * i + 4], "big") for i in range(ndim)]
+        size = 1
+        for d in dims:
+            size *= d  # Python ints: no overflow, unlike np.prod
+        if size > MAX_IDX_BYTES:
+            raise ConfigError(path, "<header>", f"shape {dims} declares {size} bytes, more than the "
+                              f"{MAX_IDX_BYTES} allowed", fix)
+        data = read(size)
+        if len(data) != size:
+            raise ConfigError(path, "<file>", f"truncated: {len(data)} bytes for shape {dims}", fix)
+        if read(1):
+            raise ConfigError(path, "<file>", f"more data than its header declares (shape {dims})", fix)
+    return np.frombuffer(data, np.uint8).reshape(dims)
 
 
 def find_fashion_dir(data_dir=None):

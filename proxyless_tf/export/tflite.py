@@ -10,7 +10,6 @@ import contextlib
 import io
 import os
 import warnings
-import zipfile
 
 import keras
 import numpy as np
@@ -20,16 +19,18 @@ from proxyless_tf.errors import ConfigError
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TFLITE_IDENTIFIER = b"TFL3"
+MAX_TFLITE_BYTES = 2 << 30  # a flatbuffer cannot be larger
 
 
 def load_keras_model(path):
     """A saved .keras network, safe_mode on: our networks are stock layers, no custom code runs."""
+    from proxyless_tf import readers
+
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ConfigError(path, "<file>", "model does not exist", "pass the .keras file saved by proxyless_tf.train")
-    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # keras would say "File not found"
-        raise ConfigError(path, "<file>", "is not a .keras archive (not a zip file: empty, truncated or "
-                          "another format)", "pass the .keras file saved by proxyless_tf.train")
+    fix = "pass the .keras file saved by proxyless_tf.train"
+    readers.check_regular(path, "model", fix=fix)
+    if path.endswith(".keras"):  # keras would say "File not found" for a non-zip, and unpack a zip bomb
+        readers.check_zip(path, ".keras archive", fix)
     try:
         return keras.saving.load_model(path, safe_mode=True)  # explicit: never run code from a model file
     except Exception as e:  # keras raises many types for bad archives; the user needs one line
@@ -117,14 +118,10 @@ def check_flatbuffer(content, source="<tflite>"):
 
 def read_tflite(path):
     """Bytes of a .tflite file, with one clear line for a missing or corrupt file."""
+    from proxyless_tf import readers
+
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            content = f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, "<file>", "TFLite model does not exist", "check the path") from None
-    except OSError as e:
-        raise ConfigError(path, "<file>", f"cannot be read ({e.strerror})", "check permissions") from None
+    content = readers.read_bytes(path, "TFLite model", max_bytes=MAX_TFLITE_BYTES)
     check_flatbuffer(content, path)
     return content
 

@@ -52,30 +52,31 @@ def official_keys_for(key):
     return [official_key("expanded_conv", (h, w, p["in_channels"]), out, spec.expand, spec.kernel, s, idskip)]
 
 
+def _non_negative(x):
+    """A finite number >= 0 (an integer of thousands of digits is not finite as a float)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(x)) and x >= 0
+    except OverflowError:
+        return False
+
+
 def load_official_yaml(path):
     """The official YAML as {key: {count, mean, var}}, with one clear line for a bad file."""
-    import yaml
+    from proxyless_tf import readers
 
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "<file>", "official latency table does not exist",
-                          "point --yaml at ../shared/data/proxylessnas/mobile_trim.yaml") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(path, "<file>", f"cannot be read as YAML ({str(e).splitlines()[0]})",
-                          "restore the official mobile_trim.yaml") from None
+    d = readers.read_yaml(path, "official latency table", fix="restore the official mobile_trim.yaml",
+                          missing_fix="point --yaml at ../shared/data/proxylessnas/mobile_trim.yaml")
     if not isinstance(d, dict):
         raise ConfigError(path, "<top>", "expected a mapping of layer keys", "restore the official file")
     for k, v in d.items():
-        ok = isinstance(v, dict) and all(
-            isinstance(v.get(n), (int, float)) and not isinstance(v.get(n), bool) and math.isfinite(v[n])
-            and v[n] >= 0 for n in ("mean", "count") + (("var",) if isinstance(v, dict) and "var" in v
-                                                        and v["var"] is not None else ()))
+        ok = isinstance(v, dict) and all(_non_negative(v.get(n)) for n in ("mean", "count")) and (
+            v.get("var") is None or _non_negative(v["var"]))
         if not ok:
-            raise ConfigError(path, k, "entry needs a finite, non-negative mean and count (and var, if given)",
-                              "restore the official file")
+            raise ConfigError(path, str(k)[:120], "entry needs a finite, non-negative mean and count "
+                              "(and var, if given)", "restore the official file")
     return d
 
 

@@ -71,21 +71,40 @@ class ResumeState:
         self.path = os.path.join(directory, STATE)
 
     def load(self):
-        """The checkpoint's metadata dict, or None when there is none."""
-        if not os.path.exists(self.path):
+        """The checkpoint's metadata dict, or None when there is none.
+
+        Everything a resume will read is checked here, before the run touches its directory: a
+        `state.json` that is not an object or lacks a field, a checkpoint file it names that is
+        missing or damaged (a truncated `.weights.h5`) is one line that says to start over.
+        """
+        from proxyless_tf import readers
+
+        if not os.path.lexists(self.path):
             return None
+        fix = f"delete {self.dir} to start over"
         try:
-            with open(self.path, encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ConfigError(self.path, "<file>", f"resume state is unreadable ({e})",
-                              f"delete {self.dir} to start over") from None
-        changed = sorted(k for k in set(meta.get("config", {})) | set(self.config)
-                         if meta.get("config", {}).get(k) != self.config.get(k))
+            meta = readers.read_json_object(self.path, "resume state", fix=fix)
+        except ConfigError as e:
+            raise ConfigError(self.path, e.field, f"resume state is unreadable ({e.problem})", fix) from None
+        if not isinstance(meta.get("config"), dict):
+            raise ConfigError(self.path, "config", f"expected a JSON object, got {type(meta.get('config')).__name__}",
+                              fix)
+        changed = sorted(k for k in set(meta["config"]) | set(self.config)
+                         if meta["config"].get(k) != self.config.get(k))
         if changed:
             raise ConfigError(self.path, "config", "this run directory holds a resumable run of another command "
                               f"(differs in {', '.join(changed)})",
                               f"rerun with the same flags, use another output directory, or delete {self.dir}")
+        for name, kind in (("epoch", int), ("step", int), ("weights", str), ("arrays", str), ("extra", dict)):
+            v = meta.get(name)
+            if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 0):
+                want = "a non-negative integer" if kind is int else f"a JSON {'object' if kind is dict else 'string'}"
+                raise ConfigError(self.path, name, f"expected {want}, got {type(v).__name__} {str(v)[:40]}", fix)
+        for name in ("weights", "arrays"):
+            if os.path.basename(meta[name]) != meta[name] or meta[name] in ("", ".", ".."):
+                raise ConfigError(self.path, name, f"{meta[name][:80]!r} is not a file name inside {self.dir}", fix)
+        readers.check_h5(os.path.join(self.dir, meta["weights"]), "checkpoint weights file", fix)
+        readers.check_regular(os.path.join(self.dir, meta["arrays"]), "checkpoint arrays file", fix=fix)
         return meta
 
     def restore(self, model, meta):
@@ -93,15 +112,28 @@ class ResumeState:
         opt = getattr(model, "optimizer", None)
         if opt is not None and not opt.built:
             opt.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.dir, meta["weights"]))
-        arrays = np.load(os.path.join(self.dir, meta["arrays"]))
+        fix = f"delete {self.dir} to start over"
+        weights, arrays_path = os.path.join(self.dir, meta["weights"]), os.path.join(self.dir, meta["arrays"])
+        try:
+            model.load_weights(weights)
+        except Exception as e:  # keras/h5py raise many types for a damaged or foreign file
+            raise ConfigError(weights, "<file>", f"checkpoint weights cannot be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:100] if str(e) else ''})", fix) from None
+        try:
+            arrays = dict(np.load(arrays_path, allow_pickle=False))
+            num_rng, num_metrics = int(arrays["num_rng"]), int(arrays["num_metrics"])
+            rng_arrays = [arrays[f"rng{i}"] for i in range(num_rng)]
+            metric_arrays = [arrays[f"metric{i}"] for i in range(num_metrics)]
+        except Exception as e:  # zipfile/numpy errors for a truncated .npz, KeyError for a foreign one
+            raise ConfigError(arrays_path, "<file>", f"checkpoint arrays cannot be loaded ({type(e).__name__})",
+                              fix) from None
         rng = rng_variables(model)
-        if len(rng) != int(arrays["num_rng"]):
+        if len(rng) != num_rng:
             raise ConfigError(self.path, "rng", f"{len(rng)} random generators, the checkpoint has "
-                              f"{int(arrays['num_rng'])}", f"delete {self.dir} to start over")
-        for i, v in enumerate(rng):
-            v.assign(arrays[f"rng{i}"])
-        return [arrays[f"metric{i}"] for i in range(int(arrays["num_metrics"]))]
+                              f"{num_rng}", fix)
+        for v, a in zip(rng, rng_arrays):
+            v.assign(a)
+        return metric_arrays
 
     def save(self, model, epoch, step, extra=None):
         """Checkpoint after `step` batches of `epoch` (step 0: the epoch has not started)."""

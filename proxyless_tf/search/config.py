@@ -348,7 +348,7 @@ def read_config(search_dir):
     if not os.path.exists(path):
         raise ConfigError(path, "config.json", "missing: searches before config.json was written, or not a search "
                           "directory", "pass the --out_dir of a proxyless_tf.search run (rerun older searches)")
-    values = json.load(open(path))
+    values = files_lib.read_json_object(path, "search config", fix="pass the --out_dir of a proxyless_tf.search run")
     if values and all(k in SECTIONS and isinstance(v, dict) for k, v in values.items()):
         values = {k: v for section in values.values() for k, v in section.items()}
     elif values.get("mode") == "reinforce":  # flat, possibly from before the field existed: one draw per update
