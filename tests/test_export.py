@@ -105,6 +105,15 @@ def test_benchmark_cli_predicts_and_rejects_a_corrupt_model(trained, tmp_path):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["count"] == 20 and res["predicted_ms"] == pytest.approx(0.5 * len(keys_lib.arch_keys(arch, 10)))
     assert res["error_pct"] == pytest.approx(100 * (res["predicted_ms"] - res["median_ms"]) / res["median_ms"])
+    assert res["compared_statistic"] == "median"  # the hand table says nothing: median
+
+    table.statistic = "p5"  # a p5 table (the default of new host tables) is compared with the p5
+    table.save(tmp_path / "t5.json")
+    proc = run_cli(["tools/benchmark_tflite.py", str(tfl), "--backend=litert", "--num_runs=20", "--warmup_runs=2",
+                    f"--table={tmp_path / 't5.json'}", f"--arch={trained['arch']}", "--json"], TF_CPP_MIN_LOG_LEVEL="2")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["compared_statistic"] == "p5" and "of the measured p5" in proc.stdout
+    assert res["error_pct"] == pytest.approx(100 * (res["predicted_ms"] - res["p5_ms"]) / res["p5_ms"])
 
     bad = tmp_path / "corrupt.tflite"
     bad.write_bytes(tfl.read_bytes()[:3000])

@@ -142,3 +142,25 @@ def test_reference_clock_stores_its_scale_and_a_resume_keeps_it(tmp_path):
     again = build_table(space, b2, out, num_classes=4, progress=False)
     assert b2.reference_ms == ref_ms and LatencyTable.load(out).device["reference_ms"] == ref_ms
     assert dropped in again.entries
+
+
+def test_build_progress_in_a_log_file_is_a_line_every_ten_blocks(tmp_path, capsys):
+    """Not a terminal (pytest captures stdout): no redrawn bar, a plain line every 10 blocks and at the end."""
+    from proxyless_tf.latency.table import LatencyStats
+
+    class Instant:  # a backend that answers at once: only the progress output is under test
+        statistic = "p5"
+
+        def describe(self):
+            return {"backend": "instant"}
+
+        def measure(self, model):
+            return LatencyStats(0.2, 0.1, 0.3, 3)
+
+    space = tiny_space()
+    n = len(keys_lib.required_keys(space, 10))
+    build_table(space, Instant(), tmp_path / "t.json", 10, progress=True)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(f"{n} keys, 0 already measured, {n} to go")
+    assert [l.split(" blocks")[0].strip() for l in out[1:]] == [f"{n}/{n}"]  # 7 keys: only the final line
+    assert "━" not in "".join(out)

@@ -9,6 +9,7 @@ or device is never silently extended.
 """
 
 import os
+import sys
 import time
 
 from proxyless_tf.models import nets
@@ -81,7 +82,7 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
         backend: a `backends.Backend`.
         out_path: JSON file written after every key (atomic rename), final table included.
         num_classes: classifier width of the head entry.
-        progress: show a keras Progbar.
+        progress: show progress: a keras Progbar on a terminal, a line every 10 blocks otherwise.
         resume: continue an existing file at out_path (after checking it matches);
             False starts over and overwrites it.
         shard: (index, count): measure only that worker's share of the keys
@@ -113,13 +114,16 @@ def build_table(space, backend, out_path, num_classes, progress=True, resume=Tru
 
         done = len(keys) - len(todo)
         print(f"latency table {out_path}: {len(keys)} keys, {done} already measured, {len(todo)} to go")
-        bar = keras.utils.Progbar(len(todo), unit_name="block", stateful_metrics=["last_ms", "busy"])
+        if sys.stdout.isatty():  # a bar redrawn in place; in a log file, a line every 10 blocks instead
+            bar = keras.utils.Progbar(len(todo), unit_name="block", stateful_metrics=["last_ms", "busy"])
     t0 = time.perf_counter()
     for i, key in enumerate(todo):
         table.entries[key] = backend.measure(model_for_key(key, space, num_classes))
         table.save(out_path)  # after every key: a kill loses at most the block in progress
         if bar is not None:
             bar.update(i + 1, values=[("last_ms", getattr(table.entries[key], table.statistic))] + _busy(backend))
+        elif progress and ((i + 1) % 10 == 0 or i + 1 == len(todo)):
+            print(f"  {i + 1}/{len(todo)} blocks measured in {time.perf_counter() - t0:.0f} s", flush=True)
     if todo:
         table.device["finished"] = backend.describe().get("date")
         table.device["build_seconds"] = round(time.perf_counter() - t0, 1)
