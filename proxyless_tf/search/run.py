@@ -94,6 +94,7 @@ def build_supernet(cfg, inp, strategy):
     """The compiled SuperNet under `strategy`, and the CPU kernels it was given (None: off)."""
     import keras
 
+    from proxyless_tf.runtime import distribute
     from proxyless_tf.search.supernet import SuperNet
 
     schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, inp.steps * cfg.epochs))
@@ -115,6 +116,7 @@ def build_supernet(cfg, inp, strategy):
             arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,
             reinforce_w=cfg.reinforce_w, baseline_decay=cfg.reinforce_baseline_decay,
             reinforce_samples=cfg.reinforce_samples, reinforce_w_under=cfg.reinforce_w_under)
+    distribute.fix_multi_worker_fit(net, strategy)  # Keras 3.15's multi-worker fit, on this instance only
     return net, kernels
 
 
