@@ -115,3 +115,14 @@ def test_optimizer_options_the_per_group_weight_step_cannot_apply_are_refused(op
     # the distributed step refuses through the same check, with its own longer list
     with pytest.raises(ConfigError, match="clipnorm is not applied by the distributed search step"):
         replica_step.check_optimizer(keras.optimizers.SGD(0.1, clipnorm=1.0), "weight_optimizer")
+
+
+def test_fit_on_search_batches_does_not_warn_that_shuffle_is_ignored():
+    """Search batches come pre-shuffled: `fit` passes shuffle=False so Keras's `shuffle=True ... ignored`
+    warning (one per fit, every run) stays out of a user's console; any other warning still shows."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        searched_net()
+    assert not [w for w in caught if "shuffle" in str(w.message)], [str(w.message) for w in caught]

@@ -149,6 +149,7 @@ class SuperNet(SearchCompile, ReinforceSteps, WeightSteps, SuperNetBase):
             raise ConfigError("<fit>", "x", "a SuperNet step needs a training and a validation batch, "
                               f"((x, y), (x_val, y_val)); got x={type(x).__name__}"
                               f"{'' if y is None else f', y={type(y).__name__}'}", BATCH_HINT)
+        kwargs.setdefault("shuffle", False)  # search batches come pre-shuffled; Keras warns that it ignores it
         return super().fit(x, None, *args, callbacks=list(callbacks or []) + [_ArchPhase()], **kwargs)
 
     @staticmethod
