@@ -10,6 +10,7 @@ import numpy as np
 
 from cli_helpers import ROOT, cli_env
 from proxyless_tf import console
+from proxyless_tf import messages
 
 # Lines captured from TF 2.21 / ai_edge_litert on a CPU-only host (see console.py).
 TF_LINES = [
@@ -67,15 +68,15 @@ def test_importing_tensorflow_prints_nothing_unless_verbosity_asks():
 
 
 def test_duration_metrics_and_commands_read_as_a_person_writes_them(tmp_path, monkeypatch):
-    assert [console.duration(s) for s in (0.4, 59.4, 61, 3599, 3725)] == \
+    assert [messages.duration(s) for s in (0.4, 59.4, 61, 3599, 3725)] == \
         ["0 s", "59 s", "1 min 01 s", "59 min 59 s", "1 h 02 min"]
-    assert console.metrics_text({"val_accuracy": 0.8, "accuracy": 0.81254, "learning_rate": 0.1, "loss": 0.5}) == \
+    assert messages.metrics_text({"val_accuracy": 0.8, "accuracy": 0.81254, "learning_rate": 0.1, "loss": 0.5}) == \
         "loss 0.5  accuracy 0.8125  val_accuracy 0.8"
     monkeypatch.chdir(tmp_path)
-    assert console.shown_path(tmp_path / "run" / "model.keras") == os.path.join("run", "model.keras")
-    assert console.shown_path("/elsewhere/m.keras") == "/elsewhere/m.keras"
-    assert console.command("python", "a b/m.keras", "--x=1") == "python 'a b/m.keras' --x=1"
-    assert console.tool_command("export_tflite.py", "m.keras") == \
+    assert messages.shown_path(tmp_path / "run" / "model.keras") == os.path.join("run", "model.keras")
+    assert messages.shown_path("/elsewhere/m.keras") == "/elsewhere/m.keras"
+    assert messages.command("python", "a b/m.keras", "--x=1") == "python 'a b/m.keras' --x=1"
+    assert messages.tool_command("export_tflite.py", "m.keras") == \
         f"python {os.path.join(ROOT, 'tools', 'export_tflite.py')} m.keras"
 
 
@@ -84,7 +85,7 @@ def test_progress_lines_every_n_steps_and_at_each_epoch_end(capsys):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x, y = np.zeros((12, 2), np.float32), np.zeros((12, 1), np.float32)
-    model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[console.progress_lines(2, 6, 4)])
+    model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[messages.progress_lines(2, 6, 4)])
     lines = capsys.readouterr().out.splitlines()
     head = [" ".join(l.split("  ")[:2]) for l in lines]
     assert [re.sub(r"done in .*", "done", h) for h in head] == ["epoch 1/2 step 4/6", "epoch 1/2 done",
@@ -92,6 +93,6 @@ def test_progress_lines_every_n_steps_and_at_each_epoch_end(capsys):
     assert all("loss 0" in l for l in lines)
     # A resumed run that starts at epoch 1, step 3 of 6: Keras counts that epoch's batches from 0.
     model.fit(x[:6], y[:6], batch_size=2, initial_epoch=1, epochs=2, verbose=0,
-              callbacks=[console.progress_lines(2, 6, 4, start_epoch=1, start_step=3)])
+              callbacks=[messages.progress_lines(2, 6, 4, start_epoch=1, start_step=3)])
     assert [re.sub(r"done in .*", "done", l.split("  ")[1]) for l in capsys.readouterr().out.splitlines()] == \
         ["step 4/6", "done"]

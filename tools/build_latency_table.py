@@ -191,12 +191,12 @@ def _report(table, space):
     print(f"wrote {OUT.value}: {len(table)} entries" + (f" from {len(workers)} workers" if workers else "")
           + f"; predicted range {lo:.3f}-{hi:.3f} ms "
           f"({'calibrated' if table.calibration else 'raw block sums'})")
-    from proxyless_tf import console
+    from proxyless_tf import messages
 
     print("next: search for a network at a latency in that range (plus the dataset and training flags, "
           "e.g. those of configs/quickstart.flags):")
-    print("  " + console.command("python", "-m", "proxyless_tf.search", f"--space={console.shown_path(SPACE.value)}",
-                                 f"--latency_table={console.shown_path(OUT.value)}",
+    print("  " + messages.command("python", "-m", "proxyless_tf.search", f"--space={messages.shown_path(SPACE.value)}",
+                                 f"--latency_table={messages.shown_path(OUT.value)}",
                                  f"--target_ms={lo + 0.3 * (hi - lo):.3g}"))
 
 

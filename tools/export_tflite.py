@@ -131,19 +131,19 @@ def main(argv):
 
 def summary(report, out_dir, report_path):
     """The closing lines: where the models went, and how to time one on a phone (the pipeline's last step)."""
-    from proxyless_tf import console
+    from proxyless_tf import messages
 
     modes = report["modes"]
     first = modes.get("float32") or next(iter(modes.values()))
-    model = console.shown_path(first["file"])
+    model = messages.shown_path(first["file"])
     return "\n".join([
         f"wrote {len(modes)} TFLite model(s) ({', '.join(modes)}), each with the .json an Android app reads, "
-        f"to {console.shown_path(out_dir)}",
-        f"  report: {console.shown_path(report_path)}",
+        f"to {messages.shown_path(out_dir)}",
+        f"  report: {messages.shown_path(report_path)}",
         "next: time it on an Android phone (adb and TFLite's benchmark_model), or on this machine with LiteRT:",
-        "  " + console.tool_command("benchmark_tflite.py", model, "--backend=adb",
+        "  " + messages.tool_command("benchmark_tflite.py", model, "--backend=adb",
                                     "--benchmark_binary=./benchmark_model"),
-        "  " + console.tool_command("benchmark_tflite.py", model, "--backend=litert"),
+        "  " + messages.tool_command("benchmark_tflite.py", model, "--backend=litert"),
     ])
 
 

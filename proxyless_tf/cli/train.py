@@ -13,7 +13,7 @@ import time
 
 from absl import flags
 
-from proxyless_tf import cli, console
+from proxyless_tf import cli, messages
 
 from proxyless_tf.runtime import distribute
 from proxyless_tf.errors import ConfigError
@@ -85,8 +85,8 @@ def main(argv):
     if progress == "auto":
         progress = "bar" if sys.stdout.isatty() else "lines"
     steps = FLAGS.steps_per_epoch or (len(splits.x_train) - FLAGS.val_examples) // FLAGS.batch_size
-    print(f"retraining {console.shown_path(FLAGS.arch)} on {FLAGS.dataset}: {FLAGS.epochs} epochs of {steps} steps "
-          f"x {FLAGS.batch_size} images, into {console.shown_path(out_dir)}", flush=True)
+    print(f"retraining {messages.shown_path(FLAGS.arch)} on {FLAGS.dataset}: {FLAGS.epochs} epochs of {steps} steps "
+          f"x {FLAGS.batch_size} images, into {messages.shown_path(out_dir)}", flush=True)
     t0 = time.time()
     result = training.train(arch, splits, cfg, out_dir, progress=progress, log_every=FLAGS.log_every,
                             strategy=strategy)
@@ -102,16 +102,16 @@ def main(argv):
 
 def summary(result, result_path, num_test, has_val):
     """What a user reads at the end: the accuracy, where the files are, and the command to run next."""
-    model = console.shown_path(result["model_path"])
+    model = messages.shown_path(result["model_path"])
     return "\n".join([
         f"retrained {os.path.basename(result['arch'])}: test accuracy {100 * result['test_accuracy']:.2f} % "
         f"(loss {result['test_loss']:.4f}, {num_test} test images), {result['epochs']} "
         f"epoch{'s' if result['epochs'] != 1 else ''} in "
-        f"{console.duration(result['wall_s'])}",
+        f"{messages.duration(result['wall_s'])}",
         f"  model:  {model}  (the epoch of best {'validation' if has_val else 'training'} accuracy: best.keras)",
-        f"  result: {console.shown_path(result_path)}  (per-epoch log: train_log.csv)",
+        f"  result: {messages.shown_path(result_path)}  (per-epoch log: train_log.csv)",
         "next: convert it to TFLite (float32, float16, dynamic, int8) and check it on test images:",
-        "  " + console.tool_command("export_tflite.py", model),
+        "  " + messages.tool_command("export_tflite.py", model),
     ])
 
 

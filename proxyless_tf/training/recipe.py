@@ -276,9 +276,9 @@ def train(arch, splits, cfg, run_dir, progress="lines", log_every=100, strategy=
     if verbose is None:
         verbose = 1 if progress == "bar" else 0
         if progress == "lines":
-            from proxyless_tf import console
+            from proxyless_tf import messages
 
-            cbs.append(console.progress_lines(cfg.epochs, steps, log_every, start_epoch, start_step))
+            cbs.append(messages.progress_lines(cfg.epochs, steps, log_every, start_epoch, start_step))
     with distribute.worker_loss_as_error(strategy, state):
         resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
                                  train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
