@@ -10,9 +10,8 @@ that made them), so it cannot say anything the sections do not, and it is rewrit
 """
 
 import re
-from proxyless_tf import files as files_lib
 
-from proxyless_tf import space as space_lib
+from proxyless_tf import files as files_lib
 
 HEADING = "## Matched latency at a glance"
 MATCHED = "## Matched latency: latency-aware search vs blind, random and MobileNetV2-style"

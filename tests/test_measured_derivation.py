@@ -199,7 +199,7 @@ def test_the_reference_timed_beside_each_network_takes_the_machines_drift_out(tm
 
     from proxyless_tf.models import nets
 
-    from proxyless_tf.search import run as search_run
+    from proxyless_tf.search import derive as derive_stage, inputs
     from proxyless_tf.space import Arch
 
     space, _, _, _ = write_micro(tmp_path)
@@ -224,7 +224,7 @@ def test_the_reference_timed_beside_each_network_takes_the_machines_drift_out(tm
     cfg = types.SimpleNamespace(derive_mode="band", measured_target_ms=None, measured_reference=str(ref),
                                 derive_tolerance=0.01)
     target = undisturbed[tuple(candidates[1].ops)]
-    arch, (ms, rounds, on_device) = search_run.derive_on_device(net, table, Device(), 10, target, cfg)
+    arch, (ms, rounds, on_device) = derive_stage.derive_on_device(net, table, Device(), 10, target, cfg)
     assert on_device == undisturbed[tuple(json_ops(ref))] and calls[0] == tuple(json_ops(ref))
     assert calls[2::2] == [tuple(json_ops(ref))] * len(rounds)  # the reference right after each network
     for r in rounds:
@@ -236,15 +236,15 @@ def test_the_reference_timed_beside_each_network_takes_the_machines_drift_out(tm
     d = json.loads(ref.read_text())
     d["space"]["input_shape"] = [d["space"]["input_shape"][0] * 2] * 2 + d["space"]["input_shape"][2:]
     (tmp_path / "big.json").write_text(json.dumps(d))
-    ok = search_run.reference_arch(types.SimpleNamespace(measured_reference=str(tmp_path / "big.json")), space)
+    ok = inputs.reference_arch(types.SimpleNamespace(measured_reference=str(tmp_path / "big.json")), space)
     assert ok.space == space and ok.ops == json_ops(ref)
     d["space"]["head"]["out_channels"] += 8  # same name, another network
     (tmp_path / "head.json").write_text(json.dumps(d))
     with pytest.raises(ConfigError, match=r"head\.json: space\.head: .*pass an architecture of --space"):
-        search_run.reference_arch(types.SimpleNamespace(measured_reference=str(tmp_path / "head.json")), space)
+        inputs.reference_arch(types.SimpleNamespace(measured_reference=str(tmp_path / "head.json")), space)
     # without --target_ms / --target_frac the loss aims at the table's prediction of the reference
     lat = types.SimpleNamespace(latency_range=lambda s, nc: (0.0, 1e9), predict=table.predict)
-    got, _ = search_run.resolve_target(types.SimpleNamespace(target_ms=None, target_frac=None,
+    got, _ = inputs.resolve_target(types.SimpleNamespace(target_ms=None, target_frac=None,
                                                              measured_reference=str(ref)), lat, space, 10)
     assert got == undisturbed[tuple(json_ops(ref))]
 

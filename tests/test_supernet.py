@@ -348,7 +348,7 @@ def test_cli_config_check_and_compile_accept_the_same_latency_losses(tmp_path):
     and a misspelt one is refused by the check with the names it knows."""
     from proxyless_tf.search.latency_losses import LATENCY_LOSSES
     from proxyless_tf.search.config import SearchConfig
-    from proxyless_tf.search.run import check_config
+    from proxyless_tf.search.inputs import check_config
     from latency_helpers import write_space
     from search_helpers import MICRO
 

@@ -13,7 +13,6 @@ interleaved reference (clock=ref) is what keeps their ratios comparable, and thi
 the check that it does.
 """
 
-import json
 import os
 import subprocess
 import sys

@@ -22,7 +22,6 @@ Whole-network measurements (repeats included) are cached in TABLE.validation.jso
 killed run resumes and a rerun measures nothing it has.
 """
 
-import json
 import os
 import sys
 

@@ -20,10 +20,10 @@ import time
 
 from proxyless_tf import files as files_lib
 from proxyless_tf.search.callbacks import check_stopped, make_callbacks
-from proxyless_tf.search.config import SearchConfig, write_config  # noqa: F401 (SearchConfig: callers import it here)
-from proxyless_tf.search.derive import derive, derive_on_device  # noqa: F401 (derive_on_device: likewise)
-from proxyless_tf.search.inputs import (check_config, latency_classes, latency_space, load_space,  # noqa: F401
-                                        load_table, reference_arch, resolve_target)
+from proxyless_tf.search.config import write_config
+from proxyless_tf.search.derive import derive
+from proxyless_tf.search.inputs import (check_config, latency_classes, latency_space, load_table, reference_arch,
+                                        resolve_target)
 from proxyless_tf.search.summary import alpha_decision, summary_text
 
 

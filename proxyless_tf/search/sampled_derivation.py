@@ -13,7 +13,7 @@ network, from the same statistics and seed each time), keep the best. This is
 the one-shot selection of SPOS (Guo et al. 2020, there by evolution under the constraint) and
 ENAS's derivation (sample from the policy, keep the best on validation), on ProxylessNAS's
 supernet. With `--derive_measure` a pick that misses the measured band is not edited: the next
-round draws and scores again in the corrected band (`search_run.derive_on_device`).
+round draws and scores again in the corrected band (`search.derive.derive_on_device`).
 """
 
 import numpy as np

@@ -27,7 +27,6 @@ import tensorflow as tf
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
 
-from proxyless_tf.search.config import SANDWICH, WARMUP_PATHS, WEIGHT_SAMPLING  # noqa: F401 (one list of each)
 # optimizer options that need every gradient of a step in one apply
 GLOBAL_OPTIONS = ("global_clipnorm", "use_ema", "gradient_accumulation_steps")
 

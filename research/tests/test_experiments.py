@@ -10,7 +10,6 @@ import pytest
 import latency_helpers
 from search_helpers import micro_space
 from research import experiments
-from proxyless_tf import files as files_lib
 from proxyless_tf.errors import ConfigError
 
 

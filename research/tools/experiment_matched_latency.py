@@ -137,7 +137,6 @@ class Measurer:
 
     def __call__(self, arch, label="", fresh=False):
         from proxyless_tf.models import nets
-        from proxyless_tf import space as space_lib
 
         key = ",".join(arch.ops)
         if key in self.cache and not fresh:

@@ -76,7 +76,6 @@ def markdown(results, command):
 
 def main(argv):
     from research import experiments
-    from proxyless_tf import space as space_lib
 
     labels = FLAGS.labels or [os.path.basename(os.path.normpath(d)) for d in FLAGS.runs]
     if len(labels) != len(FLAGS.runs):

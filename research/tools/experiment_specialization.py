@@ -453,7 +453,7 @@ def markdown(res):
 def main(argv):
     if len(argv) > 1:
         raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}", "pass only --flags")
-    from proxyless_tf.search import run as search_run
+    from proxyless_tf.search.inputs import load_space
     from proxyless_tf import space as space_lib
     from proxyless_tf.latency.official import import_table
     from proxyless_tf.latency.table import LatencyTable
@@ -461,8 +461,8 @@ def main(argv):
     t0 = time.time()
     FLAGS.out_dir = os.path.abspath(FLAGS.out_dir)  # the searches run from the repository root
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    deploy = search_run.load_space(FLAGS.space, FLAGS.latency_resolution)
-    proxy = search_run.load_space(FLAGS.space, FLAGS.resolution)
+    deploy = load_space(FLAGS.space, FLAGS.latency_resolution)
+    proxy = load_space(FLAGS.space, FLAGS.resolution)
     pixel_path = os.path.join(FLAGS.out_dir, "pixel1_table.json")
     pixel = import_table(FLAGS.pixel_yaml, deploy, FLAGS.latency_num_classes)
     pixel.save(pixel_path)

@@ -160,7 +160,6 @@ def markdown(results, command, retrained_taus):
 def main(argv):
     from research import accuracy_noise
     from research import experiments
-    from proxyless_tf import space as space_lib
 
     # with --rows_from, a run still searching (or bare search dirs) can be probed: its own networks
     # are then scored but not placed in the retrained ranking
