@@ -7,10 +7,13 @@ per case, which entry point gets which arguments and what the one error line mus
 (the file, the field, the fix). Each case must exit with code 2, print exactly one `error:`
 line and no traceback, and leave no partial output: the paths in `absent` must not exist
 afterwards, and a good file named in `unchanged` (copied there before) must be
-byte-identical; a case with `max_rss_mb` (the bombs) also asserts the peak resident memory of
+byte-identical, and a directory named in `unchanged_tree` (a run directory set up before) must hold
+exactly the same files with the same bytes; a case with `max_rss_mb` (the bombs) also asserts the peak resident memory of
 the entry point's process stays below it. Files that would be huge, or cannot live in git
 (a FIFO, a 1000-file flag chain, gzip and zip bombs), are made by `setup` in the case's own
-directory. Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
+directory, as are copies of shipped files with one value changed (`patch_json`) and a search's
+resume checkpoint for the case's own flags (`search_state`); `env` sets environment variables
+(TF_CONFIG). Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
 {SHARED} ../shared/data/proxylessnas.
 
 Every case is a real subprocess, as a user would run it. Most fail before TensorFlow is
@@ -126,6 +129,40 @@ def _flag_chain(spec, tmp):
             f.write(f"--flagfile={os.path.join(d, f'f{i + 1}.flags')}\n" if i + 1 < n else "--epochs=1\n")
 
 
+def _patch_json(spec, tmp):
+    """A copy of a JSON file with some values replaced: [src, dst, [[[key, ...], value], ...]]."""
+    src, dst, changes = spec
+    with open(_sub(src, tmp), encoding="utf-8") as f:
+        obj = json.load(f)
+    for path, value in changes:
+        node = obj
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+    dst = _sub(dst, tmp)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+
+
+def _search_state(spec, tmp):
+    """A search's resume checkpoint that belongs to the case's command (state.json carries the
+    fingerprint of `values`, the SearchConfig the CLI builds from the case's flags), whose weights
+    file is `weights`: the run gets past the configuration check to the file under test."""
+    from proxyless_tf.search.config import SearchConfig
+
+    d = _sub(spec["dir"], tmp)
+    os.makedirs(d, exist_ok=True)
+    values = {k: _sub(v, tmp) if isinstance(v, str) else v for k, v in spec["values"].items()}
+    config = json.loads(json.dumps(SearchConfig(**values).fingerprint(), default=str))
+    tag = "00001-00000005"
+    shutil.copyfile(_sub(spec["weights"], tmp), os.path.join(d, f"state-{tag}.weights.h5"))
+    np.savez(os.path.join(d, f"state-{tag}.npz"), num_rng=0, num_metrics=0)
+    with open(os.path.join(d, "state.json"), "w", encoding="utf-8") as f:
+        json.dump({"epoch": 1, "step": 5, "weights": f"state-{tag}.weights.h5", "arrays": f"state-{tag}.npz",
+                   "config": config, "extra": {"alpha_history": [], "saved_epoch": 0}}, f)
+
+
 def _setup(case, tmp):
     setup = case.get("setup", {})
     for d in setup.get("mkdir", []):
@@ -148,7 +185,12 @@ def _setup(case, tmp):
         _flag_chain(setup["flag_chain"], tmp)
     for path in setup.get("fifo", []):  # a named pipe: reading it would block forever
         os.mkfifo(_sub(path, tmp))
-    return _fake_adb(tmp) if case.get("fake_adb") else {}
+    for spec in setup.get("patch_json", []):
+        _patch_json(spec, tmp)
+    if "search_state" in setup:
+        _search_state(setup["search_state"], tmp)
+    env = {k: _sub(v, tmp) for k, v in case.get("env", {}).items()}
+    return dict(env, **_fake_adb(tmp)) if case.get("fake_adb") else env
 
 
 # Runs the entry point as its child and reports the child's peak resident memory on stderr.
@@ -174,6 +216,16 @@ def _runnable(case):
     return os.path.isdir(SHARED_DATA) or "{SHARED}" not in json.dumps(case)
 
 
+def _tree(root):
+    """{relative path: bytes} of every file under `root`: a run directory, compared whole."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                out[os.path.relpath(os.path.join(d, n), root)] = f.read()
+    return out
+
+
 class _Run:
     """One case set up in its own directory and running (or finished) in the background."""
 
@@ -184,6 +236,7 @@ class _Run:
         for p in case.get("unchanged", []):
             with open(_sub(p, tmp), "rb") as f:
                 self.before[p] = f.read()
+        self.trees = {p: _tree(_sub(p, tmp)) for p in case.get("unchanged_tree", [])}
         args = ENTRY[case["entry"]] + [_sub(a, tmp) for a in case["args"]]
         if "max_rss_mb" in case:
             args = ["-c", _PEAK_RSS] + args
@@ -217,6 +270,8 @@ def test_bad_input_is_one_error_line(case, runs):
     for p, content in before.items():
         with open(_sub(p, tmp), "rb") as f:
             assert f.read() == content, f"{case['id']} changed {p}"
+    for p, files in run.trees.items():  # an existing run directory: no file added, changed or removed
+        assert _tree(_sub(p, tmp)) == files, f"{case['id']} changed the run directory {p}"
     left = [f for f in os.listdir(tmp) if ".tmp." in f]
     assert not left, left
     if "max_rss_mb" in case:  # a bomb is refused before it is unpacked

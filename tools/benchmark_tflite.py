@@ -31,9 +31,8 @@ flags.DEFINE_bool("json", False, "Also print the numbers as one JSON line (for s
 
 
 def _measure(path, backend):
-    import numpy as np
-
     from proxyless_tf.export import tflite as export
+    from proxyless_tf.export import user_tflite
 
     if path.endswith(".keras"):
         return backend.measure(export.load_keras_model(path))
@@ -43,10 +42,9 @@ def _measure(path, backend):
     content = export.read_tflite(path)
     if backend.name == "adb":
         return backend.measure_tflite(content, path)
-    interp = export.open_interpreter(content, path, num_threads=backend.threads)
-    inp = interp.get_input_details()[0]
-    x = np.random.default_rng(0).standard_normal(inp["shape"]).astype(np.float32)
-    interp.set_tensor(inp["index"], export._quantize(x, inp))
+    # a file from anywhere: tensor sizes bounded before allocation, every input fed, one invoke checked
+    interp = user_tflite.open_user_interpreter(content, path, num_threads=backend.threads)
+    user_tflite.feed_inputs(interp, path)
     return backend.measure_interpreter(interp)
 
 

@@ -41,6 +41,9 @@ SHARD = flags.DEFINE_string("shard", None, "I/N: measure only worker I's share o
                             "(what --workers and a --serial list run; merged by them)")
 
 
+MAX_WORKERS = 64  # each is a process with TensorFlow loaded; more would exhaust the machine, not speed it up
+
+
 def _serials():
     return [s.strip() for s in (latency_flags.SERIAL.value or "").split(",") if s.strip()]
 
@@ -121,8 +124,7 @@ def main(argv):
         raise ConfigError("<flags>", "--space", "missing", "pass --space=configs/spaces/NAME.json")
     if not OUT.value:
         raise ConfigError("<flags>", "--out", "missing", "pass --out=PATH.json")
-    if NUM_CLASSES.value < 1:
-        raise ConfigError("<flags>", "--num_classes", f"must be positive, got {NUM_CLASSES.value}", "pass e.g. 10")
+    space_lib.check_num_classes(NUM_CLASSES.value)
     files_lib.check_output_path(OUT.value)
     space = space_lib.SearchSpace.from_json(SPACE.value)
     serials = _serials()
@@ -131,8 +133,9 @@ def main(argv):
         from proxyless_tf.latency.shards import parse_shard
 
         shard = parse_shard(SHARD.value)
-    if WORKERS.value < 1:
-        raise ConfigError("<flags>", "--workers", f"must be at least 1, got {WORKERS.value}", "pass e.g. 2")
+    if not 1 <= WORKERS.value <= MAX_WORKERS:
+        raise ConfigError("<flags>", "--workers", f"must be from 1 to {MAX_WORKERS}, got {WORKERS.value}",
+                          f"pass at most one per --threads cores of this machine ({os.cpu_count()} cores)")
     if latency_flags.BACKEND.value == "adb" and WORKERS.value > 1:
         raise ConfigError("<flags>", "--workers", "adb measures on phones, one worker per phone",
                           "pass their serials instead: --serial=SERIAL_A,SERIAL_B")

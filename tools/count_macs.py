@@ -27,9 +27,7 @@ PARAMS = flags.DEFINE_bool("params", False, "also build each model and count tra
 
 
 def main(argv):
-    if NUM_CLASSES.value < 1:
-        from proxyless_tf.errors import ConfigError
-        raise ConfigError("<flags>", "--num_classes", f"must be positive, got {NUM_CLASSES.value}", "pass e.g. 1000")
+    space_lib.check_num_classes(NUM_CLASSES.value)
     paths = argv[1:] or sorted(glob.glob(os.path.join(ROOT, "configs", "archs", "proxyless_*.json")))
     print(f"{'architecture':28s} {'MMACs':>9s} {'published':>9s} {'diff %':>7s}" + (
         f" {'params':>11s}" if PARAMS.value else ""))

@@ -34,15 +34,14 @@ def main(argv):
         raise ConfigError("<command line>", "arguments", f"unexpected arguments {argv[1:]}", "pass only --flags")
     from proxyless_tf.errors import ConfigError
     from proxyless_tf.latency.official import import_table
-    from proxyless_tf.space import SearchSpace
+    from proxyless_tf.space import SearchSpace, check_num_classes
 
     if not FLAGS.out:
         raise ConfigError("<flags>", "--out", "missing", "pass --out=TABLE.json")
     from proxyless_tf.files import check_output_path
 
     check_output_path(FLAGS.out)
-    if FLAGS.num_classes < 1:
-        raise ConfigError("<flags>", "--num_classes", f"must be positive, got {FLAGS.num_classes}", "pass e.g. 1000")
+    check_num_classes(FLAGS.num_classes)
     space = SearchSpace.from_json(FLAGS.space)
     table = import_table(FLAGS.yaml, space, FLAGS.num_classes)
     table.save(FLAGS.out)

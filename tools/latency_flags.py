@@ -33,10 +33,26 @@ PER_BACKEND = {
 }
 
 
+# Upper bounds of the numeric flags (the backends check the lower ones): a timing of 10**9 runs
+# allocates its sample array before the first run, 10**5 threads ask the OS for them.
+BOUNDS = {"threads": 256, "warmup_runs": 1 << 20, "num_runs": 1 << 20, "rounds": 1 << 20, "retries": 100,
+          "batch_size": 1 << 16}
+
+
 def backend_kwargs(name=None):
     """make_backend kwargs from the flags of backend `name` (default: --backend)."""
+    from proxyless_tf.errors import ConfigError
+
     name = name or BACKEND.value
-    return {k: f.value for k, f in PER_BACKEND[name].items() if f.value is not None}
+    kwargs = {k: f.value for k, f in PER_BACKEND[name].items() if f.value is not None}
+    for k, v in kwargs.items():
+        if k in BOUNDS and v > BOUNDS[k]:
+            raise ConfigError("<flags>", f"--{k}", f"{v} is more than the {BOUNDS[k]} allowed",
+                              f"pass a --{k} of at most {BOUNDS[k]}")
+    if kwargs.get("max_busy") is not None and not 0 <= kwargs["max_busy"] < 1e6:
+        raise ConfigError("<flags>", "--max_busy", f"must be a number of CPUs >= 0, got {kwargs['max_busy']}",
+                          "pass e.g. --max_busy=0.3")
+    return kwargs
 
 
 def make_backend_from_flags(name=None):

@@ -35,6 +35,8 @@ from proxyless_tf import space as space_lib  # noqa: E402
 from proxyless_tf import cli  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
 
+MAX_SAMPLES = 10_000  # networks per set: each is seconds of measurement
+
 TABLE = flags.DEFINE_string("table", None, "latency table JSON")
 SPACE = flags.DEFINE_string("space", None, "search space JSON the table was built for")
 SAMPLES = flags.DEFINE_integer("samples", 50, "held-out random architectures")
@@ -61,11 +63,14 @@ CURVE_PLOT = flags.DEFINE_string("curve_plot", None, "learning-curve PNG (defaul
 def _backend_for(table):
     """The table's backend with its own settings; explicitly given flags override run counts."""
     from proxyless_tf.latency.backends import make_backend
+    from proxyless_tf.latency.validate import LEGACY_DEVICE, device_settings
 
     name = table.device.get("backend")
     if name not in ("litert", "adb", "tf"):
         raise ConfigError(TABLE.value, "device.backend", f"unknown backend {name!r}", "rebuild the table")
-    kwargs = {k: table.device[k] for k in latency_flags.PER_BACKEND[name] if k in table.device}
+    device = device_settings(table)  # a table older than a backend setting: measured as it was built
+    kwargs = {k: device[k] for k in set(latency_flags.PER_BACKEND[name]) | set(LEGACY_DEVICE.get(name, ()))
+              if k in device}
     kwargs.update({k: v for k, v in latency_flags.backend_kwargs(name).items()
                    if flags.FLAGS[k].present})
     return make_backend(name, **kwargs)
@@ -103,6 +108,13 @@ def main(argv):
     if SAMPLES.value < 2 or (FIT.value and FIT_SAMPLES.value < 3):
         raise ConfigError("<flags>", "--samples", "need at least 2 held-out and 3 fit architectures",
                           "pass e.g. --samples=50 --fit_samples=30")
+    for f in (SAMPLES, FIT_SAMPLES):  # seconds of measurement each: more is days, or a list that fills memory
+        if f.value > MAX_SAMPLES:
+            raise ConfigError("<flags>", f"--{f.name}", f"{f.value} networks is more than the {MAX_SAMPLES} allowed",
+                              f"pass e.g. --{f.name}=50")
+    if not 0 <= SEED.value <= 2**31 - 1 - 2 * MAX_SAMPLES:
+        raise ConfigError("<flags>", "--seed", f"must be from 0 to {2**31 - 1 - 2 * MAX_SAMPLES}, got {SEED.value}",
+                          "pass e.g. --seed=0")
     sizes = _curve_sizes()
     from proxyless_tf.latency.table import LatencyTable
 

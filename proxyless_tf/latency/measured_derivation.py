@@ -33,11 +33,11 @@ def backend_like(table, source):
     """A backend that measures as `table` was measured: same runtime settings, same ms scale
     (clock='ref' tables: the table's reference_ms), refused when this host is not the table's."""
     from proxyless_tf.latency import backends, builder
-    from proxyless_tf.latency.validate import check_same_device
+    from proxyless_tf.latency.validate import check_same_device, device_settings
 
     check_measurable(table, source)
-    name = table.device["backend"]
-    backend = backends.make_backend(name, **{k: table.device[k] for k in MEASURABLE[name] if k in table.device})
+    name, device = table.device["backend"], device_settings(table)  # an older table: as it was measured
+    backend = backends.make_backend(name, **{k: device[k] for k in MEASURABLE[name] if k in device})
     check_same_device(table, backend, source,
                       "build a table on this machine (tools/build_latency_table.py, docs/latency.md) and pass it, "
                       "or run where this table was built")

@@ -139,6 +139,7 @@ class LatencyTable:
         device = d.get("device")
         if not isinstance(device, dict):
             raise ConfigError(source, "device", "missing device description", "rebuild the table")
+        check_device(device, source)
         entries_raw = d.get("entries")
         if not isinstance(entries_raw, dict):
             raise ConfigError(source, "entries", "missing or not an object", "rebuild the table")
@@ -147,8 +148,10 @@ class LatencyTable:
         if not isinstance(sp, dict):
             raise ConfigError(source, "space", "expected an object with name and fingerprint", "rebuild the table")
         nc = d.get("num_classes")
-        if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
-            raise ConfigError(source, "num_classes", f"expected a positive integer, got {nc!r}", "rebuild the table")
+        if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int)
+                               or not 1 <= nc <= space_lib.MAX_CLASSES):
+            raise ConfigError(source, "num_classes", f"expected an integer from 1 to {space_lib.MAX_CLASSES}, got "
+                              f"{repr(nc)[:40]}", "rebuild the table")
         cal = d.get("calibration")
         if cal is not None:
             _check_calibration(cal, source)
@@ -322,6 +325,42 @@ class LatencyTable:
 
     def __repr__(self):
         return f"LatencyTable({len(self.entries)} entries, device={self.device.get('backend')!r}, path={self.path!r})"
+
+
+# The device fields a backend is rebuilt from (validation, --derive_measure, resuming a build,
+# the fill hint): (kind, lowest value). Checked when a table loads, so a hand-edited "threads": "1"
+# is one line naming the field, not a TypeError inside a backend's constructor.
+DEVICE_FIELDS = {"backend": (str, None), "threads": (int, 1), "warmup_runs": (int, 0), "num_runs": (int, 1),
+                 "rounds": (int, 1), "batch_size": (int, 1), "round_pause_s": (float, 0.0),
+                 "reference_ms": (float, 1e-9), "clock": (str, None), "statistic": (str, None),
+                 "serial": (str, None), "benchmark_binary": (str, None), "cpu_mask": (str, None),
+                 "delegate": (str, None), "device": (str, None)}
+MAX_DEVICE_INT = 1 << 20  # more threads or runs than this is no measurement setting
+
+
+def check_device(device, source):
+    """Raise ConfigError for a device field a backend reads that has the wrong type or range
+    (null is allowed: the backend's default; unknown fields are descriptions and left alone)."""
+    for name, (kind, low) in DEVICE_FIELDS.items():
+        v = device.get(name)
+        if v is None:
+            continue
+        if kind is str:
+            ok = isinstance(v, str) and len(v) <= 1000
+            want = "a string"
+        elif kind is int:
+            ok = not isinstance(v, bool) and isinstance(v, int) and low <= v <= MAX_DEVICE_INT
+            want = f"an integer from {low} to {MAX_DEVICE_INT}"
+        else:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= 1e6
+            want = "a positive number of ms" if low else "a number >= 0"
+        if not ok:
+            shown = repr(v) if isinstance(v, (str, int, float, bool)) else type(v).__name__
+            raise ConfigError(source, f"device.{name}", f"expected {want}, got {shown[:60]}",
+                              "rebuild the table with tools/build_latency_table.py (or restore this field)")
+    if device.get("clock") is not None and device["clock"] not in ("cpu", "wall", "ref"):
+        raise ConfigError(source, "device.clock", f"expected cpu, wall or ref, got {device['clock'][:60]!r}",
+                          "rebuild the table with tools/build_latency_table.py (or restore this field)")
 
 
 def _check_calibration(cal, source):

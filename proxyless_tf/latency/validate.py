@@ -12,6 +12,7 @@ killed resumes, and refitting needs no re-run.
 """
 
 import copy
+import math
 import os
 import time
 
@@ -45,11 +46,26 @@ def samples_path_for(table_path):
     return root + ".validation.json"
 
 
+# Settings a backend gained after tables had been built with it, and the value those tables were
+# measured with (how the backend behaved before the setting existed): a table without the field
+# reads as that value, so an older table validates, and is measured again, as it was built.
+# LiteRT's rounds had no pause between them before `round_pause_s`.
+LEGACY_DEVICE = {"litert": {"round_pause_s": 0.0}}
+
+
+def device_settings(table):
+    """`table.device` with the settings its backend gained later filled in as LEGACY_DEVICE says."""
+    device = dict(table.device)
+    for k, v in LEGACY_DEVICE.get(device.get("backend"), {}).items():
+        device.setdefault(k, v)
+    return device
+
+
 def check_same_device(table, backend, source, fix="validate on the machine and settings the table was built with"):
     """Raise if `backend` does not measure where the table was measured (run counts may differ).
     `fix` is the caller's remedy: validating elsewhere is one, building a table here another."""
     skip = set(VOLATILE_FIELDS) | set(RUN_SETTINGS) | set(READ_SETTINGS)
-    have = {k: v for k, v in table.device.items() if k not in skip}
+    have = {k: v for k, v in device_settings(table).items() if k not in skip}
     want = {k: v for k, v in backend.identity().items() if k not in skip}
     for field in sorted(set(have) | set(want)):
         if have.get(field) != want.get(field):
@@ -74,14 +90,21 @@ class SampleCache:
                 raise ConfigError(self.path, "header",
                                   "cached whole-network measurements are for another space, class count or device",
                                   f"delete {self.path} to measure again")
-            try:
-                for seed, s in d["samples"].items():
-                    self.samples[int(seed)] = {"ops": list(s["ops"]), "stats": LatencyStats(**s["stats"])}
-                for seed, st in d.get("repeats", {}).items():
-                    self.repeats[int(seed)] = LatencyStats(**st)
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(self.path, "samples", "malformed cached sample",
-                                  f"delete {self.path} to measure again") from None
+            fix = f"delete {self.path} to measure again"
+            samples, repeats = d.get("samples"), d.get("repeats", {})
+            for name, v in (("samples", samples), ("repeats", repeats)):
+                if not isinstance(v, dict):
+                    raise ConfigError(self.path, name, f"expected an object of seed -> measurement, got "
+                                      f"{type(v).__name__}", fix)
+            for seed, s in samples.items():
+                ops = s.get("ops") if isinstance(s, dict) else None
+                if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
+                    raise ConfigError(self.path, f"samples[{seed[:20]!r}].ops", "expected a list of op names", fix)
+                self.samples[_seed(seed, self.path, "samples")] = {
+                    "ops": ops, "stats": cached_stats(s.get("stats"), self.path, f"samples[{seed[:20]!r}].stats")}
+            for seed, st in repeats.items():
+                self.repeats[_seed(seed, self.path, "repeats")] = cached_stats(st, self.path,
+                                                                              f"repeats[{seed[:20]!r}]")
 
     def save(self):
         if self.path:
@@ -91,6 +114,36 @@ class SampleCache:
             if self.repeats:
                 d["repeats"] = {str(k): v.to_dict() for k, v in sorted(self.repeats.items())}
             files_lib.write_json_atomic(self.path, d)
+
+
+def _seed(key, path, field):
+    if not (key.isascii() and key.isdigit() and len(key) <= 10):
+        raise ConfigError(path, f"{field}[{key[:20]!r}]", "expected a seed (a non-negative integer) as the key",
+                          f"delete {path} to measure again")
+    return int(key)
+
+
+def cached_stats(d, path, field):
+    """LatencyStats of one cached whole-network measurement: every time a finite number of ms above 0
+    (a string, or a 0 that would divide an error, is a damaged cache), `count` a positive integer."""
+    fix = f"delete {path} to measure again"
+    if not isinstance(d, dict):
+        raise ConfigError(path, field, "expected an object with median/p5/p95/count", fix)
+    vals = {}
+    for name in ("median", "p5", "p95", "count", "floor"):
+        v = d.get(name)
+        if name == "floor" and v is None:
+            continue
+        if name == "count":
+            ok = not isinstance(v, bool) and isinstance(v, int) and 1 <= v <= 1 << 30
+        else:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 1e7
+        if not ok:
+            want = "a positive integer" if name == "count" else "a positive number of ms"
+            raise ConfigError(path, f"{field}.{name}", f"expected {want}, got {repr(v)[:40]}", fix)
+        vals[name] = v
+    return LatencyStats(float(vals["median"]), float(vals["p5"]), float(vals["p95"]), int(vals["count"]),
+                        None if vals.get("floor") is None else float(vals["floor"]))
 
 
 def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True, statistic="median"):
@@ -119,6 +172,9 @@ def measure_archs(space, backend, num_classes, seeds, cache=None, progress=True,
             if arch.ops != space.sample(seed).ops:
                 raise ConfigError(cache.path, f"samples[{seed}]", "cached arch differs from space.sample(seed)",
                                   f"delete {cache.path} to measure again")
+            if getattr(s["stats"], statistic) is None:
+                raise ConfigError(cache.path, f"samples[{seed}].stats.{statistic}", "not recorded in the cache",
+                                  f"delete {cache.path} to measure again, or pass --statistic=median")
             out[seed] = (arch, s["stats"])
     return out
 
@@ -199,11 +255,11 @@ def validate(table, space, backend, num_classes, holdout, fit_samples=0, seed0=0
     caller saves the table).
     """
     table.check_space(space, num_classes)
+    cache = SampleCache(cache_path, space, num_classes, table.device) if cache_path else None  # read and checked
     check_same_device(table, backend, table.path or "<latency table>")
     from proxyless_tf.latency.builder import adopt_reference
 
     adopt_reference(backend, table)
-    cache = SampleCache(cache_path, space, num_classes, table.device) if cache_path else None
     fit_seeds = list(range(seed0, seed0 + fit_samples))
     hold_seeds = list(range(seed0 + fit_samples, seed0 + fit_samples + holdout))
     t0 = time.perf_counter()

@@ -49,25 +49,63 @@ def split_cpu(n):
 
 
 def tf_config():
-    """The parsed TF_CONFIG, or raise one line saying what is wrong with it."""
+    """The parsed TF_CONFIG, or raise one line saying what is wrong with it.
+
+    Every field is checked for its type here, before TensorFlow reads it (where a worker list
+    given as a string, an index "0" or a port "x" end in a traceback from its C++ server, or in
+    a watchdog that cannot name the workers): the cluster an object of job name -> non-empty
+    list of "host:port" strings with a port from 1 to 65535, with a `worker` (or `chief`) job,
+    and a task whose `type` is one of those jobs and whose `index` an integer within it."""
     raw = os.environ.get("TF_CONFIG")
+    fix = 'use {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": I}}'
     if not raw:
         raise ConfigError("TF_CONFIG", "<env>", "is not set; --strategy=multi_worker needs the cluster",
                           'set TF_CONFIG={"cluster": {"worker": ["host:port", ...]}, '
                           '"task": {"type": "worker", "index": I}} on every worker')
+    if len(raw) > 1 << 20:
+        raise ConfigError("TF_CONFIG", "<env>", f"is {len(raw)} characters, not a cluster description", fix)
     try:
         cfg = json.loads(raw)
-        workers = cfg["cluster"]["worker"]
-        task = cfg["task"]
-        index = int(task["index"])
-        kind = task["type"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError("TF_CONFIG", "<env>", f"not a valid cluster description ({type(e).__name__}: {e})",
-                          'use {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": I}}') from None
-    if kind == "worker" and not 0 <= index < len(workers):
-        raise ConfigError("TF_CONFIG", "task.index", f"{index} is not a worker of the {len(workers)} listed",
-                          f"use an index in 0..{len(workers) - 1}")
+    except (ValueError, RecursionError) as e:
+        raise ConfigError("TF_CONFIG", "<env>", f"is not JSON ({type(e).__name__}: {str(e)[:80]})", fix) from None
+    if not isinstance(cfg, dict):
+        raise ConfigError("TF_CONFIG", "<top>", f"expected a JSON object, got {type(cfg).__name__}", fix)
+    cluster, task = cfg.get("cluster"), cfg.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ConfigError("TF_CONFIG", "cluster", f"expected an object of job lists, got {_kind(cluster)}", fix)
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses:
+            raise ConfigError("TF_CONFIG", f"cluster.{job}", f"expected a non-empty list of \"host:port\" "
+                              f"strings, got {_kind(addresses)}", fix)
+        for i, a in enumerate(addresses):
+            if not _address(a):
+                raise ConfigError("TF_CONFIG", f"cluster.{job}[{i}]", f"expected \"host:port\" (port 1-65535), "
+                                  f"got {_kind(a)}", fix)
+    if "worker" not in cluster and "chief" not in cluster:
+        raise ConfigError("TF_CONFIG", "cluster", f"has no worker or chief job (jobs: {', '.join(cluster)})", fix)
+    if not isinstance(task, dict):
+        raise ConfigError("TF_CONFIG", "task", f"expected an object with type and index, got {_kind(task)}", fix)
+    kind, index = task.get("type"), task.get("index")
+    if not isinstance(kind, str) or kind not in cluster:
+        raise ConfigError("TF_CONFIG", "task.type", f"expected one of the cluster's jobs ({', '.join(cluster)}), "
+                          f"got {_kind(kind)}", fix)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise ConfigError("TF_CONFIG", "task.index", f"{_kind(index)} is not a {kind} of the "
+                          f"{len(cluster[kind])} listed", f"use an integer index in 0..{len(cluster[kind]) - 1}")
     return cfg
+
+
+def _kind(v):
+    """A value as an error line shows it: short, with its JSON type."""
+    text = json.dumps(v) if isinstance(v, (str, int, float, bool)) or v is None else type(v).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _address(a):
+    if not isinstance(a, str) or ":" not in a or len(a) > 300:
+        return False
+    host, port = a.rsplit(":", 1)
+    return bool(host.strip()) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 # Runs in a separate small interpreter: TensorFlow holds the GIL while it waits for the

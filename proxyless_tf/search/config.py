@@ -280,16 +280,17 @@ def check_values(cfg):
     if cfg.latency_loss not in (None, "none") + LATENCY_LOSSES:
         raise ConfigError("<flags>", "latency_loss", f"unknown latency loss {cfg.latency_loss!r}",
                           f"use {', '.join(LATENCY_LOSSES)} or none")
+    from proxyless_tf.search.value_checks import check_numbers
+
+    check_numbers(cfg)
     if cfg.epochs < 1 or cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError("<flags>", "epochs", f"epochs={cfg.epochs}, warmup_epochs={cfg.warmup_epochs}",
                           "use epochs >= 1 and 0 <= warmup_epochs < epochs")
-    for name in ("batch_size", "valid_batch_size", "valid_size", "max_train", "steps_per_epoch", "arch_every",
-                 "latency_resolution", "latency_num_classes"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise _bad(name, f"must be at least 1, got {v}", f"pass a positive --{name}")
     check_algorithm(cfg.mode, cfg.sandwich, cfg.distill, cfg.warmup_path, cfg.warmup_epochs, cfg.reinforce_samples,
                     cfg.reinforce_w_under)
+    if not 0.0 <= cfg.reinforce_baseline_decay <= 1.0:
+        raise _bad("reinforce_baseline_decay", f"must be in [0, 1], got {cfg.reinforce_baseline_decay}",
+                   "pass e.g. 0.99")
     if cfg.bn_recalibration_steps < 0:
         raise _bad("bn_recalibration_steps", f"must be >= 0, got {cfg.bn_recalibration_steps}", "pass 0 or more")
     for name in ("weight_lr", "arch_lr", "weight_momentum", "weight_decay", "arch_beta2", "loss_alpha",

@@ -16,7 +16,7 @@ from proxyless_tf.errors import ConfigError
 
 def load_space(path, resolution=None):
     space = space_lib.SearchSpace.from_json(path)
-    if resolution:
+    if resolution is not None:  # 0 is refused by SearchConfig, never taken for "the space's own"
         d = space.to_dict()
         d["input_shape"] = [int(resolution), int(resolution), d["input_shape"][2]]
         space = space_lib.SearchSpace.from_dict(d, source=f"{path} at resolution {resolution}")
@@ -85,8 +85,12 @@ def load_table(cfg, space, num_classes):
 
 
 def resolve_target(cfg, table, space, num_classes):
+    """(target ms, (fastest, slowest) reachable ms): --target_ms, --target_frac's point of the range,
+    or --measured_reference's prediction; an explicit target outside the range, and mul#log on a
+    range that reaches 1 ms, are refused here, before the run directory is touched."""
     lo, hi = table.latency_range(space, num_classes)
     if cfg.target_ms is not None:
+        check_target(cfg, float(cfg.target_ms), lo, hi, table)
         return float(cfg.target_ms), (lo, hi)
     if cfg.target_frac is None and cfg.measured_reference:  # "as fast as this network", on the table's clock
         return table.predict(reference_arch(cfg, space), num_classes), (lo, hi)
@@ -96,7 +100,26 @@ def resolve_target(cfg, table, space, num_classes):
     if not 0.0 <= cfg.target_frac <= 1.0:
         raise ConfigError("<flags>", "target_frac", f"{cfg.target_frac} is not in [0, 1]",
                           "0 is the fastest architecture of the space, 1 the slowest")
-    return lo + cfg.target_frac * (hi - lo), (lo, hi)
+    target = lo + cfg.target_frac * (hi - lo)
+    check_target(cfg, target, lo, hi, table)
+    return target, (lo, hi)
+
+
+def check_target(cfg, target, lo, hi, table):
+    """What `SuperNet.compile` would refuse of the target, said in flags: a target outside the
+    reachable range (the latency term could never be met, or never bind), or the mul#log term,
+    whose log-latency ratio is undefined where the space reaches 1 ms or less."""
+    if cfg.latency_loss in (None, "none"):
+        return
+    src = table.path or "<latency table>"
+    if cfg.target_ms is not None and not lo <= target <= hi:
+        raise ConfigError("<flags>", "--target_ms", f"{target:g} ms is outside the reachable range "
+                          f"[{lo:.4g}, {hi:.4g}] ms of space {cfg.space} on {src}",
+                          f"pick a target between {lo:.4g} and {hi:.4g} ms, or pass --target_frac in [0, 1]")
+    if cfg.latency_loss == "mul#log" and cfg.mode != "reinforce" and lo <= 1.0:
+        raise ConfigError("<flags>", "--latency_loss", f"mul#log's log-latency ratio is undefined for latencies "
+                          f"<= 1 ms, and this space reaches {lo:.4g} ms on {src}",
+                          "pass --latency_loss=add#linear (or add#abs, add#hinge)")
 
 
 def reference_arch(cfg, space):
@@ -131,9 +154,67 @@ def check_config(cfg):
             from proxyless_tf.latency.measured_derivation import check_measurable
 
             check_measurable(table, table.path)
+        check_table_target(cfg, table, latency_space(cfg, space))
+    else:
+        check_table_path(cfg)
     from proxyless_tf.data import datasets as data_lib
 
     data_lib.check_data_dir(cfg.data_dir, cfg.dataset)
-    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
-        raise ConfigError(cfg.out_dir, "--out_dir", "is a file, not a directory", "pass a directory path")
+    check_run_dir(cfg)
     return space
+
+
+def check_table_path(cfg):
+    """A table that does not exist yet: refused unless --build_table will build it, at a writable path."""
+    from proxyless_tf import files as files_lib
+
+    if not cfg.latency_table:
+        raise ConfigError("<flags>", "latency_table", "no latency table given", "pass --latency_table=PATH.json")
+    path = os.path.expanduser(cfg.latency_table)
+    if not cfg.build_table:
+        raise ConfigError(path, "<file>", "latency table does not exist",
+                          "build it with tools/build_latency_table.py, or pass --build_table to build it now")
+    files_lib.check_output_path(path, "--latency_table")
+
+
+def check_table_target(cfg, table, lat_space):
+    """The target against the table's reachable range, before the data is read: the head is priced
+    at --latency_num_classes, else at the table's own class count (a dataset with another count is
+    refused by `load_table` anyway, so the range cannot differ for a run that goes on)."""
+    nc = cfg.latency_num_classes or table.num_classes
+    if nc is None:  # an imported table without a class count: checked once the data gives it
+        return
+    lo, hi = table.latency_range(lat_space, nc)
+    if cfg.target_ms is not None:
+        check_target(cfg, float(cfg.target_ms), lo, hi, table)
+    elif cfg.target_frac is not None:
+        check_target(cfg, lo + cfg.target_frac * (hi - lo), lo, hi, table)
+
+
+def check_run_dir(cfg):
+    """The run directory can be written, TF_CONFIG describes a cluster, and a resume checkpoint left
+    in the directory belongs to this configuration and is readable: all before TensorFlow loads,
+    and before `run_search` writes anything there."""
+    check_out_dir(cfg.out_dir)
+    if cfg.strategy == "multi_worker":  # TF_CONFIG read now, not once TensorFlow has loaded
+        from proxyless_tf.runtime import distribute
+
+        distribute.tf_config()
+        return  # each worker resumes from its own directory, known once the cluster has formed
+    from proxyless_tf.runtime import resume
+
+    resume.ResumeState(os.path.join(cfg.out_dir, "resume"), cfg.fingerprint()).load()
+
+
+def check_out_dir(path, flag="--out_dir"):
+    """The run directory can be created or written: it is not a file, no parent of it is a file,
+    and the nearest existing one is writable (else makedirs would fail after the checks)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(path, flag, "is a file, not a directory", "pass a directory path")
+    d = os.path.abspath(path)
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise ConfigError(path, flag, f"{d} is a file, not a directory", "pass a path inside a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise ConfigError(path, flag, f"{d} is not writable", "pass a directory you can write to")

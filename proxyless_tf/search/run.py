@@ -1,8 +1,11 @@
 """One architecture search, start to finish, as a library call (the CLI only maps flags here).
 
-`run_search(SearchConfig(...))` in five stages, each a function below: `prepare` (the checks
+`run_search(SearchConfig(...))` in stages, each a function below: `prepare` (the checks
 that read files, the data, the latency table built and cached when asked, the target inside
-the reachable range), `build_supernet`, `fit_search` (Keras callbacks: TensorBoard, per-epoch
+the reachable range), `build_supernet` (the SuperNet's and compile's own checks), `load_resume`
+(a checkpoint left in the run directory, checked and restored), and only then the first write
+into the run directory, so a run that fails any check leaves an existing run directory
+byte-identical; then `fit_search` (Keras callbacks: TensorBoard, per-epoch
 α history, a checkpoint written only while the numbers are finite, a guard that stops at
 NaN/inf or a diverging α, a resume checkpoint every `checkpoint_every` steps), `derive`
 (`search.derive`) and `write_results`: arch.json, alpha_history.json, tensorboard/,
@@ -40,10 +43,13 @@ def run_search(cfg):
     if cfg.deterministic:
         resume.enable_determinism(cfg.seed)
     inp = prepare(cfg)
-    os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
-    write_config(os.path.join(out, "config.json"), cfg)
     net, kernels = build_supernet(cfg, inp, strategy)
-    history, ckpt, state = fit_search(cfg, net, inp, strategy, out, kernels)
+    resumed = load_resume(cfg, net, out)
+    # only now, every check passed: a run that fails one leaves no directory behind, and an existing
+    # run directory (its config.json, its resume checkpoint) exactly as it was
+    os.makedirs(out, exist_ok=True)
+    write_config(os.path.join(out, "config.json"), cfg)
+    history, ckpt, state = fit_search(cfg, net, inp, strategy, out, kernels, resumed)
     arch, argmax_arch, measured, sampled = derive(cfg, net, inp.data, inp.table, inp.lat_nc, inp.target,
                                                   inp.measurer, chief=distribute.is_chief(strategy))
     result, text = write_results(cfg, out, inp, net, arch, argmax_arch, measured, sampled, history,
@@ -120,9 +126,29 @@ def build_supernet(cfg, inp, strategy):
     return net, kernels
 
 
-def fit_search(cfg, net, inp, strategy, out, kernels):
-    """Fit `net` for the configured epochs, continuing from OUT/resume/ when a killed run left a
-    checkpoint there; returns (α history, the good-checkpoint callback, the resume state).
+@dataclasses.dataclass
+class Resumed:
+    """The resume checkpoint of a run directory (`meta` None: none there, a fresh run)."""
+
+    state: object  # `resume.ResumeState` of OUT/resume
+    meta: dict
+    metrics: list  # the metric arrays `ResumeState.restore` returned, or None
+
+
+def load_resume(cfg, net, out):
+    """OUT/resume/'s checkpoint, checked and restored into `net` before anything is written: a
+    checkpoint of another configuration, a `state.json` that is not an object or a damaged weights
+    file is one ConfigError line, and the run directory is left as it was."""
+    from proxyless_tf.runtime import resume
+
+    state = resume.ResumeState(os.path.join(out, "resume"), cfg.fingerprint())
+    meta = state.load()
+    return Resumed(state, meta, state.restore(net, meta) if meta else None)
+
+
+def fit_search(cfg, net, inp, strategy, out, kernels, resumed):
+    """Fit `net` for the configured epochs, continuing from `resumed` (`load_resume`) when a killed
+    run left a checkpoint; returns (α history, the good-checkpoint callback, the resume state).
     A NaN/inf or a diverging α stops the search with one ConfigError."""
     import keras
 
@@ -130,11 +156,9 @@ def fit_search(cfg, net, inp, strategy, out, kernels):
 
     history = []
     guard, ckpt, alphas = make_callbacks(out, history, cfg.max_abs_alpha)
-    state = resume.ResumeState(os.path.join(out, "resume"), cfg.fingerprint())
-    meta = state.load()
-    start_epoch, start_step, metrics = 0, 0, None
+    state, meta, metrics = resumed.state, resumed.meta, resumed.metrics
+    start_epoch, start_step = 0, 0
     if meta:
-        metrics = state.restore(net, meta)
         start_epoch, start_step = meta["epoch"], meta["step"]
         history.extend(meta["extra"].get("alpha_history", []))
         ckpt.saved_epoch = meta["extra"].get("saved_epoch")

@@ -31,7 +31,17 @@ MAX_DEPTH = 64           # layers of one stage
 MAX_LAYERS = 64          # searchable layers of the whole space
 MAX_WEIGHTS = 250_000_000  # weights of the supernet (every candidate of every layer): 1 GB float32
 MAX_ACTIVATION = 1 << 27   # elements of the largest feature map of one image (512 MB float32)
+MAX_CLASSES = 50_000       # classifier width: ImageNet-21k has 21,841; 4096 x 50,000 weights stay under MAX_WEIGHTS
 ALLOWED_STRIDES = (1, 2)
+
+
+def check_num_classes(n, source="<flags>", field="--num_classes"):
+    """A classifier width a network can be built with: a whole number from 1 to MAX_CLASSES (a huge
+    one would allocate gigabytes for the head, or hang a latency table building its head entry)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
+        raise ConfigError(source, field, f"must be a whole number from 1 to {MAX_CLASSES}, got {n!r}",
+                          "pass the dataset's class count, e.g. 10 or 1000")
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
