@@ -160,6 +160,11 @@ def _table(content):
         t.check_space(_TABLE_ARCH.space, 10)
         ms = t.predict(_TABLE_ARCH, 10)
         assert isinstance(ms, float) and math.isfinite(ms), ms
+        if t.device.get("backend") == "litert":  # the backend validation and --derive_measure rebuild from it
+            from proxyless_tf.latency.backends import make_backend
+            from proxyless_tf.latency.measured_derivation import MEASURABLE
+
+            make_backend("litert", **{k: t.device[k] for k in MEASURABLE["litert"] if k in t.device})
         return t
 
     _valid_or_config_error(load_and_predict, _write("table.json", content))

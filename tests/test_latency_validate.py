@@ -182,3 +182,85 @@ def test_learning_curve_flag_is_checked_before_anything_runs(tmp_path):
                     "--fit", "--fit_samples=10", "--learning_curve=5,25"], timeout=120)
     assert_one_line_error(proc, "<flags>", "--learning_curve", "--fit_samples=25")
     assert sorted(os.listdir(tmp_path)) == ["t.json", "tiny_space.json"]
+
+
+def test_a_litert_table_from_before_round_pause_s_is_the_same_device():
+    """`round_pause_s` came after the shipped tables were built: a table without it was measured with
+    no pause between rounds (0.0), and is the same device as a backend set up that way."""
+    from conftest import ROOT
+    from proxyless_tf.errors import ConfigError
+    from proxyless_tf.latency.backends import make_backend
+    from proxyless_tf.latency.measured_derivation import backend_like
+
+    now = make_backend("litert", threads=1, num_runs=200, rounds=1).describe()
+    old = {k: v for k, v in now.items() if k not in ("round_pause_s", "statistic")}
+    table = LatencyTable(old, {}, 10, "micro", "x", path="old.json")
+    assert val.device_settings(table)["round_pause_s"] == 0.0 and "round_pause_s" not in table.device
+    val.check_same_device(table, make_backend("litert", threads=1, num_runs=200, rounds=1, round_pause_s=0.0),
+                          "old.json")
+    with pytest.raises(ConfigError, match=r"device\.round_pause_s: table was measured with round_pause_s=0\.0, "
+                                          r"this backend has 0\.2"):
+        val.check_same_device(table, make_backend("litert", threads=1, num_runs=200, rounds=1), "old.json")
+    assert backend_like(table, "old.json").round_pause_s == 0.0  # --derive_measure times it as it was built
+    # a table that records the field keeps it: the default fills only what is missing
+    paused = LatencyTable(dict(old, round_pause_s=0.5), {}, 10, "micro", "x")
+    with pytest.raises(ConfigError, match=r"round_pause_s=0\.5"):
+        val.check_same_device(paused, make_backend("litert", threads=1, num_runs=200, rounds=1, round_pause_s=0.0),
+                              "t.json")
+    shipped = LatencyTable.load(os.path.join(ROOT, "configs", "latency", "fashion_mnist_litert1.json"))
+    assert "round_pause_s" not in shipped.device and val.device_settings(shipped)["round_pause_s"] == 0.0
+
+
+def test_validate_latency_accepts_the_shipped_table_on_the_host_that_built_it(tmp_path):
+    """configs/latency/fashion_mnist_litert1.json as its own host sees it (its host fields set to this
+    machine's, nothing else changed) validates from its cached networks: no refusal over the
+    round_pause_s it predates, nothing measured again."""
+    import json
+
+    from conftest import ROOT, run_cli
+    from proxyless_tf.latency.backends import make_backend
+
+    src = os.path.join(ROOT, "configs", "latency", "fashion_mnist_litert1.json")
+    with open(src) as f:
+        d = json.load(f)
+    with open(val.samples_path_for(src)) as f:
+        cache = json.load(f)
+    here = make_backend("litert", threads=1, num_runs=200, rounds=1).describe()
+    assert "round_pause_s" not in d["device"]
+    for k in ("ai_edge_litert", "tensorflow", "keras", "host_cpu", "cpu_count", "machine", "python"):
+        d["device"][k] = cache["header"]["device"][k] = here[k]
+    table = tmp_path / "fm.json"
+    table.write_text(json.dumps(d))
+    (tmp_path / "fm.validation.json").write_text(json.dumps(cache))
+    proc = run_cli(["tools/validate_latency.py", f"--table={table}", f"--space={ROOT}/configs/spaces/fashion_mnist.json",
+                    "--samples=3", f"--plot={tmp_path}/p.png"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "measuring" not in proc.stdout and "held-out predictor     n=  3" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("change, field, problem", [
+    (("samples", "0", "stats", "median"), "samples['0'].stats.median", "got '1.5'"),
+    (("samples", "1", "stats", "p5"), "samples['1'].stats.p5", "got 0"),
+    (("samples", "2", "stats", "count"), "samples['2'].stats.count", "got True"),
+    (("samples", "4", "ops"), "samples['4'].ops", "list of op names"),
+])
+def test_a_damaged_validation_cache_is_one_line(tmp_path, change, field, problem):
+    """A cached whole-network time that is a string or 0 would divide an error or fail deep in the metrics."""
+    import json
+
+    from proxyless_tf.errors import ConfigError
+
+    space = tiny_space()
+    device = {"backend": "fake", "threads": 1}
+    good = {"median": 1.5, "p5": 1.4, "p95": 1.9, "count": 20}
+    d = {"header": val.SampleCache(None, space, 10, device).header,
+         "samples": {str(s): {"ops": space.sample(s).ops, "stats": dict(good)} for s in range(5)}}
+    node = d
+    for k in change[:-1]:
+        node = node[k]
+    node[change[-1]] = {"median": "1.5", "p5": 0, "count": True, "ops": "mb_k3_e3"}[change[-1]]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError) as e:
+        val.SampleCache(str(path), space, 10, device)
+    assert e.value.field == field and problem in e.value.problem and "delete" in e.value.fix, str(e.value)

@@ -139,8 +139,9 @@ def reference_arch(cfg, space):
 
 
 def check_config(cfg):
-    """The checks of `cfg` that read files (space, reference network, table coverage, data
-    directory, run directory); returns the space. The values are checked by `SearchConfig`."""
+    """The checks of `cfg` that read files (space, reference network, table coverage and the target
+    against its reachable range, data directory, run directory with its resume checkpoint,
+    TF_CONFIG); returns the space. The values are checked by `SearchConfig`."""
     space = load_space(cfg.space, cfg.resolution)
     if cfg.measured_reference is not None:
         reference_arch(cfg, space)
