@@ -77,14 +77,22 @@ def _values_for(field):
     return st.just(field.default)  # dataset, manual_dir: the data is H1's corpus
 
 
-# a few fields each time (a handful of flags is what a user changes), always a table and a target
-search_flags = st.fixed_dictionaries(
-    {"latency_table": st.sampled_from(PATHS["latency_table"]), "out_dir": st.sampled_from(PATHS["out_dir"]),
-     "target_frac": st.one_of(st.none(), hostile_floats), "latency_loss": _values_for(
-         next(f for f in config_lib.fields() if f.name == "latency_loss"))},
-    optional={f.name: _values_for(f) for f in config_lib.fields()
-              if f.name not in ("latency_table", "out_dir", "target_frac", "latency_loss", "dataset",
-                                "manual_dir", "build_table", "table_backend", "derive_measure")})
+# A handful of flags changed at a time (what a user does), each to a hostile or an ordinary value;
+# the table, run directory, target and loss are always given, mostly usable, so that a draw gets past
+# the first check to the later ones (the fashion table reaches 0 ms, so mul#log is always refused).
+FIELDS = {f.name: f for f in config_lib.fields()
+          if f.name not in ("space", "latency_table", "out_dir", "target_frac", "latency_loss", "dataset", "manual_dir",
+                            "build_table", "table_backend", "derive_measure")}
+BASE = {"space": st.sampled_from(PATHS["space"][:1] * 6 + PATHS["space"]),
+        "latency_table": st.sampled_from(PATHS["latency_table"]), "out_dir": st.sampled_from(PATHS["out_dir"][:1] * 4
+                                                                                               + PATHS["out_dir"]),
+        "target_frac": st.one_of(st.none(), st.floats(0, 1), hostile_floats),
+        "latency_loss": st.sampled_from(["add#abs", "add#abs", "add#linear", "add#hinge", "mul#log", "none",
+                                         "add#hing"])}
+search_flags = st.lists(st.sampled_from(sorted(FIELDS)), max_size=4, unique=True).flatmap(
+    lambda names: st.fixed_dictionaries(dict(BASE, **{n: st.one_of(st.just(FIELDS[n].default), _values_for(FIELDS[n]))
+                                                      for n in names})))
+ACCEPTED = []  # how many draws got through every check (printed by the slow test: the fuzzer's reach)
 
 
 def _search_property(values):
@@ -94,6 +102,7 @@ def _search_property(values):
     except ConfigError as e:
         assert str(e) and "\n" not in str(e) and e.fix, repr(str(e))
         return
+    ACCEPTED.append(values)
     # accepted: every number inside what the run can honour
     assert 0 <= cfg.seed <= value_checks.MAX_SEED
     assert 1 <= cfg.batch_size <= value_checks.MAX_BATCH
@@ -105,6 +114,7 @@ def _search_property(values):
             assert math.isfinite(v), f.name
         if f.type is int and v is not None:
             assert abs(v) <= value_checks.MAX_INT, f.name
+    _optimizers_accept(cfg)
     if cfg.latency_table and cfg.target_ms is not None and cfg.latency_loss != "none":
         from proxyless_tf.latency.table import LatencyTable
 
@@ -112,6 +122,17 @@ def _search_property(values):
         lo, hi = table.latency_range(inputs.latency_space(cfg, inputs.load_space(cfg.space, cfg.resolution)),
                                      cfg.latency_num_classes or table.num_classes)
         assert lo <= cfg.target_ms <= hi, (cfg.target_ms, lo, hi)
+
+
+def _optimizers_accept(cfg):
+    """The oracle for the optimisation flags: Keras builds what `run.build_supernet` asks of it from an
+    accepted config (its own checks run only after TensorFlow has loaded, as an internal error)."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, (cfg.steps_per_epoch or 1)
+                                                                                        * cfg.epochs))
+    keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True, weight_decay=cfg.weight_decay or None)
+    keras.optimizers.Adam(cfg.arch_lr, beta_1=0.0, beta_2=cfg.arch_beta2)
 
 
 @FAST

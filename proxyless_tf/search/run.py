@@ -103,7 +103,8 @@ def build_supernet(cfg, inp, strategy):
     from proxyless_tf.runtime import distribute
     from proxyless_tf.search.supernet import SuperNet
 
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.weight_lr, decay_steps=max(1, inp.steps * cfg.epochs))
+    # float(): Keras refuses an int momentum or learning rate, which a Python caller's config may hold
+    schedule = keras.optimizers.schedules.CosineDecay(float(cfg.weight_lr), decay_steps=max(1, inp.steps * cfg.epochs))
     with strategy.scope():  # variables, both optimizers' slots: mirrored on every replica
         net = SuperNet(inp.space, inp.data.num_classes, inp.table, mode=cfg.mode, seed=cfg.seed,
                        latency_space=inp.lat_space, latency_num_classes=inp.lat_nc, weight_sharing=cfg.weight_sharing,
@@ -114,9 +115,9 @@ def build_supernet(cfg, inp, strategy):
             from proxyless_tf.layers import cpu_kernels
             kernels = cpu_kernels.accelerate(net)  # same maths; a quarter fewer traced nodes, so less memory
         net.compile(
-            weight_optimizer=keras.optimizers.SGD(schedule, momentum=cfg.weight_momentum, nesterov=True,
-                                                  weight_decay=cfg.weight_decay or None),
-            arch_optimizer=keras.optimizers.Adam(cfg.arch_lr, beta_1=0.0, beta_2=cfg.arch_beta2),
+            weight_optimizer=keras.optimizers.SGD(schedule, momentum=float(cfg.weight_momentum), nesterov=True,
+                                                  weight_decay=float(cfg.weight_decay) or None),
+            arch_optimizer=keras.optimizers.Adam(float(cfg.arch_lr), beta_1=0.0, beta_2=float(cfg.arch_beta2)),
             latency_loss=None if cfg.latency_loss in (None, "none") else cfg.latency_loss, target_ms=inp.target,
             loss_params={"alpha": cfg.loss_alpha, "beta": cfg.loss_beta, "lambda": cfg.loss_lambda},
             arch_every=cfg.arch_every, warmup_epochs=cfg.warmup_epochs,

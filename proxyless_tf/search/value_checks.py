@@ -19,6 +19,7 @@ MAX_SEED = MAX_INT - 1024  # layer i samples with seed + i: every derived seed s
 MAX_BATCH = 1 << 16  # one batch is materialised whole (the validation stream cycles: any size would be built)
 MAX_CPU_DEVICES = 64
 MAX_REINFORCE_SAMPLES = 1024  # architectures run on one validation batch per update, one after the other
+MAX_DERIVE_SAMPLES = 10_000  # networks drawn at once and each scored on the validation split (seconds each)
 
 
 def check_numbers(cfg):
@@ -59,6 +60,9 @@ def check_numbers(cfg):
     if cfg.reinforce_samples is not None and cfg.reinforce_samples > MAX_REINFORCE_SAMPLES:
         raise _bad("reinforce_samples", f"{cfg.reinforce_samples} architectures per update is more than the "
                    f"{MAX_REINFORCE_SAMPLES} allowed", "pass e.g. 10 (the official code's rl_batch_size)")
+    if cfg.derive_samples > MAX_DERIVE_SAMPLES:
+        raise _bad("derive_samples", f"{cfg.derive_samples} networks is more than the {MAX_DERIVE_SAMPLES} allowed",
+                   "pass e.g. 20")
     _check_devices(cfg)
 
 
