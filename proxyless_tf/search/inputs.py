@@ -16,7 +16,7 @@ from proxyless_tf.errors import ConfigError
 
 def load_space(path, resolution=None):
     space = space_lib.SearchSpace.from_json(path)
-    if resolution is not None:  # 0 is refused by SearchConfig, never taken for "the space's own"
+    if resolution:
         d = space.to_dict()
         d["input_shape"] = [int(resolution), int(resolution), d["input_shape"][2]]
         space = space_lib.SearchSpace.from_dict(d, source=f"{path} at resolution {resolution}")
