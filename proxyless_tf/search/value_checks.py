@@ -60,6 +60,12 @@ def check_numbers(cfg):
     if cfg.reinforce_samples is not None and cfg.reinforce_samples > MAX_REINFORCE_SAMPLES:
         raise _bad("reinforce_samples", f"{cfg.reinforce_samples} architectures per update is more than the "
                    f"{MAX_REINFORCE_SAMPLES} allowed", "pass e.g. 10 (the official code's rl_batch_size)")
+    # what Keras's optimizers take (SGD refuses a momentum outside [0, 1] only once TensorFlow has loaded;
+    # Adam divides by 1 - beta2^t, 0 at beta2 = 1)
+    if not 0.0 <= cfg.weight_momentum <= 1.0:
+        raise _bad("weight_momentum", f"must be in [0, 1], got {cfg.weight_momentum}", "pass e.g. 0.9")
+    if not 0.0 <= cfg.arch_beta2 < 1.0:
+        raise _bad("arch_beta2", f"must be in [0, 1), got {cfg.arch_beta2}", "pass e.g. 0.999")
     if cfg.derive_samples > MAX_DERIVE_SAMPLES:
         raise _bad("derive_samples", f"{cfg.derive_samples} networks is more than the {MAX_DERIVE_SAMPLES} allowed",
                    "pass e.g. 20")
