@@ -235,7 +235,7 @@ def test_validate_latency_accepts_the_shipped_table_on_the_host_that_built_it(tm
     proc = run_cli(["tools/validate_latency.py", f"--table={table}", f"--space={ROOT}/configs/spaces/fashion_mnist.json",
                     "--samples=3", f"--plot={tmp_path}/p.png"], timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "measuring" not in proc.stdout and "held-out predictor     n=  3" in proc.stdout, proc.stdout
+    assert "whole networks" not in proc.stdout and "held-out predictor     n=  3" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("change, field, problem", [

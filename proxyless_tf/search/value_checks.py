@@ -8,11 +8,11 @@ Every bound is far beyond real use and each error line names the flag and a sens
 `config.check_values` calls `check_numbers` first, so the later checks compare real numbers.
 """
 
+import dataclasses
 import math
 
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
-from proxyless_tf.search.config import fields
 
 MAX_INT = 2**31 - 1  # every integer of a search reaches TensorFlow (steps, batch sizes, seeds) as int32 at most
 MAX_SEED = MAX_INT - 1024  # layer i samples with seed + i: every derived seed stays an int32 too
@@ -23,8 +23,8 @@ MAX_DERIVE_SAMPLES = 10_000  # networks drawn at once and each scored on the val
 
 
 def check_numbers(cfg):
-    """Raise ConfigError (naming the flag) for the first number of `cfg` out of its bounds."""
-    for f in fields():
+    """Raise ConfigError (naming the flag) for the first number of `cfg` (a `SearchConfig`) out of its bounds."""
+    for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if f.type is float and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                                   or not math.isfinite(v)):
