@@ -13,7 +13,9 @@ the entry point's process stays below it. Files that would be huge, or cannot li
 (a FIFO, a 1000-file flag chain, gzip and zip bombs), are made by `setup` in the case's own
 directory, as are copies of shipped files with one value changed (`patch_json`) and a search's
 resume checkpoint for the case's own flags (`search_state`); `env` sets environment variables
-(TF_CONFIG). Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
+(TF_CONFIG). The TFLite files a benchmark must refuse were converted once from tf.Modules:
+no_inputs (a variable's cumsum, no input), invoke_fails (a gather at index 100 of 4 values, known
+only at invoke), huge_tensor (a [1, 20000, 20000, 3] float input, 4.8 GB). Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
 {SHARED} ../shared/data/proxylessnas.
 
 Every case is a real subprocess, as a user would run it. Most fail before TensorFlow is
