@@ -4,19 +4,19 @@ tests/bad_inputs/ holds malformed and adversarial files (truncated or non-UTF-8 
 wrong types, absurd sizes, unknown ops, foreign latency tables, self-including flag files,
 corrupt models, unsafe .keras archives, poisoned YAML); tests/bad_inputs/cases.json says,
 per case, which entry point gets which arguments and what the one error line must name
-(the file, the field, the fix). Each case must exit with code 2, print exactly one `error:`
-line and no traceback, and leave no partial output: the paths in `absent` must not exist
-afterwards, and a good file named in `unchanged` (copied there before) must be
-byte-identical, and a directory named in `unchanged_tree` (a run directory set up before) must hold
-exactly the same files with the same bytes; a case with `max_rss_mb` (the bombs) also asserts the peak resident memory of
-the entry point's process stays below it. Files that would be huge, or cannot live in git
-(a FIFO, a 1000-file flag chain, gzip and zip bombs), are made by `setup` in the case's own
-directory, as are copies of shipped files with one value changed (`patch_json`) and a search's
-resume checkpoint for the case's own flags (`search_state`); `env` sets environment variables
-(TF_CONFIG). The TFLite files a benchmark must refuse were converted once from tf.Modules:
-no_inputs (a variable's cumsum, no input), invoke_fails (a gather at index 100 of 4 values, known
-only at invoke), huge_tensor (a [1, 20000, 20000, 3] float input, 4.8 GB). Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a fresh directory,
-{SHARED} ../shared/data/proxylessnas.
+(the file, the field, the fix). Each case must exit with code 2, print exactly one `error:` line and
+no traceback, and leave no partial output: the paths in `absent` must not exist afterwards, and a
+good file named in `unchanged` (copied there before) must be byte-identical, and a directory named
+in `unchanged_tree` (a run directory set up before) must hold exactly the same files with the same
+bytes; a case with `max_rss_mb` (the bombs) also asserts the peak resident memory of the entry
+point's process stays below it. Files that would be huge, or cannot live in git (a FIFO, a 1000-file
+flag chain, gzip and zip bombs), are made by `setup` in the case's own directory, as are copies of
+shipped files with one value changed (`patch_json`) and a search's resume checkpoint for the case's
+own flags (`search_state`); `env` sets environment variables (TF_CONFIG). The TFLite files a
+benchmark must refuse were converted once from tf.Modules: no_inputs (a variable's cumsum, no
+input), invoke_fails (a gather at index 100 of 4 values, known only at invoke), huge_tensor (a [1,
+20000, 20000, 3] float input, 4.8 GB). Placeholders: {ROOT} the repo, {BAD} the corpus, {TMP} a
+fresh directory, {SHARED} ../shared/data/proxylessnas.
 
 Every case is a real subprocess, as a user would run it. Most fail before TensorFlow is
 imported (the entry points check files first); the selected cases are started two at a

@@ -87,8 +87,8 @@ FIELDS = {f.name: f for f in config_lib.fields()
           if f.name not in ("space", "latency_table", "out_dir", "target_frac", "latency_loss", "dataset", "manual_dir",
                             "build_table", "table_backend", "derive_measure")}
 BASE = {"space": st.sampled_from(PATHS["space"][:1] * 6 + PATHS["space"]),
-        "latency_table": st.sampled_from(PATHS["latency_table"][:1] * 6 + PATHS["latency_table"]), "out_dir": st.sampled_from(PATHS["out_dir"][:1] * 4
-                                                                                               + PATHS["out_dir"]),
+        "latency_table": st.sampled_from(PATHS["latency_table"][:1] * 6 + PATHS["latency_table"]),
+        "out_dir": st.sampled_from(PATHS["out_dir"][:1] * 4 + PATHS["out_dir"]),
         "target_frac": st.one_of(st.floats(0, 1), st.floats(0, 1), st.none(), hostile_floats),
         "latency_loss": st.sampled_from(["add#abs", "add#abs", "add#linear", "add#hinge", "mul#log", "none",
                                          "add#hing"])}
