@@ -239,11 +239,12 @@ def search_data(dataset, input_shape, batch_size, valid_size=None, valid_batch_s
                           f"input {input_shape} has {input_shape[2]}",
                           f"use a space with {source.channels} input channel(s)")
     valid_batch_size = valid_batch_size or batch_size
-    valid_size = valid_size or DEFAULT_VALID_SIZE.get(source.name, 5000)
     num_classes = source.num_classes
     augment, style = preprocess.search_styles(source.image_shape)
     arrays = source.train_arrays()
     labels = arrays[1] if arrays is not None else source.train_labels()
+    # the standard datasets' usual split; another dataset gives a tenth of its images (at most 5000)
+    valid_size = valid_size or DEFAULT_VALID_SIZE.get(source.name) or min(5000, max(num_classes, len(labels) // 10))
     tr_idx, va_idx = class_balanced_split(labels, valid_size, num_classes, seed)
     if max_train:
         tr_idx = np.sort(np.random.default_rng(seed).choice(tr_idx, min(max_train, len(tr_idx)), replace=False))

@@ -120,7 +120,7 @@ def scan(root):
                 usable += 1
             if not usable:
                 raise ConfigError(os.path.join(d, name), "<folder>", "class folder without usable images"
-                                  + (f" ({sum(1 for p, _ in skipped if p.startswith(os.path.join(d, name)))} "
+                                  + (f" ({sum(1 for p, _ in skipped if p.startswith(os.path.join(d, name, '')))} "
                                      "skipped as unreadable)" if skipped else ""),
                                   "add images of this class, or remove the folder")
         files[split] = (paths, np.asarray(labels, np.int64))

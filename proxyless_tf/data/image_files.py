@@ -14,7 +14,8 @@ import os
 import struct
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-HEAD_BYTES = 1 << 16       # a JPEG's frame header follows its EXIF/ICC segments, within 64 KB in practice
+HEAD_BYTES = 1 << 16       # a JPEG's frame header follows its EXIF/ICC segments, within 64 KB in practice,
+LONG_HEAD_BYTES = 1 << 22  # and else within the first 4 MB (large embedded profiles and thumbnails)
 TAIL_BYTES = 1 << 12       # JPEG writers may pad after the end marker
 MAX_PIXELS = 1 << 26       # 67 M pixels (8192 x 8192): a larger "image" is a decompression bomb, not a photo
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -105,6 +106,12 @@ def probe(path):
             if size > HEAD_BYTES:
                 f.seek(max(size - TAIL_BYTES, 0))
                 tail = f.read(TAIL_BYTES)
+                if head.startswith(b"\xff\xd8"):
+                    try:
+                        _jpeg(head, tail, size)
+                    except BadImage:  # the frame header may lie beyond the first 64 KB
+                        f.seek(0)
+                        head = f.read(LONG_HEAD_BYTES)
             else:
                 tail = head[-TAIL_BYTES:]
     except OSError as e:

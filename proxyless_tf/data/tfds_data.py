@@ -18,8 +18,8 @@ from proxyless_tf.errors import ConfigError
 
 IMAGENET_HOWTO = ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
                   "into {manual_dir} (or pass --manual_dir=DIR); tfds prepares them on first use")
-TEST_SPLITS = ("test", "validation")   # the first a dataset has is its test split
-MOCK_TEST_SPLIT = {"imagenet2012": "validation"}  # when the split names are unknown (tfds mock data)
+TEST_SPLITS = ("test", "validation")   # the first a dataset has is its test split, unless it is named here:
+TEST_SPLIT = {"imagenet2012": "validation"}  # (ImageNet's "test" split has no labels)
 
 
 def _first_line(e):
@@ -131,17 +131,19 @@ def open_tfds(name, data_dir=None, manual_dir=None, channels=None, cache_dir=Non
         raise ConfigError(name, "channels", "the dataset does not say how many channels its images have",
                           "pass channels=1 or 3")
     shape = (stored[0], stored[1], int(c))
-    known_splits = dict(builder.info.splits)
-    test_split = next((s for s in TEST_SPLITS if s in known_splits), None)
-    if not known_splits:  # tfds.testing.mock_data: no split metadata
-        test_split = MOCK_TEST_SPLIT.get(name, "test")
+    _load(name, "train", data_dir, manual_dir)  # prepares the dataset, or says in one line why it cannot
+    known_splits = dict(builder.info.splits) or dict(tfds.builder(name, data_dir=data_dir).info.splits)
+    test_split = TEST_SPLIT.get(name) or next((s for s in TEST_SPLITS if s in known_splits), None)
+    if not known_splits:  # tfds.testing.mock_data: no split metadata, every split name is accepted
+        test_split = TEST_SPLIT.get(name, "test")
+    elif test_split not in known_splits:
+        test_split = None
     sizes = {}
     for split, tfds_split in (("train", "train"), ("test", test_split)):
         n = known_splits[tfds_split].num_examples if tfds_split in known_splits else None
         if n:
             sizes[split] = int(n)
     reader = TfdsReader(name, data_dir, manual_dir, stored_channels, int(c), shape, cache_dir, sizes, test_split)
-    reader.items("train")  # prepares the dataset, or says in one line why it cannot
     num_train = sizes.get("train") or len(reader.labels("train"))
     num_test = 0
     if test_split:

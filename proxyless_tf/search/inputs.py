@@ -179,8 +179,12 @@ def check_config(cfg, data=True):
     input from the data (those checks then run in `run.prepare`, once the data is open).
     `data=False`: the data is not `cfg.dataset` (`run_search(data=...)`), so it is not checked here.
     The values are checked by `SearchConfig`."""
-    if is_open(cfg.space, cfg.resolution):
-        load_space(cfg.space, cfg.resolution, (32, 32, 3), "<placeholder>")  # the rest of the file, checked now
+    if is_open(cfg.space, cfg.resolution):  # the rest of the file is checked now, at a stand-in size
+        d = readers.read_json(cfg.space, "search space file")
+        h, w, c = d["input_shape"]
+        r = cfg.resolution
+        d = dict(d, input_shape=[r or h or 32, r or w or 32, c or 3])
+        space_lib.SearchSpace.from_dict(d, source=os.fspath(cfg.space))
         space = None
     else:
         space = load_space(cfg.space, cfg.resolution)
