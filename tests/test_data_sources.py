@@ -12,6 +12,12 @@ from proxyless_tf.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """tfds label scans of mock data must not land in the user's ~/.cache/proxyless_tf."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+
+
+@pytest.fixture(autouse=True)
 def fresh_scans():
     folder._SCANS.clear()  # every test writes its own folders
     yield
