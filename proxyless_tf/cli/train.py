@@ -154,7 +154,7 @@ def check_flags(cfg):
 
 def check_dataset_flags():
     """--data_dir / --manual_dir, when given, must be directories; Fashion-MNIST's must hold its files."""
-    from proxyless_tf.data import datasets as data
+    from proxyless_tf.data import idx as data
 
     if not FLAGS.dataset:
         raise ConfigError("<flags>", "--dataset", "is empty", "pass a tfds name or an image folder")
