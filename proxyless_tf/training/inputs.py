@@ -142,7 +142,7 @@ def prepare(arch, data, cfg, num_classes=None, arch_source="<arch>", data_dir=No
     train_arrays = val_arrays = None
     if arrays is not None:
         x, y = arrays[0], np.asarray(arrays[1])
-        if source.kind == "folder":  # listed class by class: the same fixed permutation as the stream's
+        if source.kind == "folder":  # listed class by class: a permutation fixed by the seed
             order = np.random.default_rng(cfg.seed).permutation(len(x))[:n_all]
             x, y = x[order], y[order]
         x, y = x[:n_all], y[:n_all]

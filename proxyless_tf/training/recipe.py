@@ -1,10 +1,11 @@
 """The retraining recipe: a derived network trained from scratch with plain `model.fit`.
 
 Kept apart from the absl entry point (`proxyless_tf.train`) so a user, a test or a
-notebook can run the same recipe with a config object and no flags. The recipe follows
-the official ProxylessNAS retraining: SGD Nesterov, cosine learning rate after a linear
-warm-up, label smoothing, weight decay on convolution/dense kernels only (not on BN or
-biases), light augmentation that fits the dataset.
+notebook can run the same recipe with a config object (`training/config.py`) and any
+dataset (`training/inputs.py`), no flags. The recipe follows the official ProxylessNAS
+retraining: SGD Nesterov, cosine learning rate after a linear warm-up, label smoothing,
+weight decay on convolution/dense kernels only (not on BN or biases), augmentation that fits
+the dataset (configs/train_*.flags hold the settings per dataset).
 """
 
 import os
