@@ -100,13 +100,13 @@ def made_images(source, n, size_wh, seed, data_dir):
                 crop = crop[:, ::-1]
             yield tf.cast(tf.clip_by_value(tf.round(tf.image.resize(crop, (h, w), antialias=True)), 0, 255), tf.uint8)
     else:
-        from proxyless_tf.data import datasets
+        from proxyless_tf.data import idx
 
-        local = datasets.find_fashion_dir(data_dir)
+        local = idx.find_fashion_dir(data_dir)
         if not local:
             raise ConfigError(data_dir, "--data_dir", "has no Fashion-MNIST IDX files",
                               "install dataset-fashion-mnist, or pass --source=photo")
-        x, _ = datasets.load_fashion_local(local)
+        x, _ = idx.load_fashion_local(local)
         for i in rng.choice(len(x), n, replace=False):
             yield tf.cast(tf.round(tf.image.resize(tf.image.grayscale_to_rgb(tf.constant(x[i])), (h, w))), tf.uint8)
 

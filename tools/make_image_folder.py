@@ -23,10 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 from proxyless_tf import cli  # noqa: E402
+from proxyless_tf.data.idx import FASHION_MNIST_LABELS  # noqa: E402
 from proxyless_tf.errors import ConfigError  # noqa: E402
 
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot"]
 # split folder -> (images file, labels file), the names MNIST-style IDX data sets use
 SPLITS = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
@@ -37,7 +36,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("idx_dir", "/usr/share/datasets/fashion-mnist",
                     f"Directory with {', '.join(f for pair in SPLITS.values() for f in pair)}.")
 flags.DEFINE_string("out", None, "The image folder to create (must not exist, or be empty).")
-flags.DEFINE_list("class_names", [n.replace("/", "_") for n in FASHION_MNIST_CLASSES],
+flags.DEFINE_list("class_names", [n.replace("/", "_") for n in FASHION_MNIST_LABELS],
                   "Folder name of label 0, 1, ... (default: Fashion-MNIST's, '/' written as '_').")
 
 
@@ -57,19 +56,20 @@ def check_class_names(names):
 
 def read_split(idx_dir, split, num_classes):
     """(images uint8 N x H x W x C, labels int64) of one split, checked."""
-    from proxyless_tf.data import datasets
+    from proxyless_tf.data.idx import read_idx
+    from proxyless_tf.data.labels import check_labels
 
     images_file, labels_file = (os.path.join(idx_dir, f) for f in SPLITS[split])
-    x = datasets.read_idx(images_file)
+    x = read_idx(images_file)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or min(x.shape) == 0:
         raise ConfigError(images_file, "<file>", f"images of shape {x.shape}",
                           "expected N x H x W (grayscale) or N x H x W x C with C in 1, 3, 4")
-    y = datasets.read_idx(labels_file)
+    y = read_idx(labels_file)
     if y.ndim != 1:
         raise ConfigError(labels_file, "<file>", f"labels of shape {y.shape}", "expected one label per image")
-    datasets.check_labels(y, num_classes, labels_file, len(x))
+    check_labels(y, num_classes, labels_file, len(x))
     return x, y.astype("int64")
 
 
