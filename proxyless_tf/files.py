@@ -25,6 +25,21 @@ def check_output_path(path, field="--out"):
         raise ConfigError(path, field, f"{d} is not writable", "pass a path in a writable directory")
 
 
+def check_output_dir(path, field="--out_dir"):
+    """Fail before any work if run directory `path` cannot be made: a regular file is there, a parent
+    is a file, or the first existing parent is not writable. Creates nothing."""
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(path, field, "is a file, not a directory", "pass a directory path")
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise ConfigError(path, field, f"{d} is a file, not a directory", "pass a path inside a directory")
+    if not os.access(path if os.path.isdir(path) else d, os.W_OK):
+        raise ConfigError(path, field, "is not writable", "pass a path in a writable directory")
+
+
 def write_bytes_atomic(path, content):
     """Write bytes to a temporary file beside `path` and rename it: readers (and a rerun) see the
     old file or the whole new one, never half of one, even when the process is killed mid-write."""

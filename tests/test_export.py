@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from proxyless_tf.export import tflite as export
 from proxyless_tf.training import recipe as training
+from proxyless_tf.training.config import TrainConfig
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency import keys as keys_lib
 from proxyless_tf.latency.table import LatencyStats, LatencyTable
@@ -21,18 +22,23 @@ TF_LINE = re.compile(r"^[IWE]\d{4} |oneDNN custom operations|cudart_stub|absl::I
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny Fashion-MNIST net trained for a few seconds, saved as a user's run would be."""
+    """A tiny Fashion-MNIST net trained for a few seconds, saved as a user's run would be.
+
+    Like every retrained model it starts with `Normalize`: it (and its exports) take raw pixels."""
+    from proxyless_tf.data.sources import open_source
+
     d = tmp_path_factory.mktemp("tiny_run")
     arch_path = write_tiny_arch(d)
-    splits = training.load_dataset("fashion_mnist", train_examples=1024)
-    cfg = training.TrainConfig(epochs=2, batch_size=64, lr=0.2, warmup_epochs=0.2)
-    res = training.train(Arch.from_json(arch_path), splits, cfg, str(d / "run"), progress="none")
+    source = open_source("fashion_mnist")
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.2, warmup_epochs=0.2, train_examples=1024)
+    res = training.train(Arch.from_json(arch_path), source, cfg, str(d / "run"), progress="none")
     json_res = dict(res, arch=arch_path)
     (d / "run" / "result.json").write_text(json.dumps(json_res))
     model = export.load_keras_model(res["model_path"])
-    x = splits.x_test[:200]
+    xt, yt = source.test_arrays()
+    x = xt[:200].astype(np.float32)  # raw pixels 0..255
     return {"dir": d, "arch": arch_path, "model_path": res["model_path"], "model": model,
-            "x": x, "y": splits.y_test[:200], "rep": splits.x_train[:64],
+            "x": x, "y": yt[:200], "rep": source.train_arrays()[0][:64].astype(np.float32),
             "logits": model.predict(x, verbose=0), "float32": export.convert(model, "float32")}
 
 
@@ -87,6 +93,34 @@ def test_export_cli_float_int8_qat_with_sidecars(trained):
     assert side["input"]["shape"] == [1, 28, 28, 1] and side["input"]["dtype"] == "int8"
     assert side["normalisation"]["mean"] == [0.286] and side["labels"][9] == "Ankle boot"
     assert side["checks"]["n"] == 200
+    # The model normalises: the app feeds raw pixels, which int8 input holds as pixel - 128 (scale 1).
+    assert side["input"]["pixels"] == "raw 0..255" and side["normalisation"]["in_model"] is True
+    q = side["input"]["quantization"]
+    assert q["scale"] == pytest.approx(1.0, rel=0.02) and q["zero_point"] == -128
+    assert json.loads((out / "model_qat.json").read_text())["input"]["pixels"] == "raw 0..255"
+
+
+def test_export_cli_takes_an_old_model_without_normalize(trained, tmp_path):
+    """A .keras saved before models carried `Normalize` (normalised input): still exported, fed
+    normalised test images, and its sidecar says so."""
+    import keras
+
+    from proxyless_tf.models.nets import build_model
+
+    keras.utils.set_random_seed(0)
+    old = build_model(Arch.from_json(trained["arch"]), 10)
+    path = tmp_path / "old.keras"
+    old.save(path)
+    out = tmp_path / "tflite"
+    proc = run_cli(["tools/export_tflite.py", str(path), "--modes=float32,int8", "--num_test=64",
+                    "--num_representative=32", f"--out_dir={out}"], TF_CPP_MIN_LOG_LEVEL="2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rep = json.loads((out / "export_report.json").read_text())
+    assert rep["input"] == "normalised" and rep["n_test"] == 64
+    assert rep["modes"]["float32"]["max_abs_logit_diff"] <= 1e-4 and rep["modes"]["float32"]["top1_agreement"] == 1
+    side = json.loads((out / "old_float32.json").read_text())
+    assert side["input"]["pixels"] == "normalised" and side["normalisation"]["in_model"] is False
+    assert side["normalisation"]["mean"] == [0.286] and "pixel / 255 - mean" in side["normalisation"]["formula"]
 
 
 def test_benchmark_cli_predicts_and_rejects_a_corrupt_model(trained, tmp_path):

@@ -10,11 +10,12 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from proxyless_tf.training import recipe as training
+from proxyless_tf.training.config import TrainConfig
 from train_helpers import write_tiny_arch
 
 
 def test_lr_warms_up_linearly_then_follows_a_cosine_to_zero():
-    cfg = training.TrainConfig(epochs=10, lr=0.2, warmup_epochs=1)
+    cfg = TrainConfig(epochs=10, lr=0.2, warmup_epochs=1)
     sched = training.lr_schedule(cfg, steps_per_epoch=100)  # 100 warm-up steps, 900 cosine steps
     lr = lambda s: float(sched(s))  # noqa: E731
     assert lr(0) == pytest.approx(0.0, abs=1e-7)
@@ -30,7 +31,7 @@ def test_weight_decay_skips_batchnorm_and_biases():
     out = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.BatchNormalization()(
         keras.layers.Conv2D(2, 3, use_bias=False)(inp))))
     model = keras.Model(inp, out)
-    cfg = training.TrainConfig(lr=0.1, warmup_epochs=0, weight_decay=0.5, momentum=0.0)
+    cfg = TrainConfig(lr=0.1, warmup_epochs=0, weight_decay=0.5, momentum=0.0)
     opt = training.make_optimizer(cfg, steps_per_epoch=10)
     before = {v.path: np.array(v) for v in model.trainable_variables}
     zero = [keras.ops.zeros_like(v) for v in model.trainable_variables]
@@ -87,9 +88,11 @@ def test_cli_verbosity_brings_tensorflow_lines_back_and_json_prints_the_result(t
 
 
 def test_cli_rejects_arch_for_another_input_shape(tmp_path, repo_root):
+    """An RGB network on grayscale Fashion-MNIST: one line naming the arch file, nothing written."""
     proc = run_cli(["-m", "proxyless_tf.train", "--arch=configs/archs/proxyless_mobile.json", "--epochs=1",
                     f"--out_dir={tmp_path}/r"])
-    assert_one_line_error(proc, "input_shape", "fashion_mnist")
+    assert_one_line_error(proc, "proxyless_mobile.json", "space.input_shape", "3-channel 224x224", "1-channel")
+    assert not (tmp_path / "r").exists()
 
 
 def test_best_checkpoint_is_replaced_atomically(tmp_path):
@@ -124,3 +127,85 @@ def test_flagfile_by_name_resolves_in_configs_from_any_directory(tmp_path):
     proc = run_cli(["-m", "proxyless_tf.train", "--flagfile=train_fashion_mnist.flags"], cwd=str(tmp_path))
     assert_one_line_error(proc, "--arch")
     assert "flag file" not in proc.stderr
+
+
+# ---- any source, from Python ----------------------------------------------------------------
+
+def _rgb_arrays(n, classes=3, size=16, seed=0):
+    """Images whose class is their brightness: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = (rng.integers(0, 60, (n, size, size, 3)) + 90 * y[:, None, None, None]).astype(np.uint8)
+    return x, y
+
+
+def _tiny_rgb_arch():
+    from proxyless_tf.space import Arch, SearchSpace
+    from search_helpers import TINY
+
+    space = SearchSpace.from_dict(TINY)  # 16x16x3
+    return Arch(space, ["mb_k3_e3"] * space.num_layers)
+
+
+def test_train_on_numpy_arrays_in_memory_carries_the_normalisation(tmp_path):
+    from proxyless_tf.data.sources import from_arrays
+    from proxyless_tf.layers.preprocessing import Normalize
+    from proxyless_tf.training import inputs as inputs_lib
+
+    x, y = _rgb_arrays(96)
+    xt, yt = _rgb_arrays(32, seed=1)
+    source = from_arrays(x, y, xt, yt)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.1, warmup_epochs=0, checkpoint_every=0, val_examples=16)
+    inputs = inputs_lib.prepare(_tiny_rgb_arch(), source, cfg)
+    assert inputs.in_memory and inputs.num_train == 80 and inputs.num_val == 16 and inputs.steps == 5
+    res = training.train(_tiny_rgb_arch(), inputs, cfg, str(tmp_path / "run"), progress="none")
+    assert res["num_classes"] == 3 and res["num_test"] == 32 and res["input_shape"] == [16, 16, 3]
+    assert res["normalization"]["mean"] == list(source.mean)
+    model = keras.saving.load_model(res["model_path"])
+    assert isinstance(model.layers[1], Normalize) and model.layers[1].std == tuple(source.std)
+    assert model.output_shape == (None, 3)
+    # evaluated on raw pixels: the reported accuracy is the model's on the raw test images
+    acc = float(np.mean(np.argmax(model.predict(xt.astype(np.float32), verbose=0), 1) == yt))
+    assert acc == pytest.approx(res["test_accuracy"], abs=1e-6)
+
+
+def test_train_streams_a_tf_data_source_with_inception_crops(tmp_path):
+    import tensorflow as tf
+
+    from proxyless_tf.data.sources import from_tf_data
+    from proxyless_tf.training import inputs as inputs_lib
+
+    x, y = _rgb_arrays(64, size=24)  # 24x24 images, a 16x16 network: resized by the stream
+    xt, yt = _rgb_arrays(16, size=24, seed=1)
+    source = from_tf_data(tf.data.Dataset.from_tensor_slices((x, y)), tf.data.Dataset.from_tensor_slices((xt, yt)),
+                          num_classes=3)
+    cfg = TrainConfig(epochs=1, batch_size=16, augment="inception", checkpoint_every=0, shuffle_buffer=32)
+    inputs = inputs_lib.prepare(_tiny_rgb_arch(), source, cfg)
+    assert not inputs.in_memory and inputs.steps == 4 and inputs.eval_style == "imagenet"
+    res = training.train(_tiny_rgb_arch(), inputs, cfg, str(tmp_path / "run"), progress="none")
+    assert res["num_test"] == 16 and 0.0 <= res["test_accuracy"] <= 1.0
+    assert keras.saving.load_model(res["model_path"]).input_shape == (None, 16, 16, 3)
+
+
+@pytest.mark.parametrize("case", ["channels", "classes", "val_all", "seed", "run_dir_file"])
+def test_bad_training_input_is_one_error_before_the_run_dir_exists(tmp_path, case):
+    from proxyless_tf.data.sources import from_arrays
+    from proxyless_tf.errors import ConfigError
+
+    x, y = _rgb_arrays(32)
+    kwargs, cfg, run_dir = {}, TrainConfig(epochs=1, batch_size=8), tmp_path / "run"
+    data, needle = from_arrays(x, y), None
+    if case == "channels":
+        data, needle = from_arrays(x[..., :1], y), "3-channel 16x16 images"
+    elif case == "classes":
+        kwargs, needle = {"num_classes": 10}, "--num_classes"
+    elif case == "val_all":
+        cfg.val_examples, needle = 32, "leaves none to train on"
+    elif case == "seed":
+        cfg.seed, needle = -1, "seed"
+    else:
+        run_dir.write_text("a file")
+        needle = "is a file, not a directory"
+    with pytest.raises(ConfigError, match=needle):
+        training.train(_tiny_rgb_arch(), data, cfg, str(run_dir), progress="none", **kwargs)
+    assert (not run_dir.exists()) if case != "run_dir_file" else run_dir.read_text() == "a file"

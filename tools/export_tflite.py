@@ -29,8 +29,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("modes", "float32,float16,dynamic,int8,int8_io", f"Any of {','.join(ALL_MODES)}.")
 flags.DEFINE_string("out_dir", None, "Where the .tflite files go (default: MODEL_DIR/tflite).")
 flags.DEFINE_string("arch", None, "Architecture JSON (QAT only; default: the 'arch' of result.json beside the model).")
-flags.DEFINE_string("dataset", "fashion_mnist", "Dataset for representative data and checks.")
-flags.DEFINE_string("data_dir", None, "Dataset files directory.")
+flags.DEFINE_string("dataset", None, "Dataset for representative data and checks: a tfds name or an image folder "
+                    "(default: the one in result.json beside the model, else fashion_mnist).")
+flags.DEFINE_string("data_dir", None, "Dataset files directory (default: result.json's, beside the model).")
+flags.DEFINE_string("manual_dir", None, "tfds manual download directory (ImageNet's tar files).")
 flags.DEFINE_integer("num_test", 1000, "Test images for agreement and accuracy.")
 flags.DEFINE_integer("num_representative", 500, "Training images calibrating full int8.")
 flags.DEFINE_integer("qat_examples", 10000, "Training images for the QAT fine-tuning.")
@@ -60,64 +62,120 @@ def find_arch(model_path):
     return Arch.from_json(path)
 
 
+MAX_BATCH = 4096         # a fixed batch beyond this is a typo, and LiteRT would allocate it
+MAX_IMAGES = 1_000_000
+
+
+def check_flags(model_path):
+    """Every flag, the model path and --out_dir, before TensorFlow loads and before anything is written."""
+    from proxyless_tf import files, readers
+
+    bad = [m for m in FLAGS.modes if m not in ALL_MODES]
+    if bad or not FLAGS.modes:
+        raise ConfigError("<flags>", "--modes", f"unknown mode(s) {bad}" if bad else "is empty",
+                          f"use any of {','.join(ALL_MODES)}")
+    for name, hi in (("batch_size", MAX_BATCH), ("num_test", MAX_IMAGES), ("num_representative", MAX_IMAGES),
+                     ("qat_examples", MAX_IMAGES), ("qat_epochs", 1000)):
+        v = getattr(FLAGS, name)
+        if v < 1:
+            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {v}", f"pass a positive --{name}")
+        if v > hi:
+            raise ConfigError("<flags>", f"--{name}", f"{v} is more than the {hi} allowed (a typo?)",
+                              f"pass a smaller --{name}")
+    if FLAGS.batch_size > FLAGS.num_test:
+        raise ConfigError("<flags>", "--batch_size", f"{FLAGS.batch_size} is more than --num_test={FLAGS.num_test}",
+                          "use a batch size of at most --num_test")
+    if not 0 <= FLAGS.seed < 2 ** 31:
+        raise ConfigError("<flags>", "--seed", f"{FLAGS.seed} is not in [0, 2^31)", "pass a non-negative --seed")
+    if not (0 < FLAGS.qat_lr <= 10):  # also false for nan
+        raise ConfigError("<flags>", "--qat_lr", f"{FLAGS.qat_lr} is not in (0, 10]", "pass a small positive --qat_lr")
+    readers.check_regular(model_path, "model", fix="pass the .keras file saved by proxyless_tf.train")
+    files.check_output_dir(out_dir_of(model_path))
+    for name in ("data_dir", "manual_dir"):
+        v = getattr(FLAGS, name)
+        if v and os.path.exists(v) and not os.path.isdir(v):
+            raise ConfigError(v, f"--{name}", "is a file, not a directory", "pass the directory of the dataset")
+
+
+def out_dir_of(model_path):
+    return FLAGS.out_dir or os.path.join(os.path.dirname(os.path.abspath(model_path)), "tflite")
+
+
+def training_result(model_path):
+    """result.json beside the model (what proxyless_tf.train wrote), or {} when there is none."""
+    from proxyless_tf.files import read_json_object
+
+    res = os.path.join(os.path.dirname(os.path.abspath(model_path)), "result.json")
+    return read_json_object(res, "training result") if os.path.isfile(res) else {}
+
+
+def data_flags(result):
+    """(dataset, data_dir, manual_dir): the flags, else what the training run used, else Fashion-MNIST."""
+    def pick(name, default=None):
+        given = getattr(FLAGS, name)
+        v = given if given is not None else result.get(name, default)
+        if v is not None and not isinstance(v, str):
+            raise ConfigError("result.json", name, f"expected a string, got {type(v).__name__}",
+                              f"pass --{name}")
+        return v
+    return pick("dataset", "fashion_mnist"), pick("data_dir"), pick("manual_dir")
+
+
 def main(argv):
     if len(argv) != 2:
         raise ConfigError("<args>", "MODEL", "expected exactly one .keras model path", "tools/export_tflite.py MODEL.keras")
     model_path = argv[1]
-    bad = [m for m in FLAGS.modes if m not in ALL_MODES]
-    if bad:
-        raise ConfigError("<flags>", "--modes", f"unknown mode(s) {bad}", f"use any of {','.join(ALL_MODES)}")
-    for name in ("batch_size", "num_test", "num_representative", "qat_examples"):
-        if getattr(FLAGS, name) < 1:
-            raise ConfigError("<flags>", f"--{name}", f"must be at least 1, got {getattr(FLAGS, name)}",
-                              f"pass a positive --{name}")
-    import numpy as np  # TensorFlow loads only once the flags are known to be good
+    check_flags(model_path)
+    result = training_result(model_path)
+    dataset, data_dir, manual_dir = data_flags(result)
+    style = result.get("eval_style") if result.get("eval_style") in ("small", "imagenet") else "small"
 
-    from proxyless_tf.export import tflite as export
-
+    from proxyless_tf.data.sources import open_source  # TensorFlow loads only once the flags are known to be good
+    from proxyless_tf.export import data as export_data
     from proxyless_tf.export import report as export_report
-
-    from proxyless_tf.training import recipe as training
+    from proxyless_tf.export import tflite as export
     from proxyless_tf.files import write_bytes_atomic, write_json_atomic
 
     model = export.load_keras_model(model_path)
-    splits = training.load_dataset(FLAGS.dataset, FLAGS.data_dir)
-    if tuple(model.input_shape[1:]) != tuple(splits.x_test.shape[1:]):
-        raise ConfigError(model_path, "input_shape", f"{model.input_shape[1:]} does not match {FLAGS.dataset} "
-                          f"images {splits.x_test.shape[1:]}", "pass the dataset the model was trained on")
-    n = min(FLAGS.num_test, len(splits.x_test))
-    n -= n % FLAGS.batch_size
-    x_test, y_test = splits.x_test[:n], splits.y_test[:n]
-    rng = np.random.default_rng(FLAGS.seed)
-    keras_logits = model.predict(x_test, batch_size=256, verbose=0)
-    out_dir = FLAGS.out_dir or os.path.join(os.path.dirname(os.path.abspath(model_path)), "tflite")
-    os.makedirs(out_dir, exist_ok=True)
+    source = open_source(dataset, data_dir=data_dir, manual_dir=manual_dir)
+    data = export_data.prepare(model, source, model_path, FLAGS.num_test, FLAGS.batch_size, style)
+    arch = None
+    if "qat" in FLAGS.modes:
+        arch = find_arch(model_path)
+        export_data.check_qat_size(FLAGS.qat_examples, data, source.num_train)
+    n = len(data.x_test)
+    keras_logits = model.predict(data.x_test, batch_size=256, verbose=0)
+    out_dir = out_dir_of(model_path)
+    os.makedirs(out_dir, exist_ok=True)  # every check passed: only now does anything get written
     stem = os.path.splitext(os.path.basename(model_path))[0]
-    report = {"model": os.path.abspath(model_path), "n_test": n, "modes": {}}
+    report = {"model": os.path.abspath(model_path), "n_test": n, "dataset": dataset,
+              "input": "raw pixels 0..255" if data.raw_pixels else "normalised", "modes": {}}
     print(f"{'mode':8s} {'size KB':>8s} {'max|dlogit|':>12s} {'top1 agree':>10s} {'keras acc':>9s} "
           f"{'tflite acc':>10s} {'drop pts':>8s} {'time s':>7s}")
-    for mode in FLAGS.modes:
+    for i, mode in enumerate(FLAGS.modes):
         t0 = time.time()
         if mode == "qat":
             from proxyless_tf.export import qat
 
-            idx = rng.choice(len(splits.x_train), min(FLAGS.qat_examples, len(splits.x_train)), replace=False)
-            content = qat.qat_tflite(model, find_arch(model_path), splits.x_train[idx], splits.y_train[idx],
-                                     epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr, batch=FLAGS.batch_size,
-                                     freeze_bn=FLAGS.qat_freeze_bn,
-                                     seed=FLAGS.seed, verbose=FLAGS.verbose)
+            x, y = export_data.training_images(source, data, FLAGS.qat_examples, FLAGS.seed + i)
+            content = qat.qat_tflite(model, arch, x, y, epochs=FLAGS.qat_epochs, lr=FLAGS.qat_lr,
+                                     batch=FLAGS.batch_size, freeze_bn=FLAGS.qat_freeze_bn, seed=FLAGS.seed,
+                                     verbose=FLAGS.verbose,
+                                     normalization=(data.mean, data.std) if data.raw_pixels else None)
         else:
-            idx = rng.choice(len(splits.x_train), min(FLAGS.num_representative, len(splits.x_train)), replace=False)
+            rep = None
+            if mode in ("int8", "int8_io"):
+                rep, _ = export_data.training_images(source, data, FLAGS.num_representative, FLAGS.seed + i)
             content = export.convert(model, "int8" if mode == "int8_io" else mode, FLAGS.batch_size,
-                                     representative=splits.x_train[idx], int8_io=mode == "int8_io")
+                                     representative=rep, int8_io=mode == "int8_io")
         fname = f"{stem}_{mode}.tflite"
         path = os.path.join(out_dir, fname)
         write_bytes_atomic(path, content)  # a killed export never leaves a truncated .tflite for an app
-        checks, io = export_report.check_export(content, keras_logits, x_test, y_test, path)
+        checks, io = export_report.check_export(content, keras_logits, data.x_test, data.y_test, path)
         checks["seconds"] = round(time.time() - t0, 1)
         write_json_atomic(os.path.join(out_dir, f"{stem}_{mode}.json"),
-                          export_report.sidecar(fname, mode, io, splits.mean, splits.std, splits.labels, checks,
-                                                FLAGS.dataset))
+                          export_report.sidecar(fname, mode, io, data.mean, data.std, data.class_names, checks,
+                                                dataset, raw_pixels=data.raw_pixels))
         report["modes"][mode] = dict(checks, file=path)
         print(f"{mode:8s} {checks['size_bytes'] / 1024:8.1f} {checks['max_abs_logit_diff']:12.3g} "
               f"{checks['top1_agreement']:10.4f} {checks['keras_accuracy']:9.4f} {checks['tflite_accuracy']:10.4f} "

@@ -23,8 +23,9 @@ MAX_TFLITE_BYTES = 2 << 30  # a flatbuffer cannot be larger
 
 
 def load_keras_model(path):
-    """A saved .keras network, safe_mode on: our networks are stock layers, no custom code runs."""
+    """A saved .keras network, safe_mode on: stock layers and our registered `Normalize`, no code runs."""
     from proxyless_tf import readers
+    from proxyless_tf.layers.preprocessing import Normalize  # the retrained models' first layer
 
     path = os.fspath(path)
     fix = "pass the .keras file saved by proxyless_tf.train"
@@ -32,7 +33,8 @@ def load_keras_model(path):
     if path.endswith(".keras"):  # keras would say "File not found" for a non-zip, and unpack a zip bomb
         readers.check_zip(path, ".keras archive", fix)
     try:
-        return keras.saving.load_model(path, safe_mode=True)  # explicit: never run code from a model file
+        # safe_mode explicit: never run code from a model file
+        return keras.saving.load_model(path, safe_mode=True, custom_objects={"Normalize": Normalize})
     except Exception as e:  # keras raises many types for bad archives; the user needs one line
         first = str(e).splitlines()[0][:160] if str(e) else ""
         if "arbitrary code execution" in str(e):

@@ -1,7 +1,8 @@
 """Plain networks from an Arch: built-in Keras layers only, nothing of the search in them.
 
-Because every layer is a stock Keras layer, the model exports to TFLite, loads from
-`.keras` without custom objects and can be rebuilt layer-for-layer in `tf_keras` for
+Because every layer is a stock Keras layer (plus, for a retrained model, the constant
+`Normalize` layer in front, `layers/preprocessing.py`), the model exports to TFLite, loads
+from `.keras` with safe_mode on and can be rebuilt layer-for-layer in `tf_keras` for
 quantization-aware training (`ns=tf_keras`).
 """
 
@@ -35,7 +36,7 @@ def _head(ns, space, x, num_classes, dropout):
     return ns.layers.Dense(num_classes, name="classifier")(x)
 
 
-def build_model(arch, num_classes, dropout=0.0, ns=keras, name=None):
+def build_model(arch, num_classes, dropout=0.0, ns=keras, name=None, normalization=None):
     """The network an Arch describes, as a functional model returning logits.
 
     Args:
@@ -44,10 +45,20 @@ def build_model(arch, num_classes, dropout=0.0, ns=keras, name=None):
         dropout: dropout rate before the classifier (official nets: 0 at search, 0.1 at retrain).
         ns: the Keras namespace to build with (`keras`, or `tf_keras` for the QAT twin).
         name: model name; defaults to the space name.
+        normalization: (mean, std) per channel of [0, 1] pixels: a `Normalize` layer first, so
+            the model takes raw pixels 0..255 (retrained models); None: normalised input.
+            Keras 3 only (the QAT child adds the same two ops to its twin itself).
     """
     space = arch.space
     inputs = ns.Input(shape=space.input_shape, name="image")
-    x = _stem(ns, space, inputs)
+    x = inputs
+    if normalization is not None:
+        if ns is not keras:
+            raise ValueError("normalization= builds a Keras 3 layer; the tf_keras twin takes normalised input")
+        from proxyless_tf.layers.preprocessing import Normalize
+
+        x = Normalize(*normalization, name="normalize")(x)
+    x = _stem(ns, space, x)
     fb = space.first_block
     x = _mbconv(ns, x, space.stem["out_channels"], fb["out_channels"], fb["op"], 1, space.bn_eps, "block0")
     for layer, op in zip(space.layers, arch.ops):

@@ -1,1 +1,1 @@
-"""Retraining a found network: the recipe (`recipe.py`)."""
+"""Retraining a found network: settings (`config.py`), data (`inputs.py`, `pipeline.py`), the recipe (`recipe.py`)."""

@@ -1,56 +1,21 @@
 """The retraining recipe: a derived network trained from scratch with plain `model.fit`.
 
 Kept apart from the absl entry point (`proxyless_tf.train`) so a user, a test or a
-notebook can run the same recipe with a config object and no flags. The recipe follows
-the official ProxylessNAS retraining: SGD Nesterov, cosine learning rate after a linear
-warm-up, label smoothing, weight decay on convolution/dense kernels only (not on BN or
-biases), light augmentation that fits the dataset.
+notebook can run the same recipe with a config object (`training/config.py`) and any
+dataset (`training/inputs.py`), no flags. The recipe follows the official ProxylessNAS
+retraining: SGD Nesterov, cosine learning rate after a linear warm-up, label smoothing,
+weight decay on convolution/dense kernels only (not on BN or biases), augmentation that fits
+the dataset (configs/train_*.flags hold the settings per dataset).
 """
 
-import dataclasses
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from proxyless_tf import files
 from proxyless_tf.errors import ConfigError
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Hyper-parameters of one retraining run (defaults: Fashion-MNIST on a small CPU)."""
-
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 0.1                # peak learning rate, reached after the warm-up
-    warmup_epochs: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    dropout: float = 0.1
-    augment: str = "crop_flip"     # "crop_flip" (pad + random crop + horizontal flip) or "none"
-    pad: int = 2                   # padding before the random crop, in pixels
-    seed: int = 0
-    steps_per_epoch: int = None    # None: one pass over the train split
-    val_examples: int = 0          # held out from train for ModelCheckpoint's "best" (0: none)
-    deterministic: bool = False    # TF op determinism: a resumed run ends with the uninterrupted run's weights
-    checkpoint_every: int = 100    # resume checkpoint every this many steps (and at every epoch end)
-    cpu_kernels: bool = True       # on a CPU-only host: cpu_kernels.accelerate (same maths, ~1.5x faster steps)
-
-
-@dataclasses.dataclass
-class Splits:
-    """Normalised float32 NHWC images and int labels, plus what an app needs to reproduce them."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    mean: tuple
-    std: tuple
-    labels: list
 
 
 # ---- learning rate ----------------------------------------------------------------------
@@ -70,72 +35,6 @@ def make_optimizer(cfg, steps_per_epoch):
     # Decay only kernels: BN scales/shifts and biases are not regularised (official recipe).
     opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return opt
-
-
-# ---- data pipeline ----------------------------------------------------------------------
-
-def _augment_batch_fn(cfg, shape):
-    """Crop and flip a whole batch at once, seeded by (seed, the batch's place in the stream).
-
-    Batch-wise (one pad, two gathers, one select) rather than per image: on 2 cores the
-    per-image version cost 21 ms of CPU per batch of 128 beside a ~300 ms training step.
-    Seeded by position, so the batches at a position do not depend on where the process
-    started (a resumed run).
-    """
-    from proxyless_tf.data.datasets import mix_seed
-
-    h, w, _ = shape
-    pad = int(cfg.pad)
-    crop_key, flip_key = mix_seed(cfg.seed, 1), mix_seed(cfg.seed, 2)
-
-    def aug(first, x):
-        n = tf.shape(x)[0]
-        if pad:
-            x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])  # zero = the normalised pad value 0
-            off = tf.random.stateless_uniform((n, 2), tf.stack([crop_key, first]), 0, 2 * pad + 1, tf.int32)
-            x = tf.gather(x, off[:, :1] + tf.range(h)[None], axis=1, batch_dims=1)
-            x = tf.gather(x, off[:, 1:] + tf.range(w)[None], axis=2, batch_dims=1)
-        flip = tf.random.stateless_uniform((n,), tf.stack([flip_key, first])) < 0.5
-        return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-
-    return aug
-
-
-def train_dataset(x, y, num_classes, cfg, steps=None, epoch=0, step=0):
-    """Shuffled, augmented, one-hot (for label smoothing) batches from (epoch, step) to the end.
-
-    Epoch e is a permutation seeded by (seed, e) and each augmentation is seeded by its
-    place in the stream, so the batches at a position do not depend on whether the process
-    started there (a resumed run) or at the beginning. Only indices go through the
-    element-wise part of the pipeline; images are gathered and augmented a batch at a time.
-    """
-    from proxyless_tf.data.datasets import epoch_elements
-
-    if cfg.augment not in ("crop_flip", "none"):
-        raise ConfigError("<train config>", "augment", f"unknown augmentation {cfg.augment!r}",
-                          "use 'crop_flip' or 'none'")
-    steps = steps or len(x) // cfg.batch_size
-    per_epoch = steps * cfg.batch_size
-    images, labels = tf.constant(x), tf.constant(y)
-    index = tf.data.Dataset.range(len(x))
-    ds = (tf.data.Dataset.range(epoch, cfg.epochs)
-          .flat_map(lambda e: epoch_elements(index, len(x), len(x), cfg.seed, e, per_epoch))
-          .enumerate(start=epoch * per_epoch).skip(step * cfg.batch_size)
-          .batch(cfg.batch_size, drop_remainder=True))
-    aug = _augment_batch_fn(cfg, x.shape[1:]) if cfg.augment == "crop_flip" else None
-
-    def make_batch(pos, idx):
-        xb = tf.gather(images, idx)
-        if aug is not None:
-            xb = aug(pos[0], xb)
-        return xb, tf.one_hot(tf.gather(labels, idx), num_classes)
-
-    return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def eval_dataset(x, y, num_classes, batch_size=512):
-    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, num_classes)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -208,17 +107,27 @@ def make_callbacks(run_dir, has_val, best=None, append=False):
 PROGRESS = ("bar", "lines", "none")
 
 
-def train(arch, splits, cfg, run_dir, progress="lines", log_every=100, strategy=None, verbose=None):
-    """Build the network of `arch`, fit it on `splits`, evaluate on the test split, save it.
+def train(arch, data, cfg, run_dir, progress="lines", log_every=100, strategy=None, verbose=None, num_classes=None,
+          data_dir=None, manual_dir=None):
+    """Build the network of `arch` for `data`, fit it, evaluate it on the test split, save it.
+
+    `data`: anything `proxyless_tf.data.sources.open_source` takes (a tfds name, an image
+    folder, a `tf.data.Dataset` of (image, label), numpy arrays, an `ImageSource`), or the
+    `TrainInputs` that `training.inputs.prepare` made of one. The network takes the source's
+    images as raw pixels: its first layer is `Normalize(source.mean, source.std)`, so the
+    saved `.keras` (and its TFLite export) needs no preprocessing beyond the resize.
+    Every check (config, channels, classes, sizes, a resume checkpoint of another run) runs
+    before `run_dir` is created or touched.
 
     `progress`: "bar" (Keras's progress bar, for a terminal), "lines" (a line every `log_every`
     steps and one per epoch, for a log file) or "none". `verbose` (Keras's 0/1/2), if given,
     overrides it: 0 none, 1 bar, 2 Keras's own line per epoch.
 
-    Returns a dict with the test loss/accuracy, the path of the saved `.keras` model and the
-    number of epochs run. A run killed and started again with the same `run_dir` and config
-    resumes from its last checkpoint (every `cfg.checkpoint_every` steps and every epoch end;
-    `resume.py`) on the same data order; with `cfg.deterministic` it ends with the same weights.
+    Returns a dict with the test loss/accuracy (None without a test split), the path of the
+    saved `.keras` model and the number of epochs run. A run killed and started again with
+    the same `run_dir` and config resumes from its last checkpoint (every
+    `cfg.checkpoint_every` steps and every epoch end; `resume.py`) on the same data order;
+    with `cfg.deterministic` it ends with the same weights.
 
     With a `tf.distribute` `strategy` the model and its optimizer are created in its scope
     and `cfg.batch_size` is the global batch (Keras splits it across the replicas; its loss
@@ -230,38 +139,34 @@ def train(arch, splits, cfg, run_dir, progress="lines", log_every=100, strategy=
     from proxyless_tf.runtime import distribute
     from proxyless_tf.runtime import resume
     from proxyless_tf.models.nets import build_model
+    from proxyless_tf.training import inputs as inputs_lib
 
     if progress not in PROGRESS:
         raise ConfigError("<train config>", "progress", f"unknown progress display {progress!r}",
                           f"use one of {', '.join(PROGRESS)}")
+    files.check_output_dir(run_dir)
+    cfg.check()
+    inputs = data if isinstance(data, inputs_lib.TrainInputs) else inputs_lib.prepare(
+        arch, data, cfg, num_classes=num_classes, data_dir=data_dir, manual_dir=manual_dir)
     strategy = strategy or tf.distribute.get_strategy()
     run_dir = distribute.worker_dir(run_dir, strategy)
-    os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         resume.enable_determinism(cfg.seed)
-    x, y = splits.x_train, splits.y_train
-    val = None
-    if cfg.val_examples:
-        x, y = x[:-cfg.val_examples], y[:-cfg.val_examples]
-        val = eval_dataset(splits.x_train[-cfg.val_examples:], splits.y_train[-cfg.val_examples:],
-                           splits.num_classes)
-    steps = cfg.steps_per_epoch or len(x) // cfg.batch_size
-    if steps < 1:
-        raise ConfigError("<train config>", "batch_size", f"{cfg.batch_size} is larger than the "
-                          f"{len(x)} training examples", "use a smaller batch size")
+    steps = inputs.steps
     with strategy.scope():
-        model = build_model(arch, splits.num_classes, dropout=cfg.dropout)
+        model = build_model(arch, inputs.num_classes, dropout=cfg.dropout, normalization=inputs.normalization)
         if cfg.cpu_kernels:
             from proxyless_tf.layers import cpu_kernels
             cpu_kernels.accelerate(model)
         compile_model(model, cfg, steps)
     distribute.fix_multi_worker_fit(model, strategy)
     fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("checkpoint_every", "cpu_kernels")}
-    fingerprint.update(arch=arch.to_dict() if hasattr(arch, "to_dict") else list(arch.ops), num_train=len(x),
-                       num_classes=splits.num_classes)
+    fingerprint.update(arch=arch.to_dict() if hasattr(arch, "to_dict") else list(arch.ops), **inputs.fingerprint())
     state = resume.ResumeState(os.path.join(run_dir, "resume"), fingerprint)
-    meta = state.load()
+    meta = state.load()  # reads only: a foreign or damaged checkpoint fails here, run_dir untouched
+    val = inputs.val_batches()
+    os.makedirs(run_dir, exist_ok=True)
     start_epoch, start_step, metrics, best = 0, 0, None, None
     if meta:
         metrics = state.restore(model, meta)
@@ -280,17 +185,27 @@ def train(arch, splits, cfg, run_dir, progress="lines", log_every=100, strategy=
 
             cbs.append(messages.progress_lines(cfg.epochs, steps, log_every, start_epoch, start_step))
     with distribute.worker_loss_as_error(strategy, state):
-        resume.fit_resumable(model, lambda e, s: distribute.for_strategy(
-                                 train_dataset(x, y, splits.num_classes, cfg, steps, e, s), strategy),
+        resume.fit_resumable(model, lambda e, s: distribute.for_strategy(inputs.train_batches(e, s), strategy),
                              cfg.epochs, steps, cbs + [saver], start_epoch, start_step, verbose=verbose,
                              validation_data=val)
-    loss, acc = model.evaluate(eval_dataset(splits.x_test, splits.y_test, splits.num_classes), verbose=0)
+    test = inputs.test_batches()
+    loss, acc = model.evaluate(test, verbose=0) if test is not None else (None, None)
     path = os.path.join(run_dir, "model.keras")
     tmp = os.path.join(run_dir, f"model.tmp{os.getpid()}.keras")
     model.save(tmp)  # then renamed: a crash while saving never leaves a half-written model.keras
     os.replace(tmp, path)
     state.clear()  # finished: the same command now trains afresh
-    return {"test_loss": float(loss), "test_accuracy": float(acc), "model_path": path, "epochs": cfg.epochs}
+    mean, std = inputs.normalization
+    return {"test_loss": _float_or_none(loss), "test_accuracy": _float_or_none(acc), "model_path": path,
+            "epochs": cfg.epochs, "num_test": inputs.num_test, "num_train": inputs.num_train,
+            "num_classes": inputs.num_classes, "input_shape": list(inputs.input_shape),
+            "dataset": str(inputs.source.name), "class_names": inputs.class_names,
+            "normalization": {"mean": list(mean), "std": list(std)}, "augment": cfg.augment,
+            "eval_style": inputs.eval_style}
+
+
+def _float_or_none(v):
+    return None if v is None else float(v)
 
 
 def _finite_or_none(v):
@@ -308,54 +223,3 @@ def _truncate_log(path, epochs):
             lines = f.readlines()
         with open(path, "w") as f:
             f.writelines(lines[:1 + epochs])
-
-
-# ---- data: the train and test splits as arrays, read with proxyless_tf.data.idx --------------------
-
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                        "Sneaker", "Bag", "Ankle boot"]
-DATASET_INPUT_SHAPES = {"fashion_mnist": (28, 28, 1)}
-FASHION_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
-
-def normalise(images_u8, mean, std):
-    """uint8 NHW(C) -> float32 NHWC, (x/255 - mean) / std: the input every exported model expects."""
-    x = images_u8.astype(np.float32) / 255.0
-    if x.ndim == 3:
-        x = x[..., None]
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
-def load_fashion_mnist(data_dir=None):
-    """The real Fashion-MNIST (60,000 train / 10,000 test) from its IDX files, normalised.
-
-    Retraining and export need the test split too, which the search's `data.search_data`
-    never touches; the files are found and read by `proxyless_tf.data.idx`.
-    """
-    from proxyless_tf.data import idx as data
-    from proxyless_tf.data.labels import check_labels
-    from proxyless_tf.data.normalization import NORMALIZATION
-
-    d = data.find_fashion_dir(data_dir)
-    if d is None or not all(os.path.exists(os.path.join(d, f)) for f in FASHION_TEST_FILES):
-        raise ConfigError(data_dir or data.FASHION_DIRS[0], "--data_dir", "Fashion-MNIST IDX files not found "
-                          f"({', '.join(data.FASHION_FILES + FASHION_TEST_FILES)})",
-                          "install Debian's dataset-fashion-mnist or pass --data_dir=DIR with those files")
-    xtr, ytr = data.load_fashion_local(d)
-    xte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[0]))
-    yte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[1]))
-    check_labels(yte, 10, os.path.join(d, FASHION_TEST_FILES[1]), len(xte))
-    mean, std = NORMALIZATION["fashion_mnist"]
-    return Splits(normalise(xtr, mean, std), ytr.astype(np.int32), normalise(xte, mean, std),
-                  yte.astype(np.int32), 10, mean, std, list(FASHION_MNIST_LABELS))
-
-
-def load_dataset(name, data_dir=None, train_examples=None):
-    """Train/test splits of a dataset by name (the offline Fashion-MNIST; others: not yet)."""
-    if name != "fashion_mnist":
-        raise ConfigError("<flags>", "--dataset", f"retraining supports only fashion_mnist so far, not {name!r}",
-                          "use --dataset=fashion_mnist, or call training.train() with your own Splits")
-    splits = load_fashion_mnist(data_dir)
-    if train_examples:
-        splits.x_train, splits.y_train = splits.x_train[:train_examples], splits.y_train[:train_examples]
-    return splits
