@@ -195,9 +195,10 @@ def time_train_step(arch, num_classes, batch, steps, seed):
     from proxyless_tf.layers import cpu_kernels
     from proxyless_tf.models.nets import build_model
     from proxyless_tf.training import recipe
+    from proxyless_tf.training.config import TrainConfig
 
     keras.utils.set_random_seed(seed)
-    cfg = recipe.TrainConfig(batch_size=batch)
+    cfg = TrainConfig(batch_size=batch)
     model = build_model(arch, num_classes, dropout=cfg.dropout)
     cpu_kernels.accelerate(model)
     recipe.compile_model(model, cfg, steps_per_epoch=1000)
