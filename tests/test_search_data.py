@@ -14,6 +14,12 @@ from proxyless_tf.errors import ConfigError
 from proxyless_tf.search.config import SearchConfig
 from proxyless_tf.space import SearchSpace
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """tfds label scans of mock data must not land in the user's ~/.cache/proxyless_tf."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+
+
 FEW_STEPS = dict(epochs=2, warmup_epochs=1, steps_per_epoch=2, batch_size=4, bn_recalibration_steps=1, verbose=0,
                  latency_loss="add#linear", target_frac=0.5, arch_every=1)
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from proxyless_tf.training import recipe as training
 from proxyless_tf.training.config import TrainConfig
+from proxyless_tf.export.tflite import load_keras_model
 from train_helpers import write_tiny_arch
 
 
@@ -71,7 +72,7 @@ def test_cli_trains_evaluates_and_saves(tmp_path):
     assert len((out / "train_log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert not os.path.isdir(out / "resume")  # the resume checkpoint is removed after a finished run
     # Loads back with safe_mode and gives the reported accuracy's logits shape.
-    model = keras.saving.load_model(out / "model.keras")
+    model = load_keras_model(out / "model.keras")  # registers Normalize, the model's first layer
     assert model.output_shape == (None, 10)
 
 
@@ -161,7 +162,7 @@ def test_train_on_numpy_arrays_in_memory_carries_the_normalisation(tmp_path):
     res = training.train(_tiny_rgb_arch(), inputs, cfg, str(tmp_path / "run"), progress="none")
     assert res["num_classes"] == 3 and res["num_test"] == 32 and res["input_shape"] == [16, 16, 3]
     assert res["normalization"]["mean"] == list(source.mean)
-    model = keras.saving.load_model(res["model_path"])
+    model = load_keras_model(res["model_path"])
     assert isinstance(model.layers[1], Normalize) and model.layers[1].std == tuple(source.std)
     assert model.output_shape == (None, 3)
     # evaluated on raw pixels: the reported accuracy is the model's on the raw test images
@@ -184,7 +185,7 @@ def test_train_streams_a_tf_data_source_with_inception_crops(tmp_path):
     assert not inputs.in_memory and inputs.steps == 4 and inputs.eval_style == "imagenet"
     res = training.train(_tiny_rgb_arch(), inputs, cfg, str(tmp_path / "run"), progress="none")
     assert res["num_test"] == 16 and 0.0 <= res["test_accuracy"] <= 1.0
-    assert keras.saving.load_model(res["model_path"]).input_shape == (None, 16, 16, 3)
+    assert load_keras_model(res["model_path"]).input_shape == (None, 16, 16, 3)
 
 
 @pytest.mark.parametrize("case", ["channels", "classes", "val_all", "seed", "run_dir_file"])

@@ -135,12 +135,12 @@ def _fit_arrays(x, input_shape):
     return np.concatenate([b.numpy() for b in ds])
 
 
-def _carve_valid(source, va_idx, input_shape, style, key, cache_dir):
+def _carve_valid(source, n_all, va_idx, input_shape, style, key, cache_dir):
     """The validation images of a streamed source at the input size: read once from the encoded
     items, held in memory when small, else saved under `cache_dir` and reused by later runs."""
     import tensorflow as tf
 
-    mask = np.zeros(source.num_train, bool)
+    mask = np.zeros(n_all, bool)
     mask[va_idx] = True
     m = tf.constant(mask)
     ds = (source.items("train").enumerate().filter(lambda i, ex: tf.gather(m, i))
@@ -163,14 +163,22 @@ def _carve_valid(source, va_idx, input_shape, style, key, cache_dir):
         print(f"search: carving the {n} validation images of {source.description} once, into {path}", flush=True)
         tmp = f"{path}.tmp.{os.getpid()}"
         ds.save(tmp)
-        os.replace(tmp, path)  # complete or absent: a killed carving leaves only a .tmp directory
+        try:
+            os.replace(tmp, path)  # complete or absent: a killed carving leaves only a .tmp directory
+        except OSError:  # another run carved the same split meanwhile: keep its copy
+            if not os.path.isdir(path):
+                raise
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
     loaded = tf.data.Dataset.load(path)
     count = int(loaded.cardinality())
     return loaded, count if count > 0 else n
 
 
 def _valid_key(source, va_idx, input_shape, style):
-    blob = repr((source.kind, source.name, source.num_train, tuple(input_shape), style)).encode() + va_idx.tobytes()
+    blob = repr((source.kind, source.name, source.num_train, source.description, tuple(input_shape),
+                 style)).encode() + va_idx.tobytes()
     safe = "".join(ch if ch.isalnum() else "_" for ch in os.path.basename(source.name.rstrip("/")))[:40]
     return f"{safe}_{hashlib.sha256(blob).hexdigest()[:16]}"
 
@@ -264,13 +272,15 @@ def search_data(dataset, input_shape, batch_size, valid_size=None, valid_batch_s
         def image_of(item):
             return item
     else:
-        is_train = np.zeros(source.num_train, bool)
+        is_train = np.zeros(len(labels), bool)
         is_train[tr_idx] = True
         m = tf.constant(is_train)
         train_ds = source.items("train").enumerate().filter(lambda i, ex: tf.gather(m, i)).map(lambda i, ex: ex)
-        valid_ds, n_valid = _carve_valid(source, va_idx, input_shape, style,
+        valid_ds, n_valid = _carve_valid(source, len(labels), va_idx, input_shape, style,
                                          _valid_key(source, va_idx, input_shape, style), cache_dir)
-        buffer, valid_buffer = min(STREAM_BLOCK, n_train), min(VALID_BLOCK, n_valid)
+        # the validation images are decoded: a block of them is bounded in bytes too (~1,700 at 224x224)
+        valid_block = max(1, min(VALID_BLOCK, IN_MEMORY_BYTES // int(np.prod(input_shape))))
+        buffer, valid_buffer = min(STREAM_BLOCK, n_train), min(valid_block, n_valid)
         image_of = source.decode
 
     def train_map(index, example):

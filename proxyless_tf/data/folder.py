@@ -230,7 +230,7 @@ def open_folder(root, test_fraction=0.1, seed=0, channels=None):
                 raise ConfigError(s.root, "<folder>", "no training image could be decoded",
                                   "check the image files")
         x = reader.held["train"][0]
-        stats = measured_stats(x, c, seed)
+        stats = measured_stats(x, c)
         n_train = len(x)
     else:
         sample = np.sort(np.random.default_rng(seed).choice(n_train, min(n_train, normalization.STATS_IMAGES),

@@ -174,12 +174,20 @@ def _uint8_images(x, source, field):
     return x
 
 
-def measured_stats(images_u8, channels, seed=0):
-    """(mean, std) of up to STATS_IMAGES images of an array (a seeded sample)."""
-    n = len(images_u8)
-    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, normalization.STATS_IMAGES), replace=False))
-    x = images_u8[idx].reshape(-1, channels).astype(np.float64) / 255.0
-    mean, std = x.mean(0), np.maximum(x.std(0), normalization.MIN_STD)
+def measured_stats(images_u8, channels):
+    """(mean, std) of the pixels of every image of an in-memory split (a streamed one is sampled:
+    `normalization.measure`). All of them, not a sample: summing a few hundred MB costs a second,
+    and a folder written from a standard dataset then gets that dataset's published values."""
+    total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(images_u8), 4096):  # float64 in chunks: a copy of the whole split would not fit
+        x = images_u8[start:start + 4096].reshape(-1, channels).astype(np.float64) / 255.0
+        total += x.sum(0)
+        total_sq += np.square(x).sum(0)
+        count += len(x)
+    if not count:
+        return (0.5,) * channels, (0.25,) * channels
+    mean = total / count
+    std = np.maximum(np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0)), normalization.MIN_STD)
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 

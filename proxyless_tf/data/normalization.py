@@ -1,5 +1,6 @@
 """Per-channel mean and std of a dataset's pixels: the published values of the standard datasets,
-else measured on a sample of the training images.
+else measured on the training images (all of a split held in memory, `image_source.measured_stats`;
+a sample of STATS_IMAGES of a streamed one, `measure`).
 
 They are the constants of `preprocess.normalize` and of the `Normalize` layer a retrained model
 carries, so they are decided once, when a source is opened, and travel with it.

@@ -54,6 +54,8 @@ def _check_spec(ds, source):
         raise ConfigError(source, "element_spec", f"elements are {spec}, not (image, label)",
                           "map the dataset to (image, label) pairs, e.g. ds.map(lambda d: (d['image'], d['label']))")
     image, label = spec
+    if int(ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ConfigError(source, "dataset", "is infinite (repeated)", "pass one pass over the data: drop .repeat()")
     if image.shape.rank == 4 or label.shape.rank == 1:
         raise ConfigError(source, "element_spec", f"a batched dataset (image {image.shape}, label {label.shape})",
                           "pass ds.unbatch(): sources are datasets of single images")

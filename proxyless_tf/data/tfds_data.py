@@ -152,9 +152,8 @@ def open_tfds(name, data_dir=None, manual_dir=None, channels=None, cache_dir=Non
     stats = normalization.known(name, shape[2])
     if stats is None:
         arrays = reader.arrays("train")
-        sample = (arrays[0][:normalization.STATS_IMAGES] if arrays is not None else None)
-        if sample is not None:
-            stats = measured_stats(sample, shape[2])
+        if arrays is not None:
+            stats = measured_stats(arrays[0], shape[2])
         else:
             images = reader.items("train").take(normalization.STATS_IMAGES).map(lambda x, y: reader.decode(x))
             stats = normalization.measure(images, shape[2])

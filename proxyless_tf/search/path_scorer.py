@@ -26,6 +26,7 @@ def load_search(search_dir, eager=True):
     import tensorflow as tf
 
     from proxyless_tf.data import datasets as data_lib
+    from proxyless_tf.data.image_source import default_cache_dir
     from proxyless_tf.data.sources import open_source
     from proxyless_tf.search.supernet import SuperNet
 
@@ -36,7 +37,7 @@ def load_search(search_dir, eager=True):
                           "finish the search (rerun its command: it resumes), or drop this directory")
     if eager:
         tf.config.run_functions_eagerly(True)
-    cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf")
+    cache_dir = default_cache_dir()
     source = open_source(cfg.dataset, cfg.data_dir, cfg.manual_dir, cache_dir=cache_dir)
     space = space_for_data(cfg, source)
     keras.utils.set_random_seed(cfg.seed)

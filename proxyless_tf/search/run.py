@@ -80,9 +80,10 @@ def prepare(cfg, data=None):
     """The checks that read files, the data (its channels and size against the space's), the
     latency table (built when asked) and the target; `data` as in `run_search`."""
     from proxyless_tf.data import datasets as data_lib
+    from proxyless_tf.data.image_source import default_cache_dir
     from proxyless_tf.data.sources import open_source
 
-    cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf")
+    cache_dir = default_cache_dir()
     checked = check_config(cfg, data=data is None)
     source = open_source(cfg.dataset if data is None else data, cfg.data_dir, cfg.manual_dir, cache_dir=cache_dir)
     space = space_for_data(cfg, source)

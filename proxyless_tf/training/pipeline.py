@@ -105,9 +105,9 @@ def stream_dataset(items, decode, num_examples, num_classes, size_hw, cfg, steps
 
     `items`: tf.data of (item, label) where `decode(item)` is the uint8 image (a file path, an
     encoded tfds record, or the image itself), so the shuffle buffer holds cheap items and
-    decoding happens in the parallel map. Epoch e: the items (repeated when an epoch needs
-    more than one pass) through a shuffle buffer of `cfg.shuffle_buffer` seeded by (seed, e),
-    `steps` batches of it; image p of the run is transformed with the seed (seed, p).
+    decoding happens in the parallel map. Epoch e: the items through a shuffle buffer of
+    `cfg.shuffle_buffer` seeded by (seed, e), `steps` batches of it (passes over the items, each reshuffled, when an epoch needs more
+    than one); image p of the run is transformed with the seed (seed, p).
     `Dataset.shuffle` takes its seed as a Python int, so the epochs are built here and
     concatenated, not made inside `flat_map`.
     """
@@ -115,9 +115,14 @@ def stream_dataset(items, decode, num_examples, num_classes, size_hw, cfg, steps
 
     per_epoch = steps * cfg.batch_size
     buffer = max(1, min(cfg.shuffle_buffer, num_examples))
-    src = items.repeat() if per_epoch > num_examples else items
-    epochs = [src.shuffle(buffer, seed=seed_int(cfg.seed, 7, e), reshuffle_each_iteration=False)
-              .take(per_epoch).enumerate(start=e * per_epoch) for e in range(epoch, cfg.epochs)]
+    passes = -(-per_epoch // num_examples)  # > 1 when --steps_per_epoch asks for more than the data
+
+    def one_epoch(e):
+        # a fresh iterator per epoch: its passes reshuffle in an order fixed by the seed
+        ds = items.shuffle(buffer, seed=seed_int(cfg.seed, 7, e), reshuffle_each_iteration=passes > 1)
+        return (ds.repeat(passes) if passes > 1 else ds).take(per_epoch).enumerate(start=e * per_epoch)
+
+    epochs = [one_epoch(e) for e in range(epoch, cfg.epochs)]
     key = tf.constant(seed_int(cfg.seed, 3), tf.int64)
     size_hw = tuple(int(v) for v in size_hw)
     pad = cfg.pad if cfg.augment == "crop_flip" else None
