@@ -20,7 +20,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
 
 
-FEW_STEPS = dict(epochs=2, warmup_epochs=1, steps_per_epoch=2, batch_size=4, bn_recalibration_steps=1, verbose=0,
+FEW_STEPS = dict(epochs=1, warmup_epochs=0, steps_per_epoch=2, batch_size=4, bn_recalibration_steps=1, verbose=0,
                  latency_loss="add#linear", target_frac=0.5, arch_every=1)
 
 

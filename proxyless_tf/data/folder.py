@@ -24,7 +24,7 @@ from proxyless_tf.data.image_source import IN_MEMORY_BYTES, ImageSource, Reader,
 from proxyless_tf.errors import ConfigError
 
 FIX_LAYOUT = "put each class's images in DIR/<class>/ (.png, .jpg, .jpeg, .bmp, .gif), or pass a tfds name"
-_SCANS = {}  # path -> FolderScan: the CLI checks a folder before TensorFlow loads, the run opens it again
+_SCANS = {}  # path -> FolderScan of a check (`scan`) that the next `open_folder` reuses, once
 
 
 def is_folder_path(name):
@@ -210,6 +210,7 @@ def open_folder(root, test_fraction=0.1, seed=0, channels=None):
     """The ImageSource of an image folder (see the module doc). `channels` decodes to that many
     channels instead of the folder's own (1 if every image is grayscale, else 3)."""
     s = scan(root)
+    _SCANS.pop(os.path.abspath(s.root), None)  # the next open scans again: files may have changed since
     if channels not in (None, 1, 3):
         raise ConfigError(s.root, "channels", f"{channels} channels", "decode an image folder to 1 or 3 channels")
     c = channels or s.channels
