@@ -14,7 +14,7 @@ from proxyless_tf.errors import ConfigError  # noqa: E402
 from proxyless_tf.space import Arch, SearchSpace, parse_op  # noqa: E402
 
 __all__ = ["Arch", "ConfigError", "LatencyTable", "SearchSpace", "SuperNet", "build_model", "count_macs",
-           "derive_toward_target", "parse_op"]
+           "derive_toward_target", "load_model", "parse_op"]
 
 
 def __getattr__(name):
@@ -27,6 +27,9 @@ def __getattr__(name):
     if name == "count_macs":
         from proxyless_tf.space.macs import count_macs
         return count_macs
+    if name == "load_model":  # a retrained .keras starts with our Normalize layer: this registers it first
+        from proxyless_tf.export.tflite import load_keras_model
+        return load_keras_model
     if name == "LatencyTable":
         from proxyless_tf.latency.table import LatencyTable
         return LatencyTable

@@ -78,3 +78,24 @@ def test_bad_normalization_is_one_error(mean, std, needle):
 def test_three_means_for_one_channel_is_refused_at_build():
     with pytest.raises(ConfigError, match="3 values for 1 input channels"):
         Normalize(MEAN, STD)(np.zeros((1, 4, 4, 1), np.float32))
+
+
+def test_a_fresh_process_loads_a_retrained_model_with_pt_load_model(tmp_path):
+    """Keras finds a registered class only once its module is imported: `pt.load_model` imports it, so a
+    user's `import proxyless_tf as pt; pt.load_model(path)` in a new process gets the Normalize layer back."""
+    import subprocess
+    import sys
+
+    arch = Arch(SearchSpace.from_dict(TINY), ["mb_k3_e3"] * SearchSpace.from_dict(TINY).num_layers)
+    model = build_model(arch, 10, normalization=(MEAN, STD))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    x = _pixels(2, 16, 16, 3)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, proxyless_tf as pt; m = pt.load_model(sys.argv[1]); "
+            "print(type(m.layers[1]).__name__); np.save(sys.argv[2], m.predict(np.load(sys.argv[3]), verbose=0))")
+    proc = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "y.npy"), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "Normalize"
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
