@@ -83,3 +83,34 @@ def test_bench_table_workers_prints_speedup_and_agreement_of_both_tables(tmp_pat
         assert got["median_abs"] == pytest.approx(float(np.median(np.abs(rel))), rel=1e-12)
         assert re.search(rf"^{scale}\s+scale, 2 workers vs 1: entries \(\w+\) median \|diff\| "
                          rf"{got['median_abs'] * 100:.1f} %", proc.stdout, re.M), proc.stdout
+
+
+def test_bench_input_prints_rates_per_core_and_the_cores_a_step_needs():
+    proc = run_cli(["tools/bench_input.py", "--arch=fashion_mnist_example.json", "--num_classes=10",
+                    "--num_images=6", "--jpeg_size=64x48", "--batch=4", "--pipeline_images=24", "--threads=1,2",
+                    "--train_batch=4", "--train_steps=2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^input: 6 JPEG files 64x48, quality 90, crops of a photograph", proc.stdout, re.M), proc.stdout
+    rows = {int(m.group(1)): [float(v) for v in m.groups()[1:]] for m in re.finditer(
+        r"^\s+(\d+) parallel call\(s\):\s+([\d.]+) images/s\s+([\d.]+) CPU cores busy\s+([\d.]+) images/s per core$",
+        proc.stdout, re.M)}
+    assert sorted(rows) == [1, 2], proc.stdout
+    for ips, busy, per_core in rows.values():
+        assert ips > 0 and busy > 0 and per_core > 0
+        assert per_core == pytest.approx(ips / busy, rel=0.02, abs=0.2)  # images per CPU-second
+    step = re.search(r"^training step: .*fashion_mnist_example.json at 28x28x1, 10 classes, batch 4: ([\d.]+) ms/step "
+                     r"= ([\d.]+) images/s", proc.stdout, re.M)
+    assert step and float(step.group(1)) > 0, proc.stdout
+    assert float(step.group(2)) == pytest.approx(4 / float(step.group(1)) * 1000, rel=0.01)
+    need = re.search(r"^cores needed to feed one such step: ([\d.]+)\s+\(= ([\d.]+) / ([\d.]+), the per-core rate "
+                     r"at 2 parallel", proc.stdout, re.M)
+    assert need and float(need.group(3)) == pytest.approx(rows[2][2], abs=0.051), proc.stdout
+    assert float(need.group(1)) == pytest.approx(float(need.group(2)) / float(need.group(3)), rel=0.01, abs=0.001)
+
+
+def test_bench_input_bad_images_folder_is_one_line(tmp_path):
+    proc = run_cli(["tools/bench_input.py", f"--images={tmp_path}", "--arch=fashion_mnist_example.json"])
+    assert_one_line_error(proc, str(tmp_path), "--images", "no .jpg")
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    proc = run_cli(["tools/bench_input.py", f"--images={tmp_path}", "--arch=fashion_mnist_example.json"])
+    assert_one_line_error(proc, str(tmp_path / "a.jpg"), "cannot be decoded")
