@@ -40,13 +40,14 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a child imports the package of the checkout it measures (--code_root), the parent this one's
+sys.path.insert(0, os.environ.get("BENCH_STARTUP_ROOT", ROOT))
 
 from absl import flags  # noqa: E402
 
 from proxyless_tf import cli  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", None, "Configurations to run (default: all): qs_search, qs_plain, mob_nested, mob_indep, "
                   "mob_plain.")
@@ -148,6 +149,12 @@ def _data(space, classes, batch, search):
     return ds.repeat().prefetch(2)
 
 
+def _package():
+    import proxyless_tf
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(proxyless_tf.__file__)))
+
+
 def _peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -176,7 +183,7 @@ def run_child(cfg):
     first = ends[0] - t0
     steady = (ends[-1] - ends[0]) / max(1, len(ends) - 1)
     print(json.dumps({"first_step_s": first, "steady_step_s": steady, "peak_mib": _peak_mib(),
-                      "built_mib": built_mib, "build_s": build_s}))
+                      "built_mib": built_mib, "build_s": build_s, "package": _package()}))
 
 
 def profile_child(model, ds, build_s, built_mib):
@@ -199,7 +206,7 @@ def profile_child(model, ds, build_s, built_mib):
     second_call_s = time.perf_counter() - t
     print(json.dumps({"trace_s": trace_s, "first_call_s": first_call_s, "second_call_s": second_call_s,
                       "nodes": nodes, "functions": len(gd.library.function), "build_s": build_s,
-                      "built_mib": built_mib, "trace_mib": trace_mib, "peak_mib": _peak_mib()}))
+                      "built_mib": built_mib, "trace_mib": trace_mib, "peak_mib": _peak_mib(), "package": _package()}))
 
 
 def _run(name, cfg, env):
@@ -223,7 +230,7 @@ def main(argv):
         run_child(cfg)
         return
     root = os.path.abspath(os.path.expanduser(FLAGS.code_root))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=root)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=root, BENCH_STARTUP_ROOT=root)
     names = FLAGS.only or list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -241,6 +248,8 @@ def main(argv):
         if r is None:
             continue
         results[name] = r
+        if r["package"] != root:
+            print(f"{name}: measured {r['package']}, not {root}", flush=True)
         if FLAGS.profile:
             print(f"{name:11s} trace {r['trace_s']:7.1f} s  first call {r['first_call_s']:7.1f} s  "
                   f"second {r['second_call_s']:6.2f} s  nodes {r['nodes']:7d} in {r['functions']} functions  "
