@@ -2,10 +2,10 @@
 
 tests/bad_inputs/ holds malformed and adversarial files (truncated or non-UTF-8 JSON,
 wrong types, absurd sizes, unknown ops, foreign latency tables, self-including flag files,
-corrupt models, unsafe .keras archives, poisoned YAML); tests/bad_inputs/cases.json says,
-per case, which entry point gets which arguments and what the one error line must name
-(the file, the field, the fix). Each case must exit with code 2, print exactly one `error:`
-line and no traceback, and leave no partial output: the paths in `absent` must not exist
+corrupt models, unsafe .keras archives, poisoned YAML, image folders that are no dataset);
+tests/bad_inputs/cases.json says, per case, which entry point gets which arguments and what
+the one error line must name (the file, the field, the fix). Each case must exit with code 2,
+print exactly one `error:` line and no traceback, and leave no partial output: the paths in `absent` must not exist
 afterwards, and a good file named in `unchanged` (copied there before) must be
 byte-identical; a case with `max_rss_mb` (the bombs) also asserts the peak resident memory of
 the entry point's process stays below it. Files that would be huge, or cannot live in git
@@ -126,6 +126,31 @@ def _flag_chain(spec, tmp):
             f.write(f"--flagfile={os.path.join(d, f'f{i + 1}.flags')}\n" if i + 1 < n else "--epochs=1\n")
 
 
+def _png_bytes(h, w, channels, value):
+    """A valid 8-bit PNG (gray or RGB) of one colour, written without an imaging library."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes([value % 256]) * (w * channels)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * h))
+            + chunk(b"IEND", b""))
+
+
+def _image_folder(spec, tmp):
+    """DIR/<class>/<i>.png for each class of the spec: count, size, channels, truncate (cut in half)."""
+    root = _sub(spec["dir"], tmp)
+    for name, c in spec["classes"].items():
+        os.makedirs(os.path.join(root, name))
+        for i in range(c["count"]):
+            blob = _png_bytes(c["size"][0], c["size"][1], c["channels"], 40 * i)
+            with open(os.path.join(root, name, f"{i}.png"), "wb") as f:
+                f.write(blob[: len(blob) // 2] if c.get("truncate") else blob)
+
+
 def _setup(case, tmp):
     setup = case.get("setup", {})
     for d in setup.get("mkdir", []):
@@ -140,6 +165,8 @@ def _setup(case, tmp):
             f.truncate(size)  # sparse: no disk space, but a size no JSON reader should load
     if "fashion" in setup:
         _fashion_dir(setup["fashion"], tmp)
+    if "image_folder" in setup:
+        _image_folder(setup["image_folder"], tmp)
     if "gzip_idx" in setup:  # after "fashion": replaces one of its files
         _gzip_idx(setup["gzip_idx"], tmp)
     if "zip_bomb" in setup:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT
 from proxyless_tf.cli.flagfiles import check_flagfiles
-from proxyless_tf.data.datasets import read_idx
+from proxyless_tf.data.idx import read_idx
 from proxyless_tf.errors import ConfigError
 from proxyless_tf.latency.official import load_official_yaml
 from proxyless_tf.latency.table import LatencyTable

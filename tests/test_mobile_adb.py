@@ -187,3 +187,38 @@ def test_missing_benchmark_model_and_corrupt_model(phone, tmp_path):
     # A flatbuffer header with a broken body: the phone's benchmark_model refuses it.
     with pytest.raises(ConfigError, match="run failed"):
         be.measure_tflite(b"\x1c\x00\x00\x00TFL3" + b"\xff" * 64)
+
+
+def test_predictor_fit_runs_through_the_phone(phone, tmp_path):
+    """validate_latency --fit --repeat on a phone table: whole networks go through adb and benchmark_model
+    like the blocks did (the fake phone runs them), and the fitted predictor lands in the table with the
+    phone's statistic (median) and the held-out, repeat and lower-pass figures beside it."""
+    space = tmp_path / "tiny.json"
+    space.write_text(json.dumps(TINY_SPACE))
+    out = tmp_path / "adb_table.json"
+    env = {"PATH": os.environ["PATH"], "FAKE_ADB_STATE": os.environ["FAKE_ADB_STATE"]}
+    proc = run_cli(["tools/build_latency_table.py", "--backend=adb", "--serial=FAKE01",
+                    f"--benchmark_binary={phone.binary}", "--threads=1", "--warmup_runs=2", "--num_runs=9",
+                    f"--space={space}", f"--out={out}", "--num_classes=3", "--noprogress"], **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    blocks = len(phone.runs())
+    proc = run_cli(["tools/validate_latency.py", f"--table={out}", f"--space={space}", "--fit", "--fit_samples=6",
+                    "--samples=3", "--repeat", f"--plot={tmp_path / 'p.png'}", "--serial=FAKE01",
+                    f"--benchmark_binary={phone.binary}"], **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = phone.runs()
+    assert len(runs) - blocks == 6 + 3 + 3  # fit, held-out, held-out again: all on the phone
+    assert all(r.get("serial", "FAKE01") == "FAKE01" for r in runs)
+    table = LatencyTable.load(out)
+    cal = table.calibration
+    assert table.statistic == "median" and cal["holdout"]["n"] == 3
+    assert cal["holdout_repeat"]["n"] == 3 and cal["holdout_best_of_two"]["n"] == 3
+    for line in ("held-out predictor", "repeat measurement", "predictor vs lower pass"):
+        assert line in proc.stdout
+    # the stored predictor is the one `predict` uses: scale * raw sum + per_block * blocks + offset
+    import proxyless_tf as pt
+
+    arch = pt.SearchSpace.from_json(str(space)).sample(0)
+    want = cal["scale"] * table.raw_sum(arch, 3) + cal.get("per_block", 0.0) * table.num_blocks(arch) + cal["offset"]
+    if not cal.get("corrections"):
+        assert table.predict(arch, 3) == pytest.approx(max(want, 0.0), rel=1e-9)

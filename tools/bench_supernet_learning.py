@@ -71,7 +71,9 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from proxyless_tf.data import datasets as data
+    from proxyless_tf.data import idx as data
+    from proxyless_tf.data.normalization import NORMALIZATION
+    from proxyless_tf.errors import ConfigError
     from proxyless_tf.space import SearchSpace
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -82,10 +84,10 @@ def main(argv):
     data.check_data_dir(FLAGS.data_dir)
     directory = data.find_fashion_dir(FLAGS.data_dir)
     if directory is None:
-        raise data.ConfigError(FLAGS.data_dir or "/usr/share/datasets/fashion-mnist", "--data_dir",
-                               "no Fashion-MNIST IDX files there", "apt-get install -y dataset-fashion-mnist")
+        raise ConfigError(FLAGS.data_dir or "/usr/share/datasets/fashion-mnist", "--data_dir",
+                          "no Fashion-MNIST IDX files there", "apt-get install -y dataset-fashion-mnist")
     images, labels = data.load_fashion_local(directory)
-    mean, std = data.NORMALIZATION["fashion_mnist"]
+    mean, std = NORMALIZATION["fashion_mnist"]
     x = ((images.astype(np.float32) / 255.0) - np.float32(mean[0])) / np.float32(std[0])
     y = labels.astype(np.int32)
     results = {}

@@ -14,7 +14,9 @@ tau for the raw block sum, the linear calibration and the fitted predictor; with
 predictor and the held-out numbers are saved into the table (atomic rewrite).
 
   --repeat                 measure the held-out networks a second time (fresh interpreters)
-                           and print the measurement's own agreement beside the predictor's
+                           and print the measurement's own agreement beside the predictor's,
+                           and the predictor against each network's lower pass (a disturbance
+                           only adds time, so the lower reading is the undisturbed one)
   --learning_curve=10,25   refit on the first n fit networks, score the same held-out set
                            (needs --fit_samples >= the largest n), plot to TABLE.curve.png
 
@@ -135,6 +137,7 @@ def main(argv):
     if "repeat" in report:
         r = report["repeat"]
         print(_line("repeat measurement", r) + f"  median |Δ| {r['median_abs_pct']:.2f}%")
+        print(_line("predictor vs lower pass", report["holdout_best_of_two"]))
     print(f"statistic: {table.statistic} of each block and of each whole network; "
           f"measuring took {report['measure_seconds']} s" +
           (f" (+{report['repeat_seconds']} s for the repeat)" if "repeat_seconds" in report else ""))
@@ -154,7 +157,9 @@ def main(argv):
         print(f"learning curve n={row['n']:4d}: linear ±5% {lin['within_5_pct']:5.1f}% ±10% "
               f"{lin['within_10_pct']:5.1f}% tau {lin['kendall_tau']:.3f} | corrected ±5% {cor['within_5_pct']:5.1f}% "
               f"±10% {cor['within_10_pct']:5.1f}% tau {cor['kendall_tau']:.3f}"
-              + (f" (λ {row['lambda']:.3g})" if row["lambda"] is not None else " (no corrections)"))
+              + (f" (λ {row['lambda']:.3g})" if row["lambda"] is not None else " (no corrections)")
+              + (f" | vs lower pass ±5% {row['best_of_two']['within_5_pct']:5.1f}% ±10% "
+                 f"{row['best_of_two']['within_10_pct']:5.1f}%" if "best_of_two" in row else ""))
     if sizes:
         print(f"learning curve plot: {CURVE_PLOT.value or root + '.curve.png'}")
     if FIT.value:

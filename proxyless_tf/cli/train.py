@@ -62,7 +62,7 @@ def main(argv):
     FLAGS.arch = cli.resolve_path(FLAGS.arch, "archs")  # a bare name: configs/archs/NAME
     arch = Arch.from_json(FLAGS.arch)  # before TensorFlow loads: a bad file fails in a fraction of a second
     check_flags()
-    from proxyless_tf.data import datasets as data
+    from proxyless_tf.data import idx as data
 
     data.check_data_dir(FLAGS.data_dir, FLAGS.dataset)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices, FLAGS.cluster_timeout)  # before any TF op

@@ -53,13 +53,15 @@ class SearchConfig:
     """Everything a search needs; each field's doc is its flag's help."""
 
     # ---- data ----
-    dataset: str = _opt("data", "fashion_mnist", "fashion_mnist (local IDX files first), cifar10, imagenet2012, ...",
+    dataset: str = _opt("data", "fashion_mnist", "A tfds name (fashion_mnist: local IDX files first; cifar10, "
+                        "imagenet2012, ...) or an image folder DIR/<class>/*.png|jpg (or DIR/train/<class>/...).",
                         user=True)
     data_dir: str = _opt("data", None, "Directory of the IDX files, or the tfds data_dir.", user=True)
     manual_dir: str = _opt("data", None, "tfds manual download directory (ImageNet tar files).", user=True)
     space: str = _opt("data", "fashion_mnist.json", "Search space JSON (a bare name resolves in configs/spaces).",
                       user=True)
-    resolution: int = _opt("data", None, "Override the space's input height/width.", user=True)
+    resolution: int = _opt("data", None, "Input height/width of the network (default: the space's, or the data's "
+                           "when the space writes \"input_shape\": [null, null, C]).", user=True)
     valid_size: int = _opt("data", None, "Images carved (class-balanced) from train for the arch step.")
     max_train: int = _opt("data", None, "Use only this many training images (quick runs).")
     # ---- latency ----

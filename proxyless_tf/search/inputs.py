@@ -1,26 +1,67 @@
-"""A search's inputs read from files: the space, the latency table, the target, and the one
-`check_config` that reads them before anything runs.
+"""A search's inputs read from files: the space, the latency table, the target, the data's
+shape against the space's, and the one `check_config` that reads them before anything runs.
 
-`check_config(cfg)` is every check that needs a file but neither TensorFlow nor the data (the
-values themselves were checked when the `SearchConfig` was built): the CLI calls it before
-TensorFlow loads, so a wrong path or a table that does not cover the space fails in a second,
-and `run_search` calls it again. Nothing is written before it passes.
+`check_config(cfg)` is every check that needs a file but neither TensorFlow nor the decoded
+data (the values themselves were checked when the `SearchConfig` was built): the CLI calls it
+before TensorFlow loads, so a wrong path, a table that does not cover the space, an empty image
+folder or a grayscale folder under an RGB space fails in a second, and `run_search` calls it
+again. A space whose input size or channels come from the data is resolved once the data is
+open (`space_for_data`), still before anything is written.
 """
 
 import os
 import time
 
+from proxyless_tf import readers
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
 
 
-def load_space(path, resolution=None):
-    space = space_lib.SearchSpace.from_json(path)
-    if resolution:
-        d = space.to_dict()
-        d["input_shape"] = [int(resolution), int(resolution), d["input_shape"][2]]
-        space = space_lib.SearchSpace.from_dict(d, source=f"{path} at resolution {resolution}")
-    return space
+def load_space(path, resolution=None, data_shape=None, dataset=None):
+    """The search space of `path` at the input size the search runs at.
+
+    A space JSON may leave its input open, `"input_shape": [null, null, 3]` (or C null too):
+    `resolution` (--resolution) decides H and W when given, else the data's image size
+    `data_shape` (H, W, C; H and W None when the images vary); C comes from the data when open.
+    A C the space writes that differs from the data's is one error naming the space file and
+    the `dataset`: RGB images are not silently made gray, nor the reverse."""
+    d = readers.read_json(path, "search space file")
+    shape = d.get("input_shape") if isinstance(d, dict) else None
+    if isinstance(shape, list) and len(shape) == 3 and all(v is None or type(v) is int for v in shape):
+        h, w, c = shape
+        if resolution:
+            h = w = int(resolution)
+        if data_shape is not None:
+            dh, dw, dc = data_shape
+            if c is not None and c != dc:
+                raise ConfigError(path, "input_shape", f"the space takes {c}-channel images, but {dataset} has "
+                                  f"{dc}-channel ones", f"use a space with \"input_shape\": [..., ..., {dc}] (or "
+                                  "null to take it from the data), or pass a dataset of "
+                                  f"{'RGB' if c == 3 else f'{c}-channel'} images")
+            c = dc if c is None else c
+            if h is None or w is None:
+                if dh is None or dw is None:
+                    raise ConfigError(path, "input_shape", f"leaves the input size open and the images of "
+                                      f"{dataset} vary in size", "pass --resolution=N (e.g. 224), or write H and "
+                                      "W in the space")
+                h, w = (dh if h is None else h), (dw if w is None else w)
+        d = dict(d, input_shape=[h, w, c])
+    source = os.fspath(path) if not resolution else f"{path} at resolution {resolution}"
+    return space_lib.SearchSpace.from_dict(d, source=source)
+
+
+def is_open(path, resolution=None):
+    """Whether the space of `path` leaves part of its input to the data (see `load_space`)."""
+    d = readers.read_json(path, "search space file")
+    shape = d.get("input_shape") if isinstance(d, dict) else None
+    if not isinstance(shape, list) or len(shape) != 3:
+        return False
+    return shape[2] is None or (not resolution and (shape[0] is None or shape[1] is None))
+
+
+def space_for_data(cfg, source):
+    """The search space at the input size `source` gives it (see `load_space`)."""
+    return load_space(cfg.space, cfg.resolution, source.image_shape, source.description)
 
 
 def latency_space(cfg, space):
@@ -33,7 +74,9 @@ def latency_space(cfg, space):
     """
     if not cfg.latency_resolution:
         return space
-    return load_space(cfg.space, cfg.latency_resolution)
+    d = space.to_dict()
+    d["input_shape"] = [int(cfg.latency_resolution)] * 2 + [d["input_shape"][2]]
+    return space_lib.SearchSpace.from_dict(d, source=f"{cfg.space} at resolution {cfg.latency_resolution}")
 
 
 def latency_classes(cfg, num_classes):
@@ -115,10 +158,46 @@ def reference_arch(cfg, space):
     return space_lib.Arch(space, arch.ops, source=path)
 
 
-def check_config(cfg):
+def check_data(cfg):
+    """The checks of `--dataset`/`--data_dir` that need no TensorFlow: an image folder is scanned
+    (empty, one class, no readable image, channels against the space's), a tfds name's data_dir
+    checked. Returns the folder's FolderScan, or None."""
+    from proxyless_tf.data import folder, idx
+
+    if not folder.is_folder_path(cfg.dataset):
+        idx.check_data_dir(cfg.data_dir, cfg.dataset)
+        return None
+    scan = folder.scan(cfg.dataset)
+    shape = (scan.size or (None, None)) + (scan.channels,)
+    load_space(cfg.space, cfg.resolution, shape, f"image folder {scan.root}")  # channels, open sizes
+    return scan
+
+
+def check_config(cfg, data=True):
     """The checks of `cfg` that read files (space, reference network, table coverage, data
-    directory, run directory); returns the space. The values are checked by `SearchConfig`."""
-    space = load_space(cfg.space, cfg.resolution)
+    directory or image folder, run directory); returns the space, or None when it takes part of its
+    input from the data (those checks then run in `run.prepare`, once the data is open).
+    `data=False`: the data is not `cfg.dataset` (`run_search(data=...)`), so it is not checked here.
+    The values are checked by `SearchConfig`."""
+    if is_open(cfg.space, cfg.resolution):  # the rest of the file is checked now, at a stand-in size
+        d = readers.read_json(cfg.space, "search space file")
+        h, w, c = d["input_shape"]
+        r = cfg.resolution
+        d = dict(d, input_shape=[r or h or 32, r or w or 32, c or 3])
+        space_lib.SearchSpace.from_dict(d, source=os.fspath(cfg.space))
+        space = None
+    else:
+        space = load_space(cfg.space, cfg.resolution)
+        check_space_inputs(cfg, space)
+    if data:
+        check_data(cfg)
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        raise ConfigError(cfg.out_dir, "--out_dir", "is a file, not a directory", "pass a directory path")
+    return space
+
+
+def check_space_inputs(cfg, space):
+    """The reference network and the table's coverage, against `space` at its input size."""
     if cfg.measured_reference is not None:
         reference_arch(cfg, space)
     if cfg.latency_table and os.path.exists(os.path.expanduser(cfg.latency_table)):
@@ -131,9 +210,3 @@ def check_config(cfg):
             from proxyless_tf.latency.measured_derivation import check_measurable
 
             check_measurable(table, table.path)
-    from proxyless_tf.data import datasets as data_lib
-
-    data_lib.check_data_dir(cfg.data_dir, cfg.dataset)
-    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
-        raise ConfigError(cfg.out_dir, "--out_dir", "is a file, not a directory", "pass a directory path")
-    return space

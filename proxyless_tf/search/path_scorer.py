@@ -11,7 +11,7 @@ that path, as the official code does before validating a sub-network.
 import os
 
 from proxyless_tf.search.config import read_config
-from proxyless_tf.search.inputs import load_space
+from proxyless_tf.search.inputs import space_for_data
 from proxyless_tf.errors import ConfigError
 
 CHECKPOINT = os.path.join("checkpoints", "last.weights.h5")
@@ -26,6 +26,8 @@ def load_search(search_dir, eager=True):
     import tensorflow as tf
 
     from proxyless_tf.data import datasets as data_lib
+    from proxyless_tf.data.image_source import default_cache_dir
+    from proxyless_tf.data.sources import open_source
     from proxyless_tf.search.supernet import SuperNet
 
     cfg = read_config(search_dir)
@@ -35,11 +37,12 @@ def load_search(search_dir, eager=True):
                           "finish the search (rerun its command: it resumes), or drop this directory")
     if eager:
         tf.config.run_functions_eagerly(True)
-    space = load_space(cfg.space, cfg.resolution)
+    cache_dir = default_cache_dir()
+    source = open_source(cfg.dataset, cfg.data_dir, cfg.manual_dir, cache_dir=cache_dir)
+    space = space_for_data(cfg, source)
     keras.utils.set_random_seed(cfg.seed)
-    data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
-                                cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
-                                label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
+    data = data_lib.search_data(source, space.input_shape, cfg.batch_size, cfg.valid_size, cfg.valid_batch_size,
+                                cfg.seed, max_train=cfg.max_train, label_cache_dir=cache_dir)
     net = SuperNet(space, data.num_classes, None, mode=cfg.mode, seed=cfg.seed, weight_sharing=cfg.weight_sharing,
                    weight_sampling=cfg.weight_sampling, sandwich=cfg.sandwich,
                    distill=cfg.distill, warmup_path=cfg.warmup_path)

@@ -22,13 +22,17 @@ from proxyless_tf import files as files_lib
 from proxyless_tf.search.callbacks import check_stopped, make_callbacks
 from proxyless_tf.search.config import write_config
 from proxyless_tf.search.derive import derive
-from proxyless_tf.search.inputs import (check_config, latency_classes, latency_space, load_table, reference_arch,
-                                        resolve_target)
+from proxyless_tf.search.inputs import (check_config, check_space_inputs, latency_classes, latency_space, load_table,
+                                        reference_arch, resolve_target, space_for_data)
 from proxyless_tf.search.summary import alpha_decision, summary_text
 
 
-def run_search(cfg):
-    """Run one search (a `SearchConfig`); returns a dict of the results (also written to the run directory)."""
+def run_search(cfg, data=None):
+    """Run one search (a `SearchConfig`); returns a dict of the results (also written to the run directory).
+
+    `data`: anything `proxyless_tf.data.sources.open_source` accepts (a tf.data.Dataset of
+    (image, label), (x, y) arrays, an ImageSource, a folder path); then `cfg.dataset` is ignored
+    and config.json records the data's name."""
     import keras
 
     from proxyless_tf.runtime import distribute, resume
@@ -39,7 +43,9 @@ def run_search(cfg):
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         resume.enable_determinism(cfg.seed)
-    inp = prepare(cfg)
+    inp = prepare(cfg, data)
+    if data is not None:
+        cfg = dataclasses.replace(cfg, dataset=inp.data.dataset.name)
     os.makedirs(out, exist_ok=True)  # only now: a run that fails its checks leaves no directory behind
     write_config(os.path.join(out, "config.json"), cfg)
     net, kernels = build_supernet(cfg, inp, strategy)
@@ -70,14 +76,21 @@ class Inputs:
     steps: int  # per epoch
 
 
-def prepare(cfg):
-    """The checks that read files, the data, the latency table (built when asked) and the target."""
+def prepare(cfg, data=None):
+    """The checks that read files, the data (its channels and size against the space's), the
+    latency table (built when asked) and the target; `data` as in `run_search`."""
     from proxyless_tf.data import datasets as data_lib
+    from proxyless_tf.data.image_source import default_cache_dir
+    from proxyless_tf.data.sources import open_source
 
-    space = check_config(cfg)
-    data = data_lib.search_data(cfg.dataset, space.input_shape, cfg.batch_size, cfg.valid_size,
-                                cfg.valid_batch_size, cfg.seed, cfg.data_dir, cfg.manual_dir, cfg.max_train,
-                                label_cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "proxyless_tf"))
+    cache_dir = default_cache_dir()
+    checked = check_config(cfg, data=data is None)
+    source = open_source(cfg.dataset if data is None else data, cfg.data_dir, cfg.manual_dir, cache_dir=cache_dir)
+    space = space_for_data(cfg, source)
+    if checked is None:  # the space took its input from the data: its file checks run now
+        check_space_inputs(cfg, space)
+    data = data_lib.search_data(source, space.input_shape, cfg.batch_size, cfg.valid_size, cfg.valid_batch_size,
+                                cfg.seed, max_train=cfg.max_train, label_cache_dir=cache_dir)
     lat_space, lat_nc = latency_space(cfg, space), latency_classes(cfg, data.num_classes)
     table = load_table(cfg, lat_space, lat_nc)
     measurer = None

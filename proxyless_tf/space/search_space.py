@@ -130,9 +130,14 @@ class SearchSpace:
                               "see configs/spaces/*.json for the format")
         name = _require(d, "name", str, src, "")
         shape = _require(d, "input_shape", list, src, "")
+        if len(shape) == 3 and any(v is None for v in shape) and all(v is None or type(v) is int for v in shape):
+            raise ConfigError(src, "input_shape", f"{shape!r} leaves the input open (null): a network needs its size",
+                              "run the search, which takes the size from --resolution or the data, or write "
+                              "integers, e.g. [224, 224, 3]")
         if len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) for v in shape):
             raise ConfigError(src, "input_shape", f"expected [H, W, C] integers, got {shape!r}",
-                              "write e.g. [224, 224, 3]")
+                              "write e.g. [224, 224, 3] (or [null, null, 3] for a search that takes the size "
+                              "from the data)")
         stem = _require(d, "stem", dict, src, "")
         fb = _require(d, "first_block", dict, src, "")
         stages = _require(d, "stages", list, src, "")

@@ -310,7 +310,7 @@ def _truncate_log(path, epochs):
             f.writelines(lines[:1 + epochs])
 
 
-# ---- data: the train and test splits as arrays, read with proxyless_tf.data.datasets----------------
+# ---- data: the train and test splits as arrays, read with proxyless_tf.data.idx --------------------
 
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                         "Sneaker", "Bag", "Ankle boot"]
@@ -330,9 +330,11 @@ def load_fashion_mnist(data_dir=None):
     """The real Fashion-MNIST (60,000 train / 10,000 test) from its IDX files, normalised.
 
     Retraining and export need the test split too, which the search's `data.search_data`
-    never touches; the files are found and read by `proxyless_tf.data.datasets`.
+    never touches; the files are found and read by `proxyless_tf.data.idx`.
     """
-    from proxyless_tf.data import datasets as data
+    from proxyless_tf.data import idx as data
+    from proxyless_tf.data.labels import check_labels
+    from proxyless_tf.data.normalization import NORMALIZATION
 
     d = data.find_fashion_dir(data_dir)
     if d is None or not all(os.path.exists(os.path.join(d, f)) for f in FASHION_TEST_FILES):
@@ -342,8 +344,8 @@ def load_fashion_mnist(data_dir=None):
     xtr, ytr = data.load_fashion_local(d)
     xte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[0]))
     yte = data.read_idx(os.path.join(d, FASHION_TEST_FILES[1]))
-    data.check_labels(yte, 10, os.path.join(d, FASHION_TEST_FILES[1]), len(xte))
-    mean, std = data.NORMALIZATION["fashion_mnist"]
+    check_labels(yte, 10, os.path.join(d, FASHION_TEST_FILES[1]), len(xte))
+    mean, std = NORMALIZATION["fashion_mnist"]
     return Splits(normalise(xtr, mean, std), ytr.astype(np.int32), normalise(xte, mean, std),
                   yte.astype(np.int32), 10, mean, std, list(FASHION_MNIST_LABELS))
 
