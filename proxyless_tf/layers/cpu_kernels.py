@@ -158,9 +158,10 @@ def accelerate(model):
     """Rebind `call` of the model's depthwise and BN layers (nested ones too); returns how many of each.
 
     Works on a supernet too: its candidates' BN layers are rebound and each `NestedMBConv`
-    gets `depthwise_conv` for its kernel slices. Besides the speed, the fused BN makes the
-    supernet's traced graph ~25 % smaller (one op for the statistics and one for their
-    gradient in each of the many switch-case branches), which is most of the search's memory.
+    gets `depthwise_conv` for its kernel slices; each `MixedOp` is told which of the two its
+    sampled block (`sampled.py`) must use. Besides the speed, the fused BN makes the supernet's
+    traced graph smaller (one op for the statistics and one for their gradient per BN: 5 % of
+    the step since the sampled op is one block, ~25 % when it was a switch over candidates).
 
     Depthwise layers keep TF's gradient unless the kernel exceeds their output map, which is
     decided from the static shapes when the step is traced. Only on CPU-only hosts with oneDNN on: on the Eigen
