@@ -95,9 +95,13 @@ def test_single_mode_runs_only_the_sampled_op_and_full_is_weighted_sum(sharing):
                                    atol=1e-6)
         kinds = {n.op for n in fn.get_concrete_function(x).graph.as_graph_def().node}
         assert not kinds & {"Case", "StatelessCase"}, kinds
+    # a sampled index: one MBConv block (independent kernels picked by a switch over variable reads,
+    # nested ones sliced: no switch at all), with `zero` (a candidate here) on the other side of a cond
     dynamic = tf.function(lambda v, j: op(v, training=False, mode="single", sample=j))
-    assert {n.op for n in dynamic.get_concrete_function(x, tf.constant(0)).graph.as_graph_def().node} & {
-        "Case", "StatelessCase"}
+    graph = dynamic.get_concrete_function(x, tf.constant(0)).graph.as_graph_def()
+    kinds = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert kinds & {"If", "StatelessIf"}, kinds
+    assert bool(kinds & {"Case", "StatelessCase"}) == (sharing == "independent"), kinds
     p = tf.nn.softmax(op.alpha).numpy()
     full = op(x, training=False, mode="full")
     expect = x.numpy() + sum(p[j] * op.ops[j](x, training=False).numpy() for j in range(4))
@@ -159,3 +163,71 @@ def test_full_v2_alpha_gradient_is_the_full_gate_gradient_with_one_path_forward(
             t2.watch(x)
             ref = tf.reduce_sum((x + op.ops[active](x, training=True)) * w)
         np.testing.assert_allclose(g_x.numpy(), t2.gradient(ref, x).numpy(), atol=1e-5)
+
+
+class _Holder(keras.layers.Layer):
+    """A parent for `cpu_kernels.accelerate`, which serves the layers under a model."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+
+@pytest.mark.parametrize("sharing,accelerated", [("independent", False), ("nested", False),
+                                                 ("independent", True), ("nested", True)])
+def test_sampled_op_is_the_candidate_alone_in_values_gradients_and_statistics(sharing, accelerated):
+    """An op chosen by a tensor (one traced block for every MBConv candidate, `sampled.py`)
+    computes what that candidate's own layers compute: output, input and weight gradients, and in
+    training only its moving statistics move, by the same formula. The candidates mix expanding
+    and non-expanding ops and, on the 3x3 output map, kernels below and above the map (accelerated:
+    both depthwise filter gradients, picked at run time)."""
+    from proxyless_tf.layers import cpu_kernels
+
+    cands = ["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "mb_k7_e1", "zero"]
+    op = MixedOp((6, 6), 8, 12, 2, cands, seed=0, name="mix", weight_sharing=sharing)
+    op.build((None, 6, 6, 8))
+    if accelerated:
+        counts = cpu_kernels.accelerate(_Holder(op))
+        if not counts["batchnorm"]:
+            pytest.skip("cpu_kernels is off on this host (oneDNN off or a GPU)")
+        owner = op.nested if sharing == "nested" else op
+        assert owner.fused_bn and owner.depthwise_fn is not None
+    rng = np.random.default_rng(1)
+    for layer in op._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):  # distinct, non-trivial statistics
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    x = tf.constant(rng.standard_normal((4, 6, 6, 8)), tf.float32)
+    w = tf.constant(rng.standard_normal((4, 3, 3, 12)), tf.float32)
+    variables = op.trainable_variables
+    start = [v.numpy().copy() for v in op.weights]
+
+    def restore():
+        for v, a in zip(op.weights, start):
+            v.assign(a)
+
+    def grads(forward):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(forward() * w)
+        g = tape.gradient(loss, [x] + variables)
+        return [loss] + [tf.zeros_like(v) if d is None else tf.convert_to_tensor(d) for d, v in zip(g, [x] + variables)]
+
+    sampled = tf.function(lambda j, training: grads(lambda: op._run(j, x, training)))
+    for training in (True, False):
+        for j in range(len(cands)):
+            restore()
+            want = [t.numpy() for t in tf.function(lambda: grads(lambda: op.ops[j](x, training=training)))()]
+            want_state = [v.numpy().copy() for v in op.weights]
+            restore()
+            got = [t.numpy() for t in sampled(tf.constant(j), training)]
+            for a, b, v in zip(got, want, [None, x] + variables):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(b).max()),
+                                           err_msg=f"{cands[j]} training={training}: {getattr(v, 'path', 'loss/x')}")
+            for v, b in zip(op.weights, want_state):  # candidate j's statistics moved as alone, no other's did
+                np.testing.assert_allclose(v.numpy(), b, rtol=1e-6, atol=1e-6, err_msg=f"{cands[j]}: {v.path}")
+    graph = sampled.get_concrete_function(tf.constant(0), True).graph.as_graph_def()
+    kinds = [n.op for n in graph.node] + [n.op for f in graph.library.function for n in f.node_def]
+    assert not {"Case", "StatelessCase"} & set(kinds) or sharing == "independent"
+    # one depthwise conv for 4 MBConv candidates: the block inside the zero's cond is kept twice (as
+    # traced, and rewritten for its gradient), accelerated plus the filter gradient's own conv
+    assert kinds.count("DepthwiseConv2dNative") <= (3 if accelerated else 2), kinds.count("DepthwiseConv2dNative")

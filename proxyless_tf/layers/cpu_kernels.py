@@ -46,9 +46,12 @@ def onednn_enabled():
 
 
 def _same_pads(size, kernel, stride):
-    """TF's 'same' padding (before, after) along one axis."""
+    """TF's 'same' padding (before, after) along one axis (`kernel` an int or an int32 tensor)."""
     out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
+    if isinstance(kernel, int):
+        total = max((out - 1) * stride + kernel - size, 0)
+    else:
+        total = tf.maximum((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
 
@@ -59,13 +62,17 @@ def depthwise_filter_grad(x, dy, kernel, stride):
     (image, channel) pair is a channel of a single "image" xpad, correlated with its own
     dy map (dilated by the stride); the k x k result is then summed over the batch.
     Cheap exactly when the feature map is small and the kernel large. Returns (k, k, C, 1).
+    `kernel` (the size k) may be an int32 tensor and C unknown when traced (a nested
+    supernet's sampled candidate); the spatial sizes must be known.
     """
     _, h, w, c = x.shape
+    if c is None:
+        c = tf.shape(x)[3]
     oh, ow = dy.shape[1], dy.shape[2]
     ph, pw = _same_pads(h, kernel, stride), _same_pads(w, kernel, stride)
     xp = tf.pad(x, [[0, 0], list(ph), list(pw), [0, 0]])
     batch = tf.shape(x)[0]
-    hp, wp = h + sum(ph), w + sum(pw)
+    hp, wp = h + ph[0] + ph[1], w + pw[0] + pw[1]
     image = tf.reshape(tf.transpose(xp, [1, 2, 0, 3]), (1, hp, wp, batch * c))
     maps = tf.reshape(tf.transpose(dy, [1, 2, 0, 3]), (oh, ow, batch * c, 1))
     out = tf.nn.depthwise_conv2d(image, maps, [1, 1, 1, 1], "VALID", dilations=[stride, stride])
@@ -73,20 +80,36 @@ def depthwise_filter_grad(x, dy, kernel, stride):
     return tf.reduce_sum(out, axis=2)[..., None]
 
 
-def depthwise_conv(x, kernel, stride):
+def depthwise_conv(x, kernel, stride, sizes=None):
     """'same' NHWC depthwise conv; where the kernel exceeds the output map (known when traced),
-    its filter gradient is `depthwise_filter_grad` instead of TF's kernel."""
+    its filter gradient is `depthwise_filter_grad` instead of TF's kernel.
+
+    A kernel whose size is unknown when traced (a nested supernet's sampled candidate) is one
+    of `sizes`: when only some of them exceed the map, the gradient picks the filter gradient
+    by the size at run time (a `tf.cond`), so each candidate gets the one it would get alone."""
     k = kernel.shape[0]
     strides = [1, stride, stride, 1]
     h, w = x.shape[1], x.shape[2]
-    if h is None or w is None or k <= -(-h // stride) or k <= -(-w // stride):
+    if h is None or w is None:
+        return tf.nn.depthwise_conv2d(x, kernel, strides, "SAME")
+    oh, ow = -(-h // stride), -(-w // stride)
+    exceeds = [s > oh and s > ow for s in ([k] if k is not None else sizes)]
+    if not any(exceeds):
         return tf.nn.depthwise_conv2d(x, kernel, strides, "SAME")
 
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(dy):
             dx = tf.nn.depthwise_conv2d_backprop_input(tf.shape(x), kernel, dy, strides, "SAME")
-            return dx, depthwise_filter_grad(x, dy, k, stride)
+            if k is not None:
+                return dx, depthwise_filter_grad(x, dy, k, stride)
+            size = tf.shape(kernel)[0]
+            if all(exceeds):
+                return dx, depthwise_filter_grad(x, dy, size, stride)
+            dw = tf.cond(tf.logical_and(size > oh, size > ow),
+                         lambda: depthwise_filter_grad(x, dy, size, stride),
+                         lambda: tf.nn.depthwise_conv2d_backprop_filter(x, tf.shape(kernel), dy, strides, "SAME"))
+            return dx, dw
 
         return tf.nn.depthwise_conv2d(x, kernel, strides, "SAME"), grad
 
@@ -135,23 +158,34 @@ def accelerate(model):
     """Rebind `call` of the model's depthwise and BN layers (nested ones too); returns how many of each.
 
     Works on a supernet too: its candidates' BN layers are rebound and each `NestedMBConv`
-    gets `depthwise_conv` for its kernel slices. Besides the speed, the fused BN makes the
-    supernet's traced graph ~25 % smaller (one op for the statistics and one for their
-    gradient in each of the many switch-case branches), which is most of the search's memory.
+    gets `depthwise_conv` for its kernel slices; each `MixedOp` is told which of the two its
+    sampled block (`sampled.py`) must use. Besides the speed, the fused BN makes the supernet's
+    traced graph smaller (one op for the statistics and one for their gradient per BN: 5 % of
+    the step since the sampled op is one block, ~25 % when it was a switch over candidates).
 
     Depthwise layers keep TF's gradient unless the kernel exceeds their output map, which is
     decided from the static shapes when the step is traced. Only on CPU-only hosts with oneDNN on: on the Eigen
     kernels the fused BN gradient is the slow one (the same net: 586 ms a step plain, 780 ms
     accelerated; with oneDNN 489 and 380, `tools/bench_train_step.py`).
     """
-    from proxyless_tf.layers import nested
+    from proxyless_tf.layers import blocks, mixed_op, nested
 
     counts = {"depthwise": 0, "batchnorm": 0, "nested": 0}
     if not onednn_enabled() or tf.config.list_logical_devices("GPU"):  # CPU-only hosts: a GPU runs its own kernels
         return counts
     for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, mixed_op.MixedOp) and layer.nested is None:
+            # the sampled block of its independent candidates (`sampled.py`) computes as their layers will
+            parts = [mixed_op._mbconv_parts(op) for op in layer.ops if isinstance(op, blocks.MBConv)]
+            if parts and all(type(p["dw"]) is keras.layers.DepthwiseConv2D and _depthwise_eligible(p["dw"])
+                             for p in parts):
+                layer.depthwise_fn = depthwise_conv
+            layer.fused_bn = bool(parts) and all(
+                type(b) is keras.layers.BatchNormalization and _bn_eligible(b)
+                for p in parts for b in (p["expand_bn"], p["dw_bn"], p["project_bn"]) if b is not None)
         if isinstance(layer, nested.NestedMBConv):  # its candidates' depthwise convs, on kernel slices
             layer.depthwise_fn = depthwise_conv
+            layer.fused_bn = all(_bn_eligible(b) for b in layer.bn_layers)  # its sampled candidate's BN too
             counts["nested"] += 1
         elif type(layer) is keras.layers.DepthwiseConv2D and _depthwise_eligible(layer):
             layer.call = types.MethodType(_depthwise_call, layer)

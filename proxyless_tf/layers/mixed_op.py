@@ -3,8 +3,10 @@
 The modes live in one class, next to the sampling they belong to (as in the official
 `mix_op.py`):
 
-- `single`: one op drawn from softmax(α) runs, through `keras.ops.switch` (`tf.switch_case`),
-  so time and memory are those of one path. Used for the weight step.
+- `single`: one op drawn from softmax(α) runs, so time and memory are those of one path. Used
+  for the weight step. An op chosen by a tensor (drawn when the step runs) is one traced MBConv
+  block whatever the number of candidates (`sampled.py`: its kernels and BN looked up by the
+  index), `zero` the other side of a `tf.cond`; a Python int (a fixed path) is that op alone.
 - `two`: binary gates for the architecture step. Two ops are drawn without replacement from
   softmax(α) (Gumbel top-2), the active one from the softmax over just that pair. Both
   outputs are computed (the α gradient needs them) and y = Σ_j g_j o_j with a one-hot g.
@@ -56,9 +58,27 @@ import keras
 
 from proxyless_tf.layers import blocks
 from proxyless_tf.layers import nested
+from proxyless_tf.layers import sampled
 from proxyless_tf import space as space_lib
 
 MODES = ("single", "two", "full", "full_v2", "argmax")
+# per weight sharing: whether a sampled op (an index known when the step runs) is one traced block
+# (`sampled.py`) rather than a `tf.switch_case` over every candidate
+SAMPLED_BLOCK = {"independent": True, "nested": True}
+
+
+def _mbconv_parts(op):
+    """The layers of an independent `blocks.MBConv` by role: expand / dw / project and their BN."""
+    parts, role = {"expand": None, "expand_bn": None}, "expand"
+    for layer in op.branch:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            parts["dw"], role = layer, "dw"
+        elif isinstance(layer, keras.layers.Conv2D):
+            role = "expand" if "dw" not in parts else "project"
+            parts[role] = layer
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            parts[f"{role}_bn"] = layer
+    return parts
 
 
 def _check_mode(mode):
@@ -111,9 +131,13 @@ class MixedOp(keras.layers.Layer):
                         else blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
                         for op in self.candidates]
         else:
+            self.nested = None
             self.ops = [blocks.make_candidate(op, self.spec, self.bn_eps, name=f"{self.name}_{op}")
                         for op in self.candidates]
         self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_seed")
+        # set by `cpu_kernels.accelerate` for the independent candidates' sampled block (`sampled.py`)
+        self.depthwise_fn = None
+        self.fused_bn = False
 
     @classmethod
     def from_layer_spec(cls, layer, bn_eps=1e-3, mode="single", seed=None, name=None, weight_sharing="independent"):
@@ -171,8 +195,52 @@ class MixedOp(keras.layers.Layer):
     def _run(self, index, x, training):
         if isinstance(index, int):  # a fixed path (the sandwich's): that op alone, no switch_case in the graph
             return self.ops[index](x, training=training)
+        if SAMPLED_BLOCK[self.weight_sharing]:
+            return self._run_sampled(index, x, training)
         branches = [lambda v, op=op: op(v, training=training) for op in self.ops]
         return keras.ops.switch(index, branches, x)
+
+    def _run_sampled(self, index, x, training):
+        """The op `index` (a tensor) as one traced MBConv block (`sampled.py`) whatever the number of
+        candidates; `zero`, when a candidate, on the other side of a `tf.cond`."""
+        import tensorflow as tf
+
+        mb_ops = [op for op in self.candidates if op != space_lib.ZERO]
+        if not mb_ops:
+            return self.ops[0](x, training=training)
+        mb_index = tf.gather(tf.constant([mb_ops.index(op) if op in mb_ops else 0 for op in self.candidates],
+                                         tf.int32), index)
+        block = self.nested.run_sampled if self.nested is not None else self._independent_sampled
+        if space_lib.ZERO not in self.candidates:
+            return block(x, mb_index, training=training)
+        zero = self.ops[self.candidates.index(space_lib.ZERO)]
+        return tf.cond(tf.equal(index, self.candidates.index(space_lib.ZERO)),
+                       lambda: zero(x, training=training),
+                       lambda: block(x, mb_index, training=training))
+
+    def _independent_sampled(self, x, j, training=None):
+        """MBConv candidate j (index among the MBConv candidates) with independent weights: its
+        kernels selected by a switch over variable reads only, the block traced once."""
+        import tensorflow as tf
+
+        mb = [(c, op) for c, op in zip(self.candidates, self.ops) if isinstance(op, blocks.MBConv)]
+        parts = [_mbconv_parts(op) for _, op in mb]
+        specs = [space_lib.parse_op(c) for c, _ in mb]
+        mids = [space_lib.expanded_channels(self.in_channels, s.expand) for s in specs]
+
+        def read(p):
+            expand = p["expand"].kernel if p["expand"] is not None else tf.zeros((1, 1, self.in_channels, 1))
+            return tuple(tf.convert_to_tensor(k) for k in (expand, p["dw"].kernel, p["project"].kernel))
+
+        def kernels(mid, kernel):
+            if len(parts) == 1:
+                return read(parts[0])
+            return tf.switch_case(j, [lambda p=p: read(p) for p in parts])
+
+        bns = [{role: p[f"{role}_bn"] for role in ("expand", "dw", "project")} for p in parts]
+        out = self.ops[0].compute_output_shape(tuple(x.shape))
+        return sampled.sampled_mbconv(x, j, specs, mids, self.stride, out, kernels, bns, training,
+                                      self.depthwise_fn, self.fused_bn)
 
     def call(self, inputs, training=None, mode=None, sample=None):
         mode = _check_mode(mode or self.mode)
@@ -189,7 +257,7 @@ class MixedOp(keras.layers.Layer):
             pair, active = sample
             inactive = 1 - active
             # The inactive op's gate is 0, so no gradient flows into its output: it is computed
-            # under stop_gradient and its switch_case gets no backward graph (one of the step's two
+            # under stop_gradient and its block gets no backward graph (one of the step's two
             # per layer); its value still forms ∂L/∂g of its gate.
             o_active = self._run(keras.ops.take(pair, active), inputs, training)
             o_inactive = keras.ops.stop_gradient(self._run(keras.ops.take(pair, inactive), inputs, training))

@@ -15,11 +15,16 @@ differ, and private BN keeps every candidate's normalisation exact.
 This is a departure from ProxylessNAS (independent weights per op); it is opt-in through
 `weight_sharing="nested"` and changes nothing of the architecture steps' formulas, the
 latency terms or the derived network, which is built and retrained from scratch as before.
+
+A sampled candidate (an index known only when the step runs) is one traced block
+(`NestedMBConv.run_sampled`, `sampled.py`), its kernel slices sized by the index.
 """
 
 import keras
+import tensorflow as tf
 
 from proxyless_tf.layers import blocks
+from proxyless_tf.layers import sampled
 from proxyless_tf import space as space_lib
 
 WEIGHT_SHARING = ("independent", "nested")
@@ -64,8 +69,11 @@ class NestedMBConv(keras.layers.Layer):
             })
         # a flat list so Keras tracks (and saves) every BN under a stable path
         self.bn_layers = [b for d in self.bns for b in (d["expand"], d["dw"], d["project"]) if b is not None]
-        # `cpu_kernels.accelerate` puts its depthwise conv (x, kernel, stride) here; None: keras.ops'
+        # `cpu_kernels.accelerate` puts its depthwise conv (x, kernel, stride, sizes) here; None: keras.ops'
         self.depthwise_fn = None
+        # and sets this when it routes the candidates' BN through the fused op: the sampled
+        # candidate's BN (`sampled.sampled_bn`) must then compute what that op computes
+        self.fused_bn = False
 
     def build(self, input_shape):
         init = lambda: keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")  # noqa: E731
@@ -108,6 +116,22 @@ class NestedMBConv(keras.layers.Layer):
         h = _relu6(bn["dw"](h, training=training))
         h = keras.ops.conv(h, self.project_kernel[:, :, :mid, :], padding="same")
         return bn["project"](h, training=training)
+
+    def run_sampled(self, x, j, training=None):
+        """Candidate `j` (an int32 scalar tensor, an index into `op_names`) on x, as one traced block
+        (`sampled.sampled_mbconv`): at run time what `run(x, int(j))` computes, on kernel slices
+        sized by j."""
+        def kernels(mid, kernel):
+            off = (self.max_kernel - kernel) // 2
+            expand = self.expand_kernel.value[:, :, :, :mid] if self.has_expand else None
+            if isinstance(kernel, int) and isinstance(mid, int):
+                dw = self.dw_kernel.value[off:off + kernel, off:off + kernel, :mid, :]
+            else:
+                dw = tf.slice(self.dw_kernel.value, tf.stack([off, off, 0, 0]), tf.stack([kernel, kernel, mid, 1]))
+            return expand, dw, self.project_kernel.value[:, :, :mid, :]
+
+        return sampled.sampled_mbconv(x, j, self.specs, self.mids, self.stride, self.output_shape_of(tuple(x.shape)),
+                                      kernels, self.bns, training, self.depthwise_fn, self.fused_bn)
 
     def output_shape_of(self, input_shape):
         return blocks.strided_shape(input_shape, self.stride, self.out_channels)

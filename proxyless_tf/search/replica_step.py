@@ -22,8 +22,9 @@ moved to where no synchronisation happens:
     one merge_call -> cross-replica context (no synchronisation inside: control flow is fine)
       4. weight decay + `optimizer.update_step` through `strategy.extended.update` on every
          copy — what Keras' own TF optimizer does inside its merge_call — for the shared
-         weights and the sandwich paths' ops always and, per layer inside a `tf.switch_case`,
-         for the rest of the sampled op (`SuperNet.weight_update_groups`, as on one device)
+         weights and the sandwich paths' ops always and, per layer, for the rest of the sampled
+         op: its own weights inside a `tf.switch_case`, the kernels nested candidates share inside
+         one `tf.cond` (`SuperNet.weight_update_groups`, `apply_groups`, as on one device)
     replica context
       5. if an architecture step is due (`tf.cond`, no synchronisation inside): sample pairs,
          forward on the validation slice, gradients of the arch loss / num_replicas in α
@@ -88,15 +89,9 @@ def _apply_weights(strategy, net, grads, wvars, samples):
     grad_of = {id(v): g for g, v in zip(grads, wvars)}
     always, per_layer = net.weight_update_groups(wvars)
     _update(strategy, opt, [grad_of[id(v)] for v in always], always, lr)
-    for groups, index in zip(per_layer, samples):
-        branches = []
-        for vs in groups:
-            def branch(vs=vs):
-                _update(strategy, opt, [grad_of[id(v)] for v in vs], vs, lr)
-                return tf.constant(0)
-
-            branches.append(branch)
-        tf.switch_case(_local(index), branches)
+    for m, groups, index in zip(net.mixed_ops, per_layer, samples):
+        net.apply_groups(groups, _local(index), m.num_candidates,
+                         lambda vs: _update(strategy, opt, [grad_of[id(v)] for v in vs], vs, lr))
     opt.iterations.assign_add(1)
 
 

@@ -6,7 +6,9 @@ untaken branches of `tf.switch_case` get a gradient of zero, not None, and momen
 weight decay would still move them (unlike the official PyTorch code, where they have no
 gradient and are skipped). So each layer applies the optimizer inside its own
 `tf.switch_case` on the sampled index: the other candidates' weights and slots are never
-touched. The optimizer's step counter is held so every apply of the step sees the same
+touched. Kernels that nested candidates share are updated once, under a `tf.cond` on "an
+op that uses them ran" (`apply_groups`), rather than in every candidate's branch: the same
+update, traced once. The optimizer's step counter is held so every apply of the step sees the same
 learning rate and it advances once per step. Because the optimizer is applied per group,
 options that need one view of every gradient at once (`global_clipnorm`, EMA, gradient
 accumulation) are refused at compile (`refuse_optimizer_options`, shared with the
@@ -68,9 +70,12 @@ class WeightSteps:
 
     def weight_update_groups(self, wvars):
         """The weights every weight step moves (shared ones and the sandwich paths' ops, once each:
-        nested candidates share kernels) and, per layer and candidate, the rest of its weights —
-        moved only when that candidate is the sampled one. Both the one-device and the
-        distributed step update by these groups, so both move the same variables."""
+        nested candidates share kernels) and, per layer, the rest as (users, variables) groups:
+        variables moved only when the sampled op is one of `users` (candidate indices). Each
+        candidate's own weights form a group of one user; weights several candidates use (the
+        kernels of nested candidates) form one group, so their update is traced once, not once
+        per candidate. Both the one-device and the distributed step update by these groups, so
+        both move the same variables."""
         cand = {id(v) for m in self.mixed_ops for v in m.trainable_variables}
         always = [v for v in wvars if id(v) not in cand]
         for path in self.sandwich_paths:
@@ -78,9 +83,43 @@ class WeightSteps:
                 always += m.candidate_variables(j)
         always = list({id(v): v for v in always}.values())
         applied = {id(v) for v in always}
-        per_layer = [[[v for v in m.candidate_variables(j) if id(v) not in applied] for j in range(m.num_candidates)]
-                     for m in self.mixed_ops]
+        per_layer = []
+        for m in self.mixed_ops:
+            users, var_of = {}, {}
+            for j in range(m.num_candidates):
+                for v in m.candidate_variables(j):
+                    if id(v) not in applied:
+                        users.setdefault(id(v), []).append(j)
+                        var_of[id(v)] = v
+            groups = {}
+            for key, js in users.items():
+                groups.setdefault(tuple(js), []).append(var_of[key])
+            per_layer.append(sorted(groups.items(), key=lambda g: (len(g[0]) == 1, g[0])))
         return always, per_layer
+
+    @staticmethod
+    def apply_groups(groups, index, num_candidates, update):
+        """`update(variables)` for the groups of one layer (`weight_update_groups`) whose users
+        include the sampled `index`: a shared group under one `tf.cond` (none when every candidate
+        uses it), the candidates' own weights in one `tf.switch_case` on the index."""
+        def run(vs):
+            def branch():
+                if vs:
+                    update(vs)
+                return tf.constant(0)
+            return branch
+
+        index = tf.convert_to_tensor(index)
+        own = [[] for _ in range(num_candidates)]
+        for users, vs in groups:
+            if len(users) == 1:
+                own[users[0]] = vs
+            elif len(users) == num_candidates:
+                update(vs)
+            else:
+                ran = tf.reduce_any(tf.equal(index, tf.constant(users, index.dtype)))
+                tf.cond(ran, run(vs), lambda: tf.constant(0))
+        tf.switch_case(index, [run(vs) for vs in own])
 
     def _apply_weight_step(self, grads, wvars, samples):
         """Shared weights and the sandwich paths' ops always; of the sampled op only its weights and slots."""
@@ -89,17 +128,13 @@ class WeightSteps:
         always, per_layer = self.weight_update_groups(wvars)
         step = tf.identity(opt.iterations)
         opt.apply([grad_of[id(v)] for v in always], always)
-        for groups, index in zip(per_layer, samples):
-            branches = []
-            for vs in groups:
-                def branch(vs=vs):
-                    if vs:
-                        opt.iterations.assign(step)  # same lr schedule point for every apply
-                        opt.apply([grad_of[id(v)] for v in vs], vs)
-                    return tf.constant(0)
 
-                branches.append(branch)
-            tf.switch_case(index, branches)
+        def update(vs):
+            opt.iterations.assign(step)  # same lr schedule point for every apply
+            opt.apply([grad_of[id(v)] for v in vs], vs)
+
+        for m, groups, index in zip(self.mixed_ops, per_layer, samples):
+            self.apply_groups(groups, index, m.num_candidates, update)
         opt.iterations.assign(step + 1)
 
     def weight_loss(self, x, y, samples, mode="single"):
