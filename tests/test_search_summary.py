@@ -65,3 +65,12 @@ def test_the_summary_ends_with_the_next_command_and_what_the_experiments_found()
     assert any("entropy 0.693 of a possible 0.693 (100%)" in l for l in lines)
     assert any("near uniform" in l and "; and the latency derivation changed 2 of its 2" in l for l in lines)
     assert len(lines) <= 14
+
+
+@pytest.mark.parametrize("name", ["arrays", "tf.data"])
+def test_data_from_python_gets_the_python_retraining_call(name):
+    """No command line can name arrays or a tf.data.Dataset: `--dataset=arrays` would be refused."""
+    cfg = types.SimpleNamespace(dataset=name, data_dir=None)
+    line = summary.next_command(cfg, "runs/q")
+    assert line.startswith("python: proxyless_tf.training.recipe.train(") and "--dataset" not in line
+    assert "'runs/q/arch.json'" in line

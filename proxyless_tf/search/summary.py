@@ -58,8 +58,13 @@ def decision_lines(decision, changes, num_layers):
 
 
 def next_command(cfg, out_dir):
-    """The retraining command for the derived network, with the data flags it needs."""
-    cmd = f"python -m proxyless_tf.train --arch={os.path.join(out_dir, 'arch.json')}"
+    """The retraining command for the derived network, with the data flags it needs; for data given
+    from Python (arrays, a tf.data.Dataset), which no command line can name, the Python call."""
+    arch = os.path.join(out_dir, "arch.json")
+    if cfg.dataset in ("arrays", "tf.data"):
+        return (f"python: proxyless_tf.training.recipe.train(proxyless_tf.Arch.from_json({arch!r}), your_data, "
+                "proxyless_tf.training.config.TrainConfig(), 'runs/my_train')")
+    cmd = f"python -m proxyless_tf.train --arch={arch}"
     if cfg.dataset != "fashion_mnist":
         cmd += f" --dataset={cfg.dataset}"
     if cfg.data_dir:
