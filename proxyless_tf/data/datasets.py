@@ -51,10 +51,6 @@ class SearchData:
 def class_balanced_split(labels, valid_size, num_classes, seed=0):
     """(train_indices, valid_indices): valid_size // num_classes images of every class, seeded."""
     labels = np.asarray(labels)
-    if valid_size >= len(labels):  # else every class would keep one image and the error would blame the batch
-        raise ConfigError("<flags>", "valid_size", f"{valid_size} validation images leave none of the "
-                          f"{len(labels)} training images to train on", f"pass a --valid_size below {len(labels)}, "
-                          f"e.g. {max(num_classes, len(labels) // 10)}")
     per_class = valid_size // num_classes
     if per_class < 1:
         raise ConfigError("<flags>", "valid_size", f"{valid_size} is fewer than one image per class "
