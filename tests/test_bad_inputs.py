@@ -275,8 +275,10 @@ class _Run:
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory):
     """Start every selected case (two processes at a time); tests wait for their own."""
+    # this module's cases only: other modules parametrize their own "case" (test_train.py: strings)
     selected = {item.callspec.params["case"]["id"] for item in request.session.items
-                if getattr(item, "callspec", None) and "case" in item.callspec.params}
+                if item.module is request.module and getattr(item, "callspec", None)
+                and isinstance(item.callspec.params.get("case"), dict)}
     pool = ThreadPoolExecutor(max_workers=2)
     started = {c["id"]: _Run(c, str(tmp_path_factory.mktemp(c["id"][:40])), pool)
                for c in CASES if c["id"] in selected and _runnable(c)}
