@@ -16,13 +16,19 @@ def check_output_path(path, field="--out"):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ConfigError(path, field, "is a directory", "pass a file name inside it")
+    d = _existing_parent_dir(path, field)
+    if not os.access(d, os.W_OK):
+        raise ConfigError(path, field, f"{d} is not writable", "pass a path in a writable directory")
+
+
+def _existing_parent_dir(path, field):
+    """The first existing ancestor of `path`, refused (one line) when it is a file, not a directory."""
     d = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(d):
         d = os.path.dirname(d)
     if not os.path.isdir(d):
         raise ConfigError(path, field, f"{d} is a file, not a directory", "pass a path inside a directory")
-    if not os.access(d, os.W_OK):
-        raise ConfigError(path, field, f"{d} is not writable", "pass a path in a writable directory")
+    return d
 
 
 def check_output_dir(path, field="--out_dir"):
@@ -31,11 +37,7 @@ def check_output_dir(path, field="--out_dir"):
     path = os.fspath(path)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ConfigError(path, field, "is a file, not a directory", "pass a directory path")
-    d = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(d):
-        d = os.path.dirname(d)
-    if not os.path.isdir(d):
-        raise ConfigError(path, field, f"{d} is a file, not a directory", "pass a path inside a directory")
+    d = _existing_parent_dir(path, field)
     if not os.access(path if os.path.isdir(path) else d, os.W_OK):
         raise ConfigError(path, field, "is not writable", "pass a path in a writable directory")
 
