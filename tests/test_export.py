@@ -68,6 +68,7 @@ def test_int8_needs_representative_data(trained):
         export.convert(trained["model"], "int8")
 
 
+@pytest.mark.slow
 def test_export_cli_float_int8_qat_with_sidecars(trained):
     out = trained["dir"] / "tflite"
     proc = run_cli(["tools/export_tflite.py", trained["model_path"], "--modes=int8_io,qat",
@@ -123,6 +124,7 @@ def test_export_cli_takes_an_old_model_without_normalize(trained, tmp_path):
     assert side["normalisation"]["mean"] == [0.286] and "pixel / 255 - mean" in side["normalisation"]["formula"]
 
 
+@pytest.mark.slow
 def test_benchmark_cli_predicts_and_rejects_a_corrupt_model(trained, tmp_path):
     tfl = tmp_path / "m.tflite"
     tfl.write_bytes(trained["float32"])

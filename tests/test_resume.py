@@ -27,6 +27,7 @@ def search_cmd(sp, tp, data_dir, out, *extra):
                       "--bn_recalibration_steps=2", "--deterministic", "--verbose=0", f"--out_dir={out}", *extra)
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
     _, _, sp, tp = write_micro(tmp_path)
     data_dir = write_fake_fashion(tmp_path)
