@@ -85,6 +85,7 @@ def test_parsed_median_is_what_the_phone_measured(phone, fmt):
     assert be.describe()["model"] == "Fake Pixel"
 
 
+@pytest.mark.slow
 def test_build_latency_table_on_the_phone_and_device_dying_keeps_the_table(phone, tmp_path):
     space = tmp_path / "tiny.json"
     space.write_text(json.dumps(TINY_SPACE))
