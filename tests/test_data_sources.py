@@ -106,7 +106,9 @@ def test_broken_files_are_skipped_counted_and_named(tmp_path, capsys):
     folder._SCANS.clear()
     src = open_source(str(tmp_path), test_fraction=0)
     out = capsys.readouterr().out
-    assert src.num_train == 8 and "skipped 1 image file(s) the decoder refused" in out
+    assert src.num_train == 8 and out.count("note:") == 2  # the scan's (3 files), the decoder's (1)
+    assert f"1 image file(s) could not be decoded when opened and were skipped (damaged inside their data): " \
+           f"first one {tmp_path / 'b' / 'damaged.png'}" in out, out
 
 
 @pytest.mark.parametrize("layout, needles", [

@@ -74,7 +74,7 @@ def _stream(cfg, epoch=0, step=0, size=(12, 10), steps=None):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (N, 12, 10, 3)).astype(np.uint8)
     items = tf.data.Dataset.from_tensor_slices((images, np.arange(N, dtype=np.int64)))
-    ds = pipeline.stream_dataset(items, lambda im: im, N, N, size, cfg, steps or N // BATCH, epoch, step)
+    ds = pipeline.stream_dataset(items, lambda im: (im, True), N, N, size, cfg, steps or N // BATCH, epoch, step)
     return images, [(a.numpy(), b.numpy()) for a, b in ds]
 
 

@@ -3,7 +3,9 @@
     python tools/bench_input.py [--arch=proxyless_mobile.json --train_batch=32 --threads=1,2]
 
 Times, in one process and one run:
-  1. the training input pipeline of a streamed image folder (read the file, decode the JPEG,
+  1. the training input pipeline of a streamed image folder (read the file, decode the JPEG
+     with the folder reader's checked decode, which drops and counts a file damaged inside
+     (`data.damaged`; `--decode=plain` times the bare decode, `--decode=checked,plain` both),
      random-resized crop + flip to the network's input size (preprocess.train_transform,
      "inception"), normalise; batched and prefetched), with its map and tf.data's private
      thread pool limited to 1, then 2, threads. It prints images/s, the CPU cores the process
@@ -38,6 +40,7 @@ from proxyless_tf.errors import ConfigError  # noqa: E402
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 SOURCES = ("photo", "fashion_mnist")
+DECODES = ("checked", "plain")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("arch", "proxyless_mobile.json", "Network whose training step is fed (a name resolves in "
@@ -53,6 +56,8 @@ flags.DEFINE_string("jpeg_size", "500x375", "WIDTHxHEIGHT of the JPEGs made when
 flags.DEFINE_integer("batch", 32, "Batch of the input pipeline.")
 flags.DEFINE_integer("pipeline_images", 1536, "Images timed per thread setting (after 2 warm-up batches).")
 flags.DEFINE_list("threads", ["1", "2"], "Thread settings of the input pipeline (parallel calls = pool size).")
+flags.DEFINE_list("decode", ["checked"], "Decodes timed: checked (the folder reader's: a damaged file is dropped "
+                  "and counted) and/or plain (tf.io.decode_image alone).")
 flags.DEFINE_integer("seed", 0, "Seed of the made images and the augmentation.")
 
 
@@ -153,19 +158,25 @@ def cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def input_pipeline(paths, size_hw, channels, batch, threads, seed):
-    """The streamed training pipeline of an image folder, limited to `threads` threads."""
+def input_pipeline(paths, size_hw, channels, batch, threads, seed, decode="checked"):
+    """The streamed training pipeline of an image folder (its reader's decode), limited to
+    `threads` threads."""
+    import numpy as np
     import tensorflow as tf
 
-    from proxyless_tf.data import preprocess
+    from proxyless_tf.data import damaged, preprocess
+    from proxyless_tf.data.folder import FolderReader
+
+    reader = FolderReader({"train": (paths, np.zeros(len(paths), np.int64))}, channels, None)
+    decode_fn = reader.decode_checked if decode == "checked" else lambda p: damaged.always_ok(reader.decode(p))
 
     def load(index, path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        image, ok = decode_fn(path)
         x = preprocess.train_transform(image, size_hw, "inception", tf.stack([tf.constant(seed, tf.int64), index]))
-        return preprocess.normalize(x, IMAGENET_MEAN[:channels], IMAGENET_STD[:channels])
+        return preprocess.normalize(x, IMAGENET_MEAN[:channels], IMAGENET_STD[:channels]), ok
 
-    ds = (tf.data.Dataset.from_tensor_slices(paths).repeat().enumerate()
-          .map(load, num_parallel_calls=threads, deterministic=True)
+    ds = (damaged.drop_flagged(tf.data.Dataset.from_tensor_slices(paths).repeat().enumerate()
+                               .map(load, num_parallel_calls=threads, deterministic=True))
           .batch(batch, drop_remainder=True).prefetch(2))
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
@@ -232,6 +243,9 @@ def check_flags():
     if not threads or min(threads) < 1:
         raise ConfigError("<flags>", "--threads", f"{FLAGS.threads} is not a list of positive integers",
                           "e.g. --threads=1,2")
+    if not FLAGS.decode or any(d not in DECODES for d in FLAGS.decode):
+        raise ConfigError("<flags>", "--decode", f"{FLAGS.decode} is not a list of {' and '.join(DECODES)}",
+                          "e.g. --decode=checked,plain")
     return threads
 
 
@@ -263,11 +277,12 @@ def main(argv):
         print(f"pipeline: read, decode, random-resized crop + flip to {h}x{w}x{c}, normalise; batch {FLAGS.batch}, "
               f"{batches * FLAGS.batch} images timed per setting")
         per_core = None
-        for n in threads:
-            ips, busy, per_core = time_pipeline(
-                input_pipeline(paths, (h, w), c, FLAGS.batch, n, FLAGS.seed), batches)
-            print(f"  {n} parallel call(s): {ips:8.1f} images/s  {busy:5.2f} CPU cores busy  "
-                  f"{per_core:8.1f} images/s per core", flush=True)
+        for decode in FLAGS.decode:
+            for n in threads:
+                ips, busy, per_core = time_pipeline(
+                    input_pipeline(paths, (h, w), c, FLAGS.batch, n, FLAGS.seed, decode), batches)
+                print(f"  {n} parallel call(s){f', {decode} decode' if len(FLAGS.decode) > 1 else ''}: "
+                      f"{ips:8.1f} images/s  {busy:5.2f} CPU cores busy  {per_core:8.1f} images/s per core", flush=True)
     finally:
         if made:
             shutil.rmtree(made, ignore_errors=True)

@@ -130,6 +130,7 @@ def main(argv):
     dataset, data_dir, manual_dir = data_flags(result)
     style = result.get("eval_style") if result.get("eval_style") in ("small", "imagenet") else "small"
 
+    from proxyless_tf.data import damaged
     from proxyless_tf.data.sources import open_source  # TensorFlow loads only once the flags are known to be good
     from proxyless_tf.export import data as export_data
     from proxyless_tf.export import report as export_report
@@ -180,6 +181,7 @@ def main(argv):
         print(f"{mode:8s} {checks['size_bytes'] / 1024:8.1f} {checks['max_abs_logit_diff']:12.3g} "
               f"{checks['top1_agreement']:10.4f} {checks['keras_accuracy']:9.4f} {checks['tflite_accuracy']:10.4f} "
               f"{checks['accuracy_drop_points']:8.2f} {checks['seconds']:7.1f}", flush=True)
+    damaged.report(source)  # test or calibration files skipped as undecodable: one note line
     report_path = os.path.join(out_dir, "export_report.json")
     write_json_atomic(report_path, report)
     print(summary(report, out_dir, report_path))

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from proxyless_tf.data import preprocess
+from proxyless_tf.data import damaged, preprocess
 from proxyless_tf.data.image_source import IN_MEMORY_BYTES, default_cache_dir
 from proxyless_tf.errors import ConfigError
 
@@ -143,10 +143,14 @@ def _carve_valid(source, n_all, va_idx, input_shape, style, key, cache_dir):
     mask = np.zeros(n_all, bool)
     mask[va_idx] = True
     m = tf.constant(mask)
-    ds = (source.items("train").enumerate().filter(lambda i, ex: tf.gather(m, i))
-          .map(lambda i, ex: (_to_input(source.decode(ex[0]), input_shape, style), ex[1]),
-               num_parallel_calls=tf.data.AUTOTUNE)
-          .ignore_errors())  # an image file damaged inside: left out of the split, not a crash
+
+    def carve(i, example):
+        image, ok = source.decode_checked(example[0])
+        return _to_input(image, input_shape, style), example[1], ok
+
+    # an image file damaged inside: left out of the split (and counted), not a crash
+    ds = damaged.drop_flagged(source.items("train").enumerate().filter(lambda i, ex: tf.gather(m, i))
+                              .map(carve, num_parallel_calls=tf.data.AUTOTUNE))
     n = len(va_idx)
     if n * int(np.prod(input_shape)) <= IN_MEMORY_BYTES:
         xs, ys = [], []
@@ -192,6 +196,9 @@ def _pipelines(train_ds, valid_ds, train_map, valid_map, batch_size, valid_batch
     epoch `epochs - 1`, `steps` batches an epoch. Both halves are functions of the position:
     training epoch e is shuffled with a seed made of (seed, e); the validation batches are one
     endless sequence of seeded passes, the t-th training step pairs with its t-th batch.
+    `skip_errors`: `train_map` returns (x, y, ok) and the images whose ok is False (files damaged
+    inside, `data.damaged`) are dropped; one more epoch of items follows the last, so the stream
+    still holds every batch (later batches then start a few images later than without them).
     """
     import tensorflow as tf
 
@@ -199,13 +206,15 @@ def _pipelines(train_ds, valid_ds, train_map, valid_map, batch_size, valid_batch
 
     def stream(epoch, step, epochs, steps):
         per_epoch = steps * batch_size
-        tr = (tf.data.Dataset.range(epoch, epochs)
+        tr = (tf.data.Dataset.range(epoch, epochs + int(skip_errors))
               .flat_map(lambda e: epoch_elements(train_ds, n_train, buffer, seed, e, per_epoch))
               .enumerate(start=epoch * per_epoch).skip(step * batch_size)
               .map(train_map, num_parallel_calls=auto))
-        if skip_errors:  # a streamed file damaged inside its compressed data: left out, not a crash
-            tr = tr.ignore_errors()
-        tr = tr.batch(batch_size, drop_remainder=True)
+        if skip_errors:  # a streamed file damaged inside its compressed data: left out and counted, not a crash
+            tr = damaged.drop_flagged(tr)
+        else:
+            tr = tr.map(lambda x, y, ok: (x, y))
+        tr = tr.batch(batch_size, drop_remainder=True).take((epochs - epoch) * steps - step)
         v_first = (epoch * steps + step) * valid_batch_size
         va = (tf.data.Dataset.counter(start=v_first // n_valid)
               .flat_map(lambda r: seeded_pass(valid_ds, valid_buffer, seed + 1, r))
@@ -269,8 +278,7 @@ def search_data(dataset, input_shape, batch_size, valid_size=None, valid_batch_s
         valid_ds = tf.data.Dataset.from_tensor_slices((x[va_idx], y[va_idx]))
         buffer, valid_buffer = n_train, n_valid  # in memory: whole-split permutations
 
-        def image_of(item):
-            return item
+        image_of = damaged.always_ok
     else:
         is_train = np.zeros(len(labels), bool)
         is_train[tr_idx] = True
@@ -281,13 +289,14 @@ def search_data(dataset, input_shape, batch_size, valid_size=None, valid_batch_s
         # the validation images are decoded: a block of them is bounded in bytes too (~1,700 at 224x224)
         valid_block = max(1, min(VALID_BLOCK, IN_MEMORY_BYTES // int(np.prod(input_shape))))
         buffer, valid_buffer = min(STREAM_BLOCK, n_train), min(valid_block, n_valid)
-        image_of = source.decode
+        image_of = source.decode_checked
 
     def train_map(index, example):
         item, label = example
+        image, ok = image_of(item)
         # stateless: the same image at the same place of the stream is augmented the same way after a resume
-        x = preprocess.train_transform(image_of(item), hw, augment, tf.stack([tf.constant(seed, tf.int64), index]))
-        return preprocess.normalize(x, mean, std), tf.cast(label, tf.int32)
+        x = preprocess.train_transform(image, hw, augment, tf.stack([tf.constant(seed, tf.int64), index]))
+        return preprocess.normalize(x, mean, std), tf.cast(label, tf.int32), ok
 
     def valid_map(image, label):
         return preprocess.normalize(image, mean, std), tf.cast(label, tf.int32)

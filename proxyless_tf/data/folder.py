@@ -5,8 +5,11 @@ The folder is scanned without TensorFlow (`image_files.probe`: two small reads p
 empty folder, a single class, a truncated file or a grayscale folder under an RGB space is found
 in the first second of a command, before anything is written. Files that are unreadable,
 truncated or not images are skipped and counted (one `note:` line); a class left without images
-is an error. Without a test folder, a class-balanced `test_fraction` of every class is held out,
-chosen by `seed` from the sorted file list: the same files every run.
+is an error. A file damaged inside its compressed data passes the scan and is refused by the
+decoder: skipped and counted too, in a `note:` line when the folder is decoded into memory (when
+opened), else at the end of the run that streamed it (`data.damaged`). Without a test folder, a
+class-balanced `test_fraction` of every class is held out, chosen by `seed` from the sorted file
+list: the same files every run.
 
 The images are read as a stream (`tf.io.read_file` + `tf.io.decode_image`), never all at once,
 except a folder of one image size whose decoded training split fits in
@@ -19,7 +22,7 @@ import os
 
 import numpy as np
 
-from proxyless_tf.data import image_files, normalization
+from proxyless_tf.data import damaged, image_files, normalization
 from proxyless_tf.data.image_source import IN_MEMORY_BYTES, ImageSource, Reader, measured_stats, to_channels
 from proxyless_tf.errors import ConfigError
 
@@ -161,6 +164,7 @@ class FolderReader(Reader):
         self.channels = channels
         self.size = size
         self.held = {}          # split -> (x, y) once decoded into memory
+        self.tally = damaged.Tally()  # the files a stream skipped as undecodable
 
     def items(self, split):
         import tensorflow as tf
@@ -180,6 +184,17 @@ class FolderReader(Reader):
         h, w = self.size or (None, None)
         return tf.ensure_shape(x, (h, w, self.channels))
 
+    def decode_checked(self, item):
+        import tensorflow as tf
+
+        if item.dtype == tf.uint8:  # held in memory: already an image
+            return damaged.always_ok(item)
+        h, w = self.size or (8, 8)  # the placeholder of a refused file: any size the transforms take
+        return damaged.decode_checked(self.decode, item, (h, w, self.channels), self.tally)
+
+    def damaged(self):
+        return self.tally.paths()
+
     def labels(self, split):
         return self.held[split][1] if split in self.held else self.files[split][1]
 
@@ -187,8 +202,9 @@ class FolderReader(Reader):
         return self.held.get(split)
 
     def hold(self, split):
-        """Decode every file of `split` into memory; files the decoder refuses are left out (and
-        counted): returns how many."""
+        """Decode every file of `split` into memory; files the decoder refuses are left out:
+        returns their paths. (The index of every image travels with it, so `ignore_errors` is
+        enough here: the missing indices are the refused files.)"""
         import tensorflow as tf
 
         paths, labels = self.files[split]
@@ -203,7 +219,9 @@ class FolderReader(Reader):
         h, w = self.size
         x = np.concatenate(images) if images else np.zeros((0, h, w, self.channels), np.uint8)
         self.held[split] = (x, labels[index])
-        return len(paths) - len(index)
+        refused = np.ones(len(paths), bool)
+        refused[index] = False
+        return [str(paths[i]) for i in np.flatnonzero(refused)]
 
 
 def open_folder(root, test_fraction=0.1, seed=0, channels=None):
@@ -223,9 +241,9 @@ def open_folder(root, test_fraction=0.1, seed=0, channels=None):
     reader = FolderReader(files, c, s.size)
     n_train = len(files["train"][0])
     if s.size and n_train * s.size[0] * s.size[1] * c <= IN_MEMORY_BYTES:
-        failed = sum(reader.hold(split) for split in files)
-        if failed:
-            print(f"note: {s.root}: skipped {failed} image file(s) the decoder refused (damaged inside)", flush=True)
+        refused = sorted(p for split in files for p in reader.hold(split))
+        if refused:
+            print(damaged.note(s.root, refused, "when opened"), flush=True)
         for split in files:
             if not len(reader.held[split][1]) and split == "train":
                 raise ConfigError(s.root, "<folder>", "no training image could be decoded",
@@ -239,8 +257,9 @@ def open_folder(root, test_fraction=0.1, seed=0, channels=None):
         paths = np.asarray(files["train"][0], object)[sample].astype(str)
         import tensorflow as tf
 
-        images = tf.data.Dataset.from_tensor_slices(paths).map(reader.decode, num_parallel_calls=tf.data.AUTOTUNE)
-        stats = normalization.measure(images.ignore_errors(), c)
+        images = tf.data.Dataset.from_tensor_slices(paths).map(reader.decode_checked,
+                                                               num_parallel_calls=tf.data.AUTOTUNE)
+        stats = normalization.measure(damaged.drop_flagged(images), c)
     n_test = len(reader.labels("test"))
     shape = (s.size[0], s.size[1], c) if s.size else (None, None, c)
     where = "in memory" if reader.held else "streamed"

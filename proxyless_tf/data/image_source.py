@@ -10,7 +10,9 @@ then, not a traceback in the middle of training.
 A source hands out its splits two ways: decoded (`train()`, `test()`: uint8 images in a fixed
 order, decoded lazily) and, for pipelines that select before they decode (the search's
 validation split), as cheap items (`items(split)`: encoded bytes, file paths or the images
-themselves) with `decode(item)`. Sources small enough to hold decoded in memory also give
+themselves) with `decode(item)`, or `decode_checked(item)`: (image, ok), where ok is False for a
+file damaged inside its data (an image folder's streamed split; `data.damaged`), which the
+pipeline drops and `damaged_files()` names. Sources small enough to hold decoded in memory also give
 numpy arrays (`train_arrays()`), the fast path of search and retraining.
 """
 
@@ -60,14 +62,27 @@ class ImageSource:
     def decode(self, item):
         return self.reader.decode(item)
 
+    def decode_checked(self, item):
+        """(uint8 image, ok): ok False (and the image a placeholder) for a file the decoder refuses."""
+        return self.reader.decode_checked(item)
+
+    def damaged_files(self):
+        """The files a stream of this source skipped so far as undecodable (sorted paths)."""
+        return self.reader.damaged()
+
     def _decoded(self, split):
         import tensorflow as tf
+
+        from proxyless_tf.data.damaged import drop_flagged
 
         arrays = self.reader.arrays(split)
         if arrays is not None:
             return tf.data.Dataset.from_tensor_slices(arrays)
-        return self.reader.items(split).map(lambda item, y: (self.reader.decode(item), y),
-                                            num_parallel_calls=tf.data.AUTOTUNE)
+        def decoded(item, y):
+            image, ok = self.reader.decode_checked(item)
+            return image, y, ok
+
+        return drop_flagged(self.reader.items(split).map(decoded, num_parallel_calls=tf.data.AUTOTUNE))
 
     def train(self):
         """tf.data of (uint8 image HxWxC, int64 label), fixed order, decoded lazily."""
@@ -99,6 +114,14 @@ class Reader:
 
     def decode(self, item):
         return item  # items that are already images
+
+    def decode_checked(self, item):
+        from proxyless_tf.data.damaged import always_ok
+
+        return always_ok(self.decode(item))
+
+    def damaged(self):
+        return []
 
     def labels(self, split):
         raise NotImplementedError

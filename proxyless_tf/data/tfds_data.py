@@ -6,6 +6,12 @@ is decoded only when it is used. The label scan is cached (one file per dataset,
 size), so a 1.28 M-image ImageNet is scanned once per machine. A dataset of one image size whose
 decoded split fits in `IN_MEMORY_BYTES` (CIFAR-10, Fashion-MNIST) is decoded once, on first
 use, and held as arrays.
+
+Labels are checked against the class count wherever a split's labels are read (a scan, or the
+arrays held), and the test split's are scanned when the dataset is opened: a label out of range
+is one `error:` line naming the split before a run writes anything, not an all-zero one-hot
+target in the final evaluation. (The training split of a streamed dataset is scanned only by
+the search, which carves its validation split from it.)
 """
 
 import os
@@ -14,12 +20,15 @@ import numpy as np
 
 from proxyless_tf.data import normalization
 from proxyless_tf.data.image_source import IN_MEMORY_BYTES, ImageSource, Reader, measured_stats, to_channels
+from proxyless_tf.data.labels import check_labels
 from proxyless_tf.errors import ConfigError
 
 IMAGENET_HOWTO = ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
                   "into {manual_dir} (or pass --manual_dir=DIR); tfds prepares them on first use")
 TEST_SPLITS = ("test", "validation")   # the first a dataset has is its test split, unless it is named here:
 TEST_SPLIT = {"imagenet2012": "validation"}  # (ImageNet's "test" split has no labels)
+FIX_LABELS = ("prepare the dataset again (delete its folder under the tfds data_dir, then rerun), or fix the "
+              "builder's label feature")
 
 
 def _first_line(e):
@@ -49,8 +58,10 @@ def _load(name, split, data_dir, manual_dir):
 
 
 class TfdsReader(Reader):
-    def __init__(self, name, data_dir, manual_dir, stored_channels, channels, shape, cache_dir, sizes, test_split):
+    def __init__(self, name, data_dir, manual_dir, stored_channels, channels, shape, cache_dir, sizes, test_split,
+                 num_classes):
         self.name, self.data_dir, self.manual_dir, self.test_split = name, data_dir, manual_dir, test_split
+        self.num_classes = num_classes
         self.stored_channels, self.channels, self.shape = stored_channels, channels, shape
         self.cache_dir, self.sizes = cache_dir, dict(sizes)  # split -> number of examples, when tfds knows it
         self._labels, self._held = {}, {}
@@ -73,17 +84,26 @@ class TfdsReader(Reader):
         return tf.ensure_shape(x, self.shape)
 
     def labels(self, split):
+        """The split's int64 labels, scanned once (undecoded) and cached; checked against the
+        class count before they are used or cached."""
         if split in self._labels:
             return self._labels[split]
         n = self.sizes.get(split)
         path = None
         if self.cache_dir and n:  # the name carries the split size, so a stale cache is not reused
             path = os.path.join(self.cache_dir, f"labels_{self.name.replace('/', '_')}_{split}_{n}.npy")
+        where = f"{self.name} ({self.split_name(split)} split)"
         if path and os.path.exists(path):
             labels = np.load(path)
+            try:
+                check_labels(labels, self.num_classes, where, fix=FIX_LABELS)
+            except ConfigError:  # a scan of an earlier copy of the dataset: scanned again below
+                os.remove(path)
+                return self.labels(split)
         else:
             labels = np.concatenate([b.numpy() for b in self.items(split).map(lambda x, y: y).batch(65536)]
                                     or [np.zeros(0, np.int64)]).astype(np.int64)
+            check_labels(labels, self.num_classes, where, fix=FIX_LABELS)
             if path:  # to a temporary name, then renamed: a killed scan never leaves half a cache
                 os.makedirs(self.cache_dir, exist_ok=True)
                 tmp = f"{path}.tmp.{os.getpid()}.npy"
@@ -107,7 +127,9 @@ class TfdsReader(Reader):
             for x, y in ds.batch(1024).prefetch(2):
                 xs.append(x.numpy())
                 ys.append(y.numpy())
-            self._held[split] = (np.concatenate(xs), np.concatenate(ys).astype(np.int64))
+            y = np.concatenate(ys).astype(np.int64)
+            check_labels(y, self.num_classes, f"{self.name} ({self.split_name(split)} split)", fix=FIX_LABELS)
+            self._held[split] = (np.concatenate(xs), y)
         return self._held[split]
 
 
@@ -143,12 +165,14 @@ def open_tfds(name, data_dir=None, manual_dir=None, channels=None, cache_dir=Non
         n = known_splits[tfds_split].num_examples if tfds_split in known_splits else None
         if n:
             sizes[split] = int(n)
-    reader = TfdsReader(name, data_dir, manual_dir, stored_channels, int(c), shape, cache_dir, sizes, test_split)
+    label = feats["label"]
+    reader = TfdsReader(name, data_dir, manual_dir, stored_channels, int(c), shape, cache_dir, sizes, test_split,
+                        int(label.num_classes))
     num_train = sizes.get("train") or len(reader.labels("train"))
     num_test = 0
-    if test_split:
-        num_test = sizes.get("test") or len(reader.labels("test"))
-    label = feats["label"]
+    if test_split:  # its labels scanned (once per machine) and checked now, not in the final evaluation
+        test_labels = reader.labels("test")
+        num_test = sizes.get("test") or len(test_labels)
     stats = normalization.known(name, shape[2])
     if stats is None:
         arrays = reader.arrays("train")

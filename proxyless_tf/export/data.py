@@ -55,13 +55,18 @@ def check_model_fits(model, source, model_path):
 
 
 def _to_arrays(items, decode, size_hw, style, limit):
-    """The first `limit` (item, label) of `items`, decoded and eval-transformed, as numpy arrays."""
+    """The first `limit` images of `items` ((item, label) pairs) that decode, eval-transformed, as
+    numpy arrays. `decode` is `ImageSource.decode_checked`: a file damaged inside is passed over
+    (and counted by the source), the next one taken instead."""
     import tensorflow as tf
 
-    from proxyless_tf.data import preprocess
+    from proxyless_tf.data import damaged, preprocess
 
-    ds = items.take(limit).map(lambda it, lb: (preprocess.eval_transform(decode(it), size_hw, style), lb),
-                            num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+    def view(item, label):
+        image, ok = decode(item)
+        return preprocess.eval_transform(image, size_hw, style), label, ok
+
+    ds = damaged.drop_flagged(items.map(view, num_parallel_calls=tf.data.AUTOTUNE)).take(limit).batch(256)
     xs, ys = [], []
     for x, y in ds:
         xs.append(x.numpy().astype(np.float32))
@@ -94,8 +99,12 @@ def prepare(model, source, model_path, num_test, batch_size, style="small"):
                           "use a smaller --batch_size")
     data = ExportData(norm is not None, tuple(mean), tuple(std), size_hw, style, None, None,
                       list(source.class_names))
-    x, y = _to_arrays(source.items("test"), source.decode, size_hw, style, n)
-    data.x_test, data.y_test = _feed(x, data), y
+    x, y = _to_arrays(source.items("test"), source.decode_checked, size_hw, style, n)
+    keep = len(x) - len(x) % batch_size  # fewer when files were damaged: still whole batches
+    if keep < 1:
+        raise ConfigError(str(source.name), "test split", f"only {len(x)} test image(s) could be decoded, fewer "
+                          f"than a batch of {batch_size}", "check the test images, or use a smaller --batch_size")
+    data.x_test, data.y_test = _feed(x[:keep], data), y[:keep]
     return data
 
 
@@ -110,7 +119,7 @@ def training_images(source, data, count, seed):
     else:  # streamed: a seeded shuffle of items (paths, encoded records), decoded after the pick
         buffer = int(source.num_train) if source.kind == "folder" else min(max(4 * count, 1000), int(source.num_train))
         items = source.items("train").shuffle(buffer, seed=int(seed))  # a folder lists class by class: all of it
-        x, y = _to_arrays(items, source.decode, data.size_hw, data.style, count)
+        x, y = _to_arrays(items, source.decode_checked, data.size_hw, data.style, count)
     return _feed(x, data), y
 
 

@@ -38,6 +38,7 @@ def run_search(cfg, data=None):
     and config.json records the data's name."""
     import keras
 
+    from proxyless_tf.data import damaged
     from proxyless_tf.runtime import distribute, resume
 
     t_start = time.time()
@@ -61,6 +62,7 @@ def run_search(cfg, data=None):
     result, text = write_results(cfg, out, inp, net, arch, argmax_arch, measured, sampled, history,
                                  ckpt.saved_epoch, t_start)
     result["cpu_kernels"] = kernels
+    damaged.report(inp.data.dataset)  # files the stream skipped as undecodable: one note line
     files_lib.write_json_atomic(os.path.join(out, "result.json"), result)
     state.clear()  # finished: the same command now runs a new search
     print(text, flush=True)

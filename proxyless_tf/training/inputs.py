@@ -48,8 +48,8 @@ class TrainInputs:
         if self.in_memory:
             x, y = self.arrays
             return pipeline.memory_dataset(x, y, self.num_classes, self.cfg, self.steps, epoch, step)
-        return pipeline.stream_dataset(self._items().take(self.num_train), self.source.decode, self.num_train,
-                                       self.num_classes, self.input_shape[:2], self.cfg, self.steps, epoch, step)
+        return pipeline.stream_dataset(self._items().take(self.num_train), self.source.decode_checked,
+                                       self.num_train, self.num_classes, self.input_shape[:2], self.cfg, self.steps, epoch, step)
 
     def val_batches(self):
         from proxyless_tf.training import pipeline
@@ -59,7 +59,7 @@ class TrainInputs:
         if self.in_memory:
             return pipeline.memory_eval_dataset(*self.val_arrays, self.num_classes)
         return pipeline.stream_eval_dataset(self._items().skip(self.num_train).take(self.num_val),
-                                            self.source.decode, self.num_classes, self.input_shape[:2],
+                                            self.source.decode_checked, self.num_classes, self.input_shape[:2],
                                             self.eval_style)
 
     def test_batches(self):
@@ -71,7 +71,7 @@ class TrainInputs:
         arrays = self.source.test_arrays()
         if arrays is not None and tuple(arrays[0].shape[1:3]) == tuple(self.input_shape[:2]):
             return pipeline.memory_eval_dataset(arrays[0], arrays[1], self.num_classes)
-        return pipeline.stream_eval_dataset(self.source.items("test"), self.source.decode, self.num_classes,
+        return pipeline.stream_eval_dataset(self.source.items("test"), self.source.decode_checked, self.num_classes,
                                             self.input_shape[:2], self.eval_style)
 
     def _items(self):

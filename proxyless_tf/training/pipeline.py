@@ -11,7 +11,8 @@ position only, so a resumed run (`runtime/resume.py`) sees what an uninterrupted
   tfds records) of images of any size (tfds, a large image folder). Epoch e shuffles the items
   with a bounded buffer seeded by (seed, e); each is decoded and goes through
   `data.preprocess.train_transform` (resize, crop or random-resized crop, flip) in a parallel
-  map, seeded by its place in the stream; batches are prefetched.
+  map, seeded by its place in the stream; batches are prefetched. A file the decoder refuses
+  (damaged inside its data) is dropped and counted (`data.damaged`), never a crash.
 
 The model normalises (its `Normalize` layer), so no path here knows the mean and std.
 """
@@ -103,15 +104,17 @@ def _concatenate(parts):
 def stream_dataset(items, decode, num_examples, num_classes, size_hw, cfg, steps, epoch=0, step=0):
     """Batches of a stream from (epoch, step) to the last epoch.
 
-    `items`: tf.data of (item, label) where `decode(item)` is the uint8 image (a file path, an
-    encoded tfds record, or the image itself), so the shuffle buffer holds cheap items and
-    decoding happens in the parallel map. Epoch e: the items through a shuffle buffer of
+    `items`: tf.data of (item, label) where `decode(item)` is (uint8 image, ok) for a file path,
+    an encoded tfds record or the image itself (`ImageSource.decode_checked`), so the shuffle
+    buffer holds cheap items and decoding happens in the parallel map. Images whose ok is False
+    (damaged files) are dropped; one more epoch of items follows the last, taken only as far
+    as the batches they replace, so the stream still holds every batch. Epoch e: the items through a shuffle buffer of
     `cfg.shuffle_buffer` seeded by (seed, e), `steps` batches of it (passes over the items, each reshuffled, when an epoch needs more
     than one); image p of the run is transformed with the seed (seed, p).
     `Dataset.shuffle` takes its seed as a Python int, so the epochs are built here and
     concatenated, not made inside `flat_map`.
     """
-    from proxyless_tf.data import preprocess
+    from proxyless_tf.data import damaged, preprocess
 
     per_epoch = steps * cfg.batch_size
     buffer = max(1, min(cfg.shuffle_buffer, num_examples))
@@ -122,29 +125,33 @@ def stream_dataset(items, decode, num_examples, num_classes, size_hw, cfg, steps
         ds = items.shuffle(buffer, seed=seed_int(cfg.seed, 7, e), reshuffle_each_iteration=passes > 1)
         return (ds.repeat(passes) if passes > 1 else ds).take(per_epoch).enumerate(start=e * per_epoch)
 
-    epochs = [one_epoch(e) for e in range(epoch, cfg.epochs)]
+    epochs = [one_epoch(e) for e in range(epoch, cfg.epochs + 1)]  # + 1: the reserve for dropped images
     key = tf.constant(seed_int(cfg.seed, 3), tf.int64)
     size_hw = tuple(int(v) for v in size_hw)
     pad = cfg.pad if cfg.augment == "crop_flip" else None
 
     def transform(pos, example):
         item, label = example
-        x = preprocess.train_transform(decode(item), size_hw, cfg.augment, tf.stack([key, tf.cast(pos, tf.int64)]),
-                                       pad=pad)
-        return tf.ensure_shape(x, size_hw + (None,)), tf.one_hot(label, num_classes)
+        image, ok = decode(item)
+        x = preprocess.train_transform(image, size_hw, cfg.augment, tf.stack([key, tf.cast(pos, tf.int64)]), pad=pad)
+        return tf.ensure_shape(x, size_hw + (None,)), tf.one_hot(label, num_classes), ok
 
-    return (_concatenate(epochs).skip(step * cfg.batch_size)
-            .map(transform, num_parallel_calls=AUTOTUNE)
-            .batch(cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+    batches = (cfg.epochs - epoch) * steps - step
+    return (damaged.drop_flagged(_concatenate(epochs).skip(step * cfg.batch_size)
+                                 .map(transform, num_parallel_calls=AUTOTUNE))
+            .batch(cfg.batch_size, drop_remainder=True).take(batches).prefetch(AUTOTUNE))
 
 
 def stream_eval_dataset(items, decode, num_classes, size_hw, style, batch_size=256):
-    """Evaluation batches of a stream: `preprocess.eval_transform` (resize, or ImageNet's centre crop)."""
-    from proxyless_tf.data import preprocess
+    """Evaluation batches of a stream: `preprocess.eval_transform` (resize, or ImageNet's centre crop);
+    `decode` as `stream_dataset`'s (images it flags are left out)."""
+    from proxyless_tf.data import damaged, preprocess
 
     size_hw = tuple(int(v) for v in size_hw)
 
     def transform(item, label):
-        return preprocess.eval_transform(decode(item), size_hw, style), tf.one_hot(label, num_classes)
+        image, ok = decode(item)
+        return preprocess.eval_transform(image, size_hw, style), tf.one_hot(label, num_classes), ok
 
-    return items.map(transform, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+    return (damaged.drop_flagged(items.map(transform, num_parallel_calls=AUTOTUNE))
+            .batch(batch_size).prefetch(AUTOTUNE))

@@ -136,6 +136,7 @@ def train(arch, data, cfg, run_dir, progress="lines", log_every=100, strategy=No
     """
     import dataclasses
 
+    from proxyless_tf.data import damaged
     from proxyless_tf.runtime import distribute
     from proxyless_tf.runtime import resume
     from proxyless_tf.models.nets import build_model
@@ -190,6 +191,7 @@ def train(arch, data, cfg, run_dir, progress="lines", log_every=100, strategy=No
                              validation_data=val)
     test = inputs.test_batches()
     loss, acc = model.evaluate(test, verbose=0) if test is not None else (None, None)
+    damaged.report(inputs.source)  # files the stream skipped as undecodable: one note line
     path = os.path.join(run_dir, "model.keras")
     tmp = os.path.join(run_dir, f"model.tmp{os.getpid()}.keras")
     model.save(tmp)  # then renamed: a crash while saving never leaves a half-written model.keras
