@@ -50,6 +50,7 @@ def _check_float32_export(model_path, source, style):
     ("cifar10", 10, (32, 32, 3), "crop_flip", "small"),
     ("imagenet2012", 1000, (None, None, 3), "inception", "imagenet"),
 ])
+@pytest.mark.slow
 def test_tfds_search_train_export_chain(tmp_path, monkeypatch, name, classes, image_shape, augment, style):
     import tensorflow_datasets as tfds
 
@@ -93,6 +94,7 @@ def _write_folder(root, classes=3, per_class=12, size=20):
             (d / f"{i:03d}.png").write_bytes(tf.io.encode_png(img).numpy())
 
 
+@pytest.mark.slow
 def test_image_folder_through_train_and_export_command_lines(tmp_path):
     """`python -m proxyless_tf.train --dataset=DIR` (the folder recipe by default) and
     `tools/export_tflite.py` with the dataset from result.json: raw-pixel TFLite, class names in

@@ -19,15 +19,20 @@ input), invoke_fails (a gather at index 100 of 4 values, known only at invoke), 
 fresh directory, {SHARED} ../shared/data/proxylessnas.
 
 Every case is a real subprocess, as a user would run it. Most fail before TensorFlow is
-imported (the entry points check files first); the selected cases are started two at a
-time when the first one is needed (the ~20 that must import TensorFlow dominate), and each
-test then checks its own result.
+imported (the entry points check files first) and take a fraction of a second; the cases whose
+processes import it say so (`"tensorflow": true`) and are marked slow, so the default test run
+keeps the cheap majority. Every run checks that claim both ways from the processes' import log
+(PYTHONPROFILEIMPORTTIME), so a case that starts or stops loading TensorFlow fails until it is
+moved. The selected cases are started two at a time when the first one is needed, and each test
+then checks its own result.
 """
 
 import gzip
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -235,6 +240,8 @@ def test_corpus_is_big_and_every_case_names_an_entry_point():
     assert len(CASES) >= 40
     assert len({c["id"] for c in CASES}) == len(CASES)
     assert {c["entry"] for c in CASES} == set(ENTRY)
+    # the default run (cases that fail before TensorFlow loads) still reaches every entry point
+    assert {c["entry"] for c in CASES if not c.get("tensorflow")} == set(ENTRY)
     used = " ".join(" ".join(c["args"] + c["needles"]) + json.dumps(c.get("setup", {})) for c in CASES)
     unused = [f for f in files if f not in used]
     assert not unused, f"corpus files no case uses: {unused}"
@@ -269,7 +276,20 @@ class _Run:
         args = ENTRY[case["entry"]] + [_sub(a, tmp) for a in case["args"]]
         if "max_rss_mb" in case:
             args = ["-c", _PEAK_RSS] + args
+        env["PYTHONPROFILEIMPORTTIME"] = "1"  # each process logs its imports: did TensorFlow load?
         self.future = pool.submit(run_cli, args, cwd=ROOT, timeout=300, **env)
+
+
+_IMPORT_LINE = "import time:"
+# one line of the import log: "import time: <self us> | <cumulative us> | <indent>tensorflow"
+_TF_IMPORTED = re.compile(r"^import time:\s*\d+ \|\s*\d+ \|\s*tensorflow$", re.M)
+
+
+def _without_import_log(proc):
+    """(whether any process of the case imported TensorFlow, the result with its own stderr only)."""
+    kept = "\n".join(l for l in proc.stderr.splitlines() if not l.startswith(_IMPORT_LINE))
+    return bool(_TF_IMPORTED.search(proc.stderr)), subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                                              proc.stdout, kept)
 
 
 @pytest.fixture(scope="module")
@@ -286,13 +306,14 @@ def runs(request, tmp_path_factory):
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"], marks=[pytest.mark.slow] if c.get("tensorflow") else [])
+                                  for c in CASES])
 def test_bad_input_is_one_error_line(case, runs):
     if case["id"] not in runs:
         pytest.skip(f"{SHARED_DATA} is absent: the official reference files live in ../shared beside the checkout")
     run = runs[case["id"]]
     tmp, before = run.tmp, run.before
-    proc = run.future.result()
+    loaded_tf, proc = _without_import_log(run.future.result())
     line = assert_one_line_error(proc, *[_sub(n, tmp) for n in case["needles"]])
     assert "(fix: " in line, line
     for p in case.get("absent", []):
@@ -308,3 +329,6 @@ def test_bad_input_is_one_error_line(case, runs):
     if "max_rss_mb" in case:  # a bomb is refused before it is unpacked
         peak_kb = int(proc.stderr.rsplit("peak_rss_kb=", 1)[1].split()[0])
         assert peak_kb < case["max_rss_mb"] * 1024, f"{case['id']}: peak {peak_kb / 1024:.0f} MB"
+    assert loaded_tf == case.get("tensorflow", False), (
+        f"{case['id']}: its entry point {'imports' if loaded_tf else 'no longer imports'} TensorFlow before it fails; "
+        f"{'set' if loaded_tf else 'drop'} \"tensorflow\": true in cases.json (that case then runs with the slow set)")

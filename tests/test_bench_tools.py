@@ -8,6 +8,7 @@ from conftest import assert_one_line_error, run_cli
 from resume_helpers import write_fake_fashion
 
 
+@pytest.mark.slow
 def test_bench_supernet_learning_prints_windows_and_ratios(tmp_path):
     (tmp_path / "fm").mkdir()
     data_dir = write_fake_fashion(tmp_path / "fm", n=200, n_test=20)
@@ -29,6 +30,7 @@ def test_bench_supernet_learning_without_data_is_one_line(tmp_path):
     assert_one_line_error(proc, str(empty), "--data_dir")
 
 
+@pytest.mark.slow
 def test_bench_train_step_prints_each_setting_and_its_ratio():
     proc = run_cli(["tools/bench_train_step.py", "--arch=fashion_mnist_example.json", "--batch=8", "--steps=2",
                     "--settings=eigen,onednn+kernels"])
@@ -51,6 +53,7 @@ def test_bench_train_step_bad_arch_is_one_line(tmp_path):
     assert_one_line_error(proc, "--batch", "must be at least 1")
 
 
+@pytest.mark.slow
 def test_bench_table_workers_prints_speedup_and_agreement_of_both_tables(tmp_path):
     import json
 
@@ -85,6 +88,7 @@ def test_bench_table_workers_prints_speedup_and_agreement_of_both_tables(tmp_pat
                          rf"{got['median_abs'] * 100:.1f} %", proc.stdout, re.M), proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_input_prints_rates_per_core_and_the_cores_a_step_needs():
     proc = run_cli(["tools/bench_input.py", "--arch=fashion_mnist_example.json", "--num_classes=10",
                     "--num_images=6", "--jpeg_size=64x48", "--batch=4", "--pipeline_images=24", "--threads=1,2",

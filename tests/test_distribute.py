@@ -129,6 +129,7 @@ def runs(tmp_path_factory):
             pr.p.kill()
 
 
+@pytest.mark.slow
 def test_search_on_two_mirrored_cpus_matches_one_device(runs):
     _, procs, _ = runs
     pr = procs["compare"].wait()
@@ -175,6 +176,7 @@ def test_search_on_two_mirrored_cpus_matches_one_device(runs):
     np.testing.assert_allclose(rl["count_reduction"]["baselines"], [0.625, 0.625], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_finish_with_identical_alpha(runs):
     tmp, procs, _ = runs
     w = [procs[f"worker{i}"].wait() for i in range(2)]
@@ -197,6 +199,7 @@ def test_two_worker_processes_finish_with_identical_alpha(runs):
     assert (chief / "checkpoints" / "last.weights.h5").exists()
 
 
+@pytest.mark.slow
 def test_dead_worker_fails_with_one_line_in_bounded_time(runs):
     _, procs, _ = runs
     pr = procs["dead"].wait(timeout=DEAD_TIMEOUT_S + 120)
@@ -207,6 +210,7 @@ def test_dead_worker_fails_with_one_line_in_bounded_time(runs):
     assert "Traceback" not in pr.stderr
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_stops_with_one_line_and_both_resume(runs):
     """SIGKILL worker 1 after the first resume checkpoint: worker 0 ends with one line naming the
     checkpoint; the same command on both workers continues from it and finishes in sync."""
@@ -231,6 +235,7 @@ def test_worker_killed_mid_run_stops_with_one_line_and_both_resume(runs):
     assert len(h0) == 2 and h0 == h1
 
 
+@pytest.mark.slow
 def test_retraining_on_two_mirrored_cpus(runs):
     tmp, procs, _ = runs
     pr = procs["train"].wait()

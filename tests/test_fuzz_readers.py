@@ -9,8 +9,7 @@ file's own validation.
 
 Fixed seed (`derandomize=True`): CI sees the same examples on every run, and a failure
 reproduces. The default budget keeps this file to a few seconds; the `slow`-marked variants run
-the same properties with a larger budget (also in the default run: `-m "not slow"` skips them
-locally). What they found is in tests/bad_inputs (cases `fuzz_*`).
+the same properties with a larger budget (with the slow set: `-m slow`, as CI runs it). What they found is in tests/bad_inputs (cases `fuzz_*`).
 """
 
 import copy

@@ -135,6 +135,7 @@ def _fit_with(backend, tmp_path, statistic):
     return report
 
 
+@pytest.mark.slow
 def test_the_fit_works_with_the_fake_phone(tmp_path, monkeypatch):
     from test_mobile_adb import FakePhone
 

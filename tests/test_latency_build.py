@@ -28,6 +28,7 @@ def _entries(path):
         return {}
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_and_keeps_what_it_measured(tmp_path):
     space_path = write_space(tmp_path)
     out = str(tmp_path / "table.json")

@@ -80,6 +80,7 @@ def test_merge_refuses_a_table_that_would_lie(tmp_path):
         shards.merge(space, 10, paths[:2], tmp_path / "t.json")
 
 
+@pytest.mark.slow
 def test_two_host_processes_build_one_table(tmp_path):
     """--workers=2 with LiteRT (clock=ref): both shards measured for real, merged on one scale."""
     space = micro_space()

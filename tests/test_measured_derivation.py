@@ -139,6 +139,7 @@ def test_tables_this_process_cannot_measure_are_refused_by_name(tmp_path):
     assert backend_like(LatencyTable(device, {}, 10, "micro", "x"), "here.json").reference_ms == 0.123
 
 
+@pytest.mark.slow
 def test_a_measured_reference_network_sets_the_target_and_rescales_each_measurement(tmp_path):
     """--measured_reference: the reference network is timed once as the target, then right after
     every derived network; each derived time is put on the target's clock by the reference's drift."""

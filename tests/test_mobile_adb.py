@@ -85,6 +85,7 @@ def test_parsed_median_is_what_the_phone_measured(phone, fmt):
     assert be.describe()["model"] == "Fake Pixel"
 
 
+@pytest.mark.slow
 def test_build_latency_table_on_the_phone_and_device_dying_keeps_the_table(phone, tmp_path):
     space = tmp_path / "tiny.json"
     space.write_text(json.dumps(TINY_SPACE))
@@ -115,6 +116,7 @@ def test_build_latency_table_on_the_phone_and_device_dying_keeps_the_table(phone
     assert out.read_text() == before  # the entries measured before are intact
 
 
+@pytest.mark.slow
 def test_two_phones_by_serial_measure_one_table(phone, tmp_path):
     """--serial=A,B: one worker per phone, each measures its round-robin share, merged into one table."""
     from proxyless_tf.latency import keys as keys_lib
@@ -189,6 +191,7 @@ def test_missing_benchmark_model_and_corrupt_model(phone, tmp_path):
         be.measure_tflite(b"\x1c\x00\x00\x00TFL3" + b"\xff" * 64)
 
 
+@pytest.mark.slow
 def test_predictor_fit_runs_through_the_phone(phone, tmp_path):
     """validate_latency --fit --repeat on a phone table: whole networks go through adb and benchmark_model
     like the blocks did (the fake phone runs them), and the fitted predictor lands in the table with the

@@ -27,6 +27,7 @@ def search_cmd(sp, tp, data_dir, out, *extra):
                       "--bn_recalibration_steps=2", "--deterministic", "--verbose=0", f"--out_dir={out}", *extra)
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
     _, _, sp, tp = write_micro(tmp_path)
     data_dir = write_fake_fashion(tmp_path)
@@ -110,6 +111,7 @@ def test_resume_refuses_a_damaged_checkpoint_before_touching_the_model(tmp_path)
     refused("state.json", "weights", "not a file name inside")
 
 
+@pytest.mark.slow
 def test_diverging_alpha_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
     _, _, sp, tp = write_micro(tmp_path)
     data_dir = write_fake_fashion(tmp_path)
@@ -127,6 +129,7 @@ def test_diverging_alpha_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert (state["epoch"], state["step"]) == (1, 0)  # the resume state is the last good one too
 
 
+@pytest.mark.slow
 def test_killed_retraining_resumes_to_the_uninterrupted_weights(tmp_path):
     from train_helpers import write_tiny_arch
 

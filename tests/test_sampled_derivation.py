@@ -103,6 +103,7 @@ def test_scores_do_not_depend_on_order_and_bn_statistics_are_restored():
     assert fwd[1] == net.evaluate_argmax(valid, train, 2, arch=archs[1])
 
 
+@pytest.mark.slow
 def test_search_cli_derives_from_the_best_scored_draw(tmp_path):
     space, table, sp, tp = write_micro(tmp_path)
     out = tmp_path / "run"
@@ -136,6 +137,7 @@ def test_search_cli_derives_from_the_best_scored_draw(tmp_path):
     assert not bad.exists()
 
 
+@pytest.mark.slow
 def test_with_derive_measure_each_round_redraws_in_its_own_band(tmp_path):
     """A real LiteRT table of the micro space: when the pick misses the measured band, the next round
     draws and scores again around the corrected table target instead of editing the scored network."""

@@ -74,6 +74,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         assert (out / "checkpoints" / "last.weights.h5").exists()
 
 
+@pytest.mark.slow
 def test_mobile_flags_on_mock_imagenet_for_a_few_steps(tmp_path, monkeypatch):
     """configs/mobile.flags on tfds mock ImageNet, at resolution 32, batch 2, two steps per epoch.
 
@@ -155,6 +156,7 @@ def test_reinforce_mode_from_the_command_line(tmp_path):
     assert f"cpu kernels depthwise {want['depthwise']}, batchnorm {want['batchnorm']}, nested 2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_table_is_built_on_the_fly_with_the_reference_clock(tmp_path):
     """--build_table --table_clock=ref: the search measures its own table (ratio clock) and uses it;
     --derive_measure then measures the derived network with that table's LiteRT settings."""

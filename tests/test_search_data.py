@@ -39,6 +39,7 @@ def table_for(tmp_path, shape, num_classes):
     return str(path)
 
 
+@pytest.mark.slow
 def test_search_on_mock_cifar10_takes_channels_size_and_classes_from_the_data(tmp_path):
     import tensorflow_datasets as tfds
 
@@ -55,6 +56,7 @@ def test_search_on_mock_cifar10_takes_channels_size_and_classes_from_the_data(tm
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["dataset"] == "cifar10"
 
 
+@pytest.mark.slow
 def test_search_on_mock_imagenet_at_a_resolution_the_open_space_takes(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -4,11 +4,13 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli
 from test_search_cli import write_micro
 
 
+@pytest.mark.slow
 def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     """Matched on the measurement (the default): a real LiteRT table of the micro space, built here;
     the target is the uniform network's measured latency, random archs are kept by measurement,
@@ -106,6 +108,7 @@ def test_matched_latency_experiment_runs_every_contender_and_resumes(tmp_path):
     assert_one_line_error(run_cli(argv + ["--nomeasure"]), "--match_on", "--match_on=predicted")
 
 
+@pytest.mark.slow
 def test_a_run_matched_on_the_prediction_can_be_reused(tmp_path):
     """--match_on=predicted --nomeasure keeps no measurements: its plan is archs/ alone, and a second
     out_dir with --reuse_from takes those archs and every finished job instead of refusing the run."""
@@ -159,6 +162,7 @@ def test_default_table_is_the_committed_one_of_this_hosts_cpu(tmp_path):
     assert committed == (tables[hosts.index(host_cpu_model())] if host_cpu_model() in hosts else tables[0])
 
 
+@pytest.mark.slow
 def test_cost_experiment_measures_search_and_retraining_and_resumes(tmp_path):
     import re
 

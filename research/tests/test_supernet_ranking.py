@@ -31,6 +31,7 @@ def micro_search(tmp_path_factory):
     return space, out
 
 
+@pytest.mark.slow
 def test_rebuilt_supernet_reproduces_the_searchs_own_valid_accuracy(micro_search, tmp_path):
     import tensorflow as tf
 
@@ -64,6 +65,7 @@ def test_rebuilt_supernet_reproduces_the_searchs_own_valid_accuracy(micro_search
         supernet_eval.load_search(str(broken))
 
 
+@pytest.mark.slow
 def test_ranking_tool_taus_match_scipy_on_its_scores_and_a_rerun_uses_the_cache(micro_search, tmp_path):
     space, out = micro_search
     run = out.parent
