@@ -25,7 +25,7 @@ is read; the retraining's real run also holds its dataset in memory (Fashion-MNI
 ~190 MiB), which these peaks leave out on both sides.
 
 `--profile` splits each search's first step instead: Python tracing of the train step
-(`get_concrete_function`), then its first call with grappler on (optimisation, instantiation
+(`get_concrete_function`, without autograph, as `fit` traces it), then its first call with grappler on (optimisation, instantiation
 and one run), and the graph's node count. `--code_root` runs the children on another
 checkout's `proxyless_tf` (the "before" of a change); `--compare` prints after/before ratios
 against a previous run's `--json_out`. `--bench_search` also re-measures the listed
@@ -123,10 +123,11 @@ def _plain_model(space, classes, steps):
     from proxyless_tf.models import nets
     from proxyless_tf.space import Arch
     from proxyless_tf.training import recipe
+    from proxyless_tf.training.config import TrainConfig
 
     model = nets.build_model(Arch(space, ["mb_k7_e6"] * space.num_layers), classes, dropout=0.1)
     cpu_kernels.accelerate(model)  # as proxyless_tf.train does (TrainConfig.cpu_kernels)
-    rcfg = recipe.TrainConfig(epochs=1, batch_size=1, lr=0.1, warmup_epochs=0.5, weight_decay=4e-5,
+    rcfg = TrainConfig(epochs=1, batch_size=1, lr=0.1, warmup_epochs=0.5, weight_decay=4e-5,
                               label_smoothing=0.1, dropout=0.1)
     return recipe.compile_model(model, rcfg, steps)
 
@@ -191,7 +192,7 @@ def profile_child(model, ds, build_s, built_mib):
     import tensorflow as tf
 
     batch = next(iter(ds))
-    fn = tf.function(model.train_step)
+    fn = tf.function(model.train_step, autograph=False)  # as fit traces it (Keras' step is do_not_convert)
     t = time.perf_counter()
     concrete = fn.get_concrete_function(batch)
     trace_s = time.perf_counter() - t

@@ -34,8 +34,10 @@ def lookup(values, j):
 def sampled_bn(layers, h, j, training, fused):
     """BN of candidate j on h, as its own layer (`layers[j]`, None for a candidate without
     this BN) computes it, without a branch: γ, β and the statistics are slices of every
-    candidate's concatenated; in training every candidate's moving statistics are assigned
-    `where(j == c, updated, unchanged)`, so only candidate j's change, by the layer's formula.
+    candidate's concatenated; in training the concatenated statistics are updated where they
+    are candidate j's (`where` on the concatenation, the batch's statistics padded to its
+    place) and split back into every candidate's variable, so only candidate j's change, by
+    the layer's formula, and the graph holds one update per statistic, not one per candidate.
 
     `fused`: the layers were given `cpu_kernels`' fused BN, so compute what it computes.
     """
@@ -47,18 +49,26 @@ def sampled_bn(layers, h, j, training, fused):
     begin = lookup([starts.get(c, 0) for c in range(len(layers))], j)
     size = lookup([size_of.get(c, 0) for c in range(len(layers))], j)
 
-    def pick(name):
+    def joined(name):
         values = [getattr(b, name).value for b in bns]
-        if len(values) == 1:
-            return values[0]
-        if isinstance(begin, int) and isinstance(size, int):
-            return tf.concat(values, 0)[begin:begin + size]
-        return tf.slice(tf.concat(values, 0), tf.reshape(begin, (1,)), tf.reshape(size, (1,)))
+        return values[0] if len(values) == 1 else tf.concat(values, 0)
 
-    gamma, beta = pick("gamma"), pick("beta")
-    moving_mean, moving_var = pick("moving_mean"), pick("moving_variance")
+    if isinstance(begin, int) and isinstance(size, int):
+        window = None
+    else:  # one (begin, size) pair for the four slices
+        window = tf.reshape(begin, (1,)), tf.reshape(size, (1,))
+
+    def pick(values):
+        if len(bns) == 1:
+            return values
+        if window is None:
+            return values[begin:begin + size]
+        return tf.slice(values, *window)
+
+    gamma, beta = pick(joined("gamma")), pick(joined("beta"))
     eps, momentum = bns[0].epsilon, bns[0].momentum
     if not training:
+        moving_mean, moving_var = pick(joined("moving_mean")), pick(joined("moving_variance"))
         if fused:
             return tf.compat.v1.nn.fused_batch_norm(h, gamma, beta, mean=moving_mean, variance=moving_var,
                                                     epsilon=eps, is_training=False)[0]
@@ -66,7 +76,10 @@ def sampled_bn(layers, h, j, training, fused):
                                              epsilon=eps)
     if fused:  # as cpu_kernels._fused_bn_call
         y, mean, var, *_ = tf.compat.v1.nn.fused_batch_norm(h, gamma, beta, epsilon=eps, is_training=True)
-        n = tf.cast(tf.size(h) // tf.shape(h)[-1], h.dtype)
+        if None in h.shape[1:3]:
+            n = tf.cast(tf.size(h) // tf.shape(h)[-1], h.dtype)
+        else:  # the same count, batch x H x W
+            n = tf.cast(tf.shape(h)[0] * (h.shape[1] * h.shape[2]), h.dtype)
         var = var * (n - 1.0) / n
     else:  # as keras.layers.BatchNormalization.call
         mean, var = keras.ops.moments(h, axes=[0, 1, 2])
@@ -76,13 +89,15 @@ def sampled_bn(layers, h, j, training, fused):
         b.moving_mean.assign(b.moving_mean.value * momentum + mean * (1.0 - momentum))
         b.moving_variance.assign(b.moving_variance.value * momentum + var * (1.0 - momentum))
         return y
-    pad = [[0, max(sizes) - tf.shape(mean)[0]]]
-    mean, var = tf.pad(mean, pad), tf.pad(var, pad)
-    for c, b, n_c in zip(have, bns, sizes):
-        mine = tf.equal(j, c)
-        for stat, batch in ((b.moving_mean, mean), (b.moving_variance, var)):
-            old = stat.value
-            stat.assign(tf.where(mine, old * momentum + batch[:n_c] * (1.0 - momentum), old))
+    total = sum(sizes)
+    channel = tf.range(total)
+    mine = tf.logical_and(channel >= begin, channel < begin + size)  # candidate j's place
+    pad = tf.reshape(tf.stack([begin, total - begin - size]), (1, 2))
+    for name, batch in (("moving_mean", mean), ("moving_variance", var)):
+        old = joined(name)
+        new = tf.where(mine, old * momentum + tf.pad(batch, pad) * (1.0 - momentum), old)
+        for b, part in zip(bns, tf.split(new, sizes)):
+            getattr(b, name).assign(part)
     return y
 
 

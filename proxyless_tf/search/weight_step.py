@@ -8,8 +8,10 @@ gradient and are skipped). So each layer applies the optimizer inside its own
 `tf.switch_case` on the sampled index: the other candidates' weights and slots are never
 touched. Kernels that nested candidates share are updated once, under a `tf.cond` on "an
 op that uses them ran" (`apply_groups`), rather than in every candidate's branch: the same
-update, traced once. The optimizer's step counter is held so every apply of the step sees the same
-learning rate and it advances once per step. Because the optimizer is applied per group,
+update, traced once. The learning rate is evaluated once per step and every update of the step
+uses it (the step counter is held, so Adam's bias correction sees the same step, and it advances
+once per step); inside the branches each update is the optimizer's own `update_step` after
+Keras' decay and clipping (`update_variables`), not a whole `apply`. Because the optimizer is applied per group,
 options that need one view of every gradient at once (`global_clipnorm`, EMA, gradient
 accumulation) are refused at compile (`refuse_optimizer_options`, shared with the
 distributed step).
@@ -38,6 +40,32 @@ def refuse_optimizer_options(opt, which, options, step, fix):
     unsupported = [n for n in options if getattr(opt, n, None)]
     if unsupported:
         raise ConfigError("<compile>", which, f"{', '.join(unsupported)} is not applied by {step}", fix)
+
+
+def update_variables(opt, grads, variables, lr):
+    """What `opt.apply(grads, variables)` does to `variables` and their slots on one device, with the
+    learning rate `lr` given and the step counter left alone.
+
+    Why: the per-candidate updates of a step run inside a `tf.switch_case`, one branch per
+    candidate; Keras' `apply` would trace in every branch its bookkeeping and, per variable, the
+    learning-rate schedule again (for the weight decay): most of the branch. The arithmetic is
+    Keras': gradients unscaled and clipped per variable, decay `v -= v * wd * lr`, then the
+    optimizer's own `update_step`, then constraints.
+    """
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    if not pairs:
+        return
+    grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+    if opt.loss_scale_factor is not None:
+        grads = [g / opt.loss_scale_factor for g in grads]
+    grads = opt._clip_gradients(grads)
+    for g, v in zip(grads, variables):
+        var = v.value  # as Keras' TF optimizer: the tf.Variable under the keras.Variable
+        if opt.weight_decay is not None and opt._use_weight_decay(var):
+            var.assign_sub(var * tf.cast(opt.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
+        opt.update_step(g, var, lr)
+        if v.constraint is not None:
+            v.assign(v.constraint(v))
 
 
 def largest_op(candidates):
@@ -127,11 +155,17 @@ class WeightSteps:
         grad_of = {id(v): g for g, v in zip(grads, wvars)}
         always, per_layer = self.weight_update_groups(wvars)
         step = tf.identity(opt.iterations)
+        lr = tf.identity(opt.learning_rate)  # the schedule at this step, for every update below
         opt.apply([grad_of[id(v)] for v in always], always)
+        opt.iterations.assign(step)  # every update of the step sees the same step (Adam's bias correction)
+        direct = not isinstance(opt, keras.optimizers.LossScaleOptimizer)
 
         def update(vs):
-            opt.iterations.assign(step)  # same lr schedule point for every apply
-            opt.apply([grad_of[id(v)] for v in vs], vs)
+            if direct:
+                update_variables(opt, [grad_of[id(v)] for v in vs], vs, lr)
+            else:  # a wrapper's own apply (its scaling and checks), rewound to the step's schedule point
+                opt.iterations.assign(step)
+                opt.apply([grad_of[id(v)] for v in vs], vs)
 
         for m, groups, index in zip(self.mixed_ops, per_layer, samples):
             self.apply_groups(groups, index, m.num_candidates, update)
