@@ -185,7 +185,8 @@ def accelerate(model):
                 for p in parts for b in (p["expand_bn"], p["dw_bn"], p["project_bn"]) if b is not None)
         if isinstance(layer, nested.NestedMBConv):  # its candidates' depthwise convs, on kernel slices
             layer.depthwise_fn = depthwise_conv
-            layer.fused_bn = all(_bn_eligible(b) for b in layer.bn_layers)  # its sampled candidate's BN too
+            # its candidates' BN (concatenated variables, no BN layers) as the fused op computes it
+            layer.fused_bn = layer.dtype_policy.compute_dtype == "float32" and layer.bn_eps >= 1.001e-5
             counts["nested"] += 1
         elif type(layer) is keras.layers.DepthwiseConv2D and _depthwise_eligible(layer):
             layer.call = types.MethodType(_depthwise_call, layer)

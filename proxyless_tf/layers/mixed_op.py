@@ -6,7 +6,8 @@ The modes live in one class, next to the sampling they belong to (as in the offi
 - `single`: one op drawn from softmax(α) runs, so time and memory are those of one path. Used
   for the weight step. An op chosen by a tensor (drawn when the step runs) is one traced MBConv
   block whatever the number of candidates (`sampled.py`: its kernels and BN looked up by the
-  index), `zero` the other side of a `tf.cond`; a Python int (a fixed path) is that op alone.
+  index), `zero` that block run on one image and dropped (no `tf.cond`, whose gradient would
+  copy the block); a Python int (a fixed path) is that op alone.
 - `two`: binary gates for the architecture step. Two ops are drawn without replacement from
   softmax(α) (Gumbel top-2), the active one from the softmax over just that pair. Both
   outputs are computed (the α gradient needs them) and y = Σ_j g_j o_j with a one-hot g.
@@ -156,6 +157,15 @@ class MixedOp(keras.layers.Layer):
             op.build(tuple(input_shape))
         self.built = True
 
+    def bn_segments(self):
+        """(variable, segment size per candidate, 0 for `zero`) of the nested candidates'
+        concatenated BN parameters (`nested.ConcatBN`); none with independent candidates."""
+        if self.nested is None:
+            return []
+        mb = list(self.nested.op_names)
+        return [(v, [sizes[mb.index(c)] if c in mb else 0 for c in self.candidates])
+                for v, sizes in self.nested.bn_segments()]
+
     def candidate_variables(self, j):
         """Trainable weights of candidate j (empty for `zero`; shared kernels included when nested)."""
         return list(self.ops[j].trainable_variables)
@@ -202,7 +212,12 @@ class MixedOp(keras.layers.Layer):
 
     def _run_sampled(self, index, x, training):
         """The op `index` (a tensor) as one traced MBConv block (`sampled.py`) whatever the number of
-        candidates; `zero`, when a candidate, on the other side of a `tf.cond`."""
+        candidates. `zero`, when a candidate, is the block run on one image and dropped (its output
+        sliced to no images and padded back to the batch with zeros, no statistics moved), not the
+        other side of a `tf.cond`: a differentiated `tf.cond` makes every intermediate of the block
+        an output of the cond and gives the `zero` side a dummy for each, which was a quarter of
+        the search step's graph (docs/startup.md). Whole-batch slices and zero paddings forward
+        their input, so a sampled MBConv op costs what it costs alone."""
         import tensorflow as tf
 
         mb_ops = [op for op in self.candidates if op != space_lib.ZERO]
@@ -213,12 +228,15 @@ class MixedOp(keras.layers.Layer):
         block = self.nested.run_sampled if self.nested is not None else self._independent_sampled
         if space_lib.ZERO not in self.candidates:
             return block(x, mb_index, training=training)
-        zero = self.ops[self.candidates.index(space_lib.ZERO)]
-        return tf.cond(tf.equal(index, self.candidates.index(space_lib.ZERO)),
-                       lambda: zero(x, training=training),
-                       lambda: block(x, mb_index, training=training))
+        live = tf.not_equal(index, self.candidates.index(space_lib.ZERO))
+        batch = tf.shape(x)[0]
+        keep = tf.where(live, batch, 0)
+        y = block(x[:tf.where(live, batch, tf.minimum(batch, 1))], mb_index, training=training, live=live)
+        y = tf.pad(y[:keep], tf.stack([tf.stack([0, batch - keep]), [0, 0], [0, 0], [0, 0]]))
+        y.set_shape(x.shape[:1] + y.shape[1:])
+        return y
 
-    def _independent_sampled(self, x, j, training=None):
+    def _independent_sampled(self, x, j, training=None, live=None):
         """MBConv candidate j (index among the MBConv candidates) with independent weights: its
         kernels selected by a switch over variable reads only, the block traced once."""
         import tensorflow as tf
@@ -237,10 +255,11 @@ class MixedOp(keras.layers.Layer):
                 return read(parts[0])
             return tf.switch_case(j, [lambda p=p: read(p) for p in parts])
 
-        bns = [{role: p[f"{role}_bn"] for role in ("expand", "dw", "project")} for p in parts]
+        bns = {role: sampled.LayerBNs([p[f"{role}_bn"] for p in parts]) if any(p[f"{role}_bn"] is not None for p in parts)
+               else None for role in ("expand", "dw", "project")}
         out = self.ops[0].compute_output_shape(tuple(x.shape))
         return sampled.sampled_mbconv(x, j, specs, mids, self.stride, out, kernels, bns, training,
-                                      self.depthwise_fn, self.fused_bn)
+                                      self.depthwise_fn, self.fused_bn, live)
 
     def call(self, inputs, training=None, mode=None, sample=None):
         mode = _check_mode(mode or self.mode)

@@ -34,8 +34,23 @@ def _relu6(x):
     return keras.ops.minimum(keras.ops.relu(x), 6.0)
 
 
-def _bn(name, bn_eps):
-    return keras.layers.BatchNormalization(epsilon=bn_eps, momentum=blocks.BN_MOMENTUM, name=name)
+BN_PARAMS = (("gamma", "ones", True), ("beta", "zeros", True), ("moving_mean", "zeros", False),
+             ("moving_variance", "ones", False))
+
+
+class ConcatBN:
+    """One batch-norm role (expand, dw or project) of every candidate of a `NestedMBConv`: per
+    parameter one variable, the concatenation of the candidates' segments (`sizes`, 0 for a
+    candidate without this BN). What `sampled.sampled_bn` reads and writes."""
+
+    def __init__(self, variables, sizes, epsilon, momentum=blocks.BN_MOMENTUM):
+        self.variables, self.sizes, self.epsilon, self.momentum = variables, list(sizes), epsilon, momentum
+
+    def read(self, name):
+        return self.variables[name].value
+
+    def write(self, name, value):
+        self.variables[name].assign(value)
 
 
 @keras.saving.register_keras_serializable(package="proxyless_tf")
@@ -60,15 +75,11 @@ class NestedMBConv(keras.layers.Layer):
         self.max_kernel = max(s.kernel for s in self.specs)
         self.max_mid = max(self.mids)
         self.has_expand = any(s.expand != 1 for s in self.specs)
-        self.bns = []
-        for op, s in zip(self.op_names, self.specs):
-            self.bns.append({
-                "expand": _bn(f"{self.name}_{op}_expand_bn", bn_eps) if s.expand != 1 else None,
-                "dw": _bn(f"{self.name}_{op}_dw_bn", bn_eps),
-                "project": _bn(f"{self.name}_{op}_project_bn", bn_eps),
-            })
-        # a flat list so Keras tracks (and saves) every BN under a stable path
-        self.bn_layers = [b for d in self.bns for b in (d["expand"], d["dw"], d["project"]) if b is not None]
+        # per BN role, each candidate's width (0: the candidate has no such BN)
+        self.bn_sizes = {"expand": [m if s.expand != 1 else 0 for m, s in zip(self.mids, self.specs)],
+                         "dw": list(self.mids), "project": [self.out_channels] * len(self.specs)}
+        self.bn_roles = [r for r in ("expand", "dw", "project") if any(self.bn_sizes[r])]
+        self.bns = {}  # role -> ConcatBN, made in build
         # `cpu_kernels.accelerate` puts its depthwise conv (x, kernel, stride, sizes) here; None: keras.ops'
         self.depthwise_fn = None
         # and sets this when it routes the candidates' BN through the fused op: the sampled
@@ -84,43 +95,33 @@ class NestedMBConv(keras.layers.Layer):
                                          initializer=init())
         self.project_kernel = self.add_weight(name="project_kernel", shape=(1, 1, self.max_mid, self.out_channels),
                                               initializer=init())
-        out = self.output_shape_of(input_shape)
-        for mid, bn in zip(self.mids, self.bns):
-            if bn["expand"] is not None:
-                bn["expand"].build(tuple(input_shape[:3]) + (mid,))
-            bn["dw"].build(out[:3] + (mid,))
-            bn["project"].build(out)
+        for role in self.bn_roles:
+            variables = {name: self.add_weight(name=f"{role}_bn_{name}", shape=(sum(self.bn_sizes[role]),),
+                                               initializer=init_name, trainable=trainable)
+                         for name, init_name, trainable in BN_PARAMS}
+            self.bns[role] = ConcatBN(variables, self.bn_sizes[role], self.bn_eps)
         self.built = True
 
     def shared_variables(self):
         return [v for v in (getattr(self, "expand_kernel", None), self.dw_kernel, self.project_kernel) if v is not None]
 
+    def bn_segments(self):
+        """(variable, per-candidate segment sizes) of every trainable concatenated BN parameter:
+        what the weight step updates on the sampled candidate's segment only."""
+        return [(bn.variables[name], bn.sizes) for bn in self.bns.values() for name in ("gamma", "beta")]
+
     def candidate_variables(self, j):
-        """What candidate j trains: the shared kernels and its own BN parameters."""
-        bn = [b for b in self.bns[j].values() if b is not None]
-        return self.shared_variables() + [v for b in bn for v in b.trainable_variables]
+        """What candidate j trains: the shared kernels and the concatenated BN parameters holding
+        its segment (the other candidates' segments in them are not its)."""
+        return self.shared_variables() + [v for v, sizes in self.bn_segments() if sizes[j]]
 
     def run(self, x, j, training=None):
-        """Candidate j on x: its slices of the shared kernels, its own BN."""
-        s, mid, bn = self.specs[j], self.mids[j], self.bns[j]
-        h = x
-        if s.expand != 1:
-            h = keras.ops.conv(h, self.expand_kernel[:, :, :, :mid], padding="same")
-            h = _relu6(bn["expand"](h, training=training))
-        off = (self.max_kernel - s.kernel) // 2
-        dw = self.dw_kernel[off:off + s.kernel, off:off + s.kernel, :mid, :]
-        if self.depthwise_fn is not None:
-            h = self.depthwise_fn(h, dw, self.stride)
-        else:
-            h = keras.ops.depthwise_conv(h, dw, strides=self.stride, padding="same")
-        h = _relu6(bn["dw"](h, training=training))
-        h = keras.ops.conv(h, self.project_kernel[:, :, :mid, :], padding="same")
-        return bn["project"](h, training=training)
+        """Candidate j (a Python int) on x: its slices of the shared kernels, its segment of the BN."""
+        return self.run_sampled(x, int(j), training=training)
 
-    def run_sampled(self, x, j, training=None):
-        """Candidate `j` (an int32 scalar tensor, an index into `op_names`) on x, as one traced block
-        (`sampled.sampled_mbconv`): at run time what `run(x, int(j))` computes, on kernel slices
-        sized by j."""
+    def run_sampled(self, x, j, training=None, live=None):
+        """Candidate `j` (an int32 scalar tensor, an index into `op_names`, or a Python int) on x, as
+        one traced block (`sampled.sampled_mbconv`), on kernel slices and BN segments sized by j."""
         def kernels(mid, kernel):
             off = (self.max_kernel - kernel) // 2
             expand = self.expand_kernel.value[:, :, :, :mid] if self.has_expand else None
@@ -131,7 +132,8 @@ class NestedMBConv(keras.layers.Layer):
             return expand, dw, self.project_kernel.value[:, :, :mid, :]
 
         return sampled.sampled_mbconv(x, j, self.specs, self.mids, self.stride, self.output_shape_of(tuple(x.shape)),
-                                      kernels, self.bns, training, self.depthwise_fn, self.fused_bn)
+                                      kernels, {r: self.bns.get(r) for r in ("expand", "dw", "project")}, training,
+                                      self.depthwise_fn, self.fused_bn, live)
 
     def output_shape_of(self, input_shape):
         return blocks.strided_shape(input_shape, self.stride, self.out_channels)

@@ -58,6 +58,33 @@ def metric_variables(model):
     return [v for m in model.metrics for v in m.variables]
 
 
+def load_failure_reason(error, path):
+    """The line of a load error that says why: a weights file from before nested candidates'
+    batch norms were concatenated (`layers/nested.py`) says so; otherwise Keras' "A total of N
+    objects could not be loaded" is followed by its first object's own error, which names the
+    layer and the mismatch."""
+    if old_nested_layout(path):
+        return ("written by a version with a batch-norm layer per nested candidate (before 2026-12-08); "
+                "this one holds them concatenated per role")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("A total of"):
+        return lines[1]
+    return lines[0] if lines else ""
+
+
+def old_nested_layout(path):
+    """Whether the .weights.h5 file at `path` holds nested candidates' per-candidate BN layers."""
+    import h5py
+
+    found = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(lambda name: found.append(name) if name.endswith("nested/bn_layers") else None)
+    except (OSError, ValueError):
+        return False
+    return bool(found)
+
+
 class ResumeState:
     """The checkpoint of one run directory (`directory`), tied to the run's `config` dict.
 
@@ -118,7 +145,7 @@ class ResumeState:
             model.load_weights(weights)
         except Exception as e:  # keras/h5py raise many types for a damaged or foreign file
             raise ConfigError(weights, "<file>", f"checkpoint weights cannot be loaded ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:100] if str(e) else ''})", fix) from None
+                              f"{load_failure_reason(e, weights)[:160]})", fix) from None
         try:
             arrays = dict(np.load(arrays_path, allow_pickle=False))
             num_rng, num_metrics = int(arrays["num_rng"]), int(arrays["num_metrics"])

@@ -13,6 +13,10 @@ from proxyless_tf.search.config import check_algorithm, default
 from proxyless_tf.search.latency_losses import DEFAULT_LOSS_PARAMS, LATENCY_LOSSES
 from proxyless_tf.search.weight_step import GLOBAL_OPTIONS, refuse_optimizer_options
 
+# Keras optimizers whose update of an element depends on the rest of its variable (trust ratio,
+# factored or relative second moments): a segment of a variable cannot be updated alone
+NOT_ELEMENTWISE = ("Lamb", "Adafactor", "Muon")
+
 LATENCY_PROBS = ("softmax", "pair")
 
 
@@ -63,6 +67,13 @@ class SearchCompile:
             refuse_optimizer_options(weight_optimizer, "weight_optimizer", GLOBAL_OPTIONS,
                                      "the search's weight step (it applies the optimizer per group of weights)",
                                      "drop it, or clip per variable with clipnorm")
+        inner = getattr(weight_optimizer, "inner_optimizer", weight_optimizer)
+        if self.mode != "full" and any(m.nested is not None for m in self.mixed_ops) and isinstance(
+                inner, tuple(getattr(keras.optimizers, n) for n in NOT_ELEMENTWISE if hasattr(keras.optimizers, n))):
+            raise ConfigError("<compile>", "weight_optimizer", f"{type(inner).__name__} scales each variable's "
+                              "update by the whole variable, and a nested supernet holds every candidate's batch "
+                              "norm in one variable per role", "use SGD, Adam, AdamW or another element-wise "
+                              "optimizer, or weight_sharing='independent'")
         arch_optimizer = arch_optimizer or keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.999)
         if latency_loss is not None and latency_loss not in LATENCY_LOSSES:
             raise ConfigError("<compile>", "latency_loss", f"unknown latency loss {latency_loss!r}",

@@ -49,7 +49,7 @@ accumulation are not applied on this path: a strategy run with them is refused.
 import tensorflow as tf
 
 from proxyless_tf.errors import ConfigError
-from proxyless_tf.search.weight_step import refuse_optimizer_options
+from proxyless_tf.search.weight_step import apply_segments, refuse_optimizer_options
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -89,9 +89,10 @@ def _apply_weights(strategy, net, grads, wvars, samples):
     grad_of = {id(v): g for g, v in zip(grads, wvars)}
     always, per_layer = net.weight_update_groups(wvars)
     _update(strategy, opt, [grad_of[id(v)] for v in always], always, lr)
-    for m, groups, index in zip(net.mixed_ops, per_layer, samples):
-        net.apply_groups(groups, _local(index), m.num_candidates,
-                         lambda vs: _update(strategy, opt, [grad_of[id(v)] for v in vs], vs, lr))
+    for k, (m, groups, index) in enumerate(zip(net.mixed_ops, per_layer, samples)):
+        update = lambda vs: _update(strategy, opt, [grad_of[id(v)] for v in vs], vs, lr)  # noqa: E731
+        net.apply_groups(groups, _local(index), m.num_candidates, update)
+        apply_segments(opt, m.bn_segments(), [_local(index)] + [path[k] for path in net.sandwich_paths], update)
     opt.iterations.assign_add(1)
 
 

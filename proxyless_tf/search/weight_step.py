@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from proxyless_tf import space as space_lib
 from proxyless_tf.errors import ConfigError
+from proxyless_tf.layers import sampled
 
 # optimizer options that need every gradient of a step in one apply
 GLOBAL_OPTIONS = ("global_clipnorm", "use_ema", "gradient_accumulation_steps")
@@ -66,6 +67,40 @@ def update_variables(opt, grads, variables, lr):
         opt.update_step(g, var, lr)
         if v.constraint is not None:
             v.assign(v.constraint(v))
+
+
+def optimizer_slots(opt, variable):
+    """The optimizer's slot variables of `variable` (momentum, Adam's moments, ...).
+
+    Why: Keras has no public map from a variable to its slots; every built-in optimizer keeps
+    each kind of slot in a list indexed like its trainable variables, so those lists are it."""
+    opt = getattr(opt, "inner_optimizer", opt)
+    i = opt._get_variable_index(variable)
+    n = len(opt._trainable_variables)
+    slots = []
+    for name, value in vars(opt).items():
+        if name != "_trainable_variables" and isinstance(value, (list, tuple)) and len(value) == n:
+            slot = value[i]
+            if isinstance(slot, keras.Variable) and tuple(slot.shape) == tuple(variable.shape):
+                slots.append(slot)
+    return slots
+
+
+def apply_segments(opt, segments, js, update):
+    """`update(variables)` for the concatenated BN parameters of one nested layer (`segments`:
+    (variable, segment size per candidate)), keeping every element outside the segments of
+    candidates `js` (the sampled index, a sandwich's fixed ones) and of their optimizer slots as
+    it was: one update per parameter, exact for optimizers that update element by element
+    (Lamb and Adafactor are refused at compile)."""
+    if not segments:
+        return
+    kept = []
+    for v, sizes in segments:
+        mask = sampled.segment_mask(sizes, js)
+        kept += [(t, tf.identity(t.value), mask) for t in [v] + optimizer_slots(opt, v)]
+    update([v for v, _ in segments])
+    for target, before, mask in kept:
+        target.assign(tf.where(mask, target.value, before))
 
 
 def largest_op(candidates):
@@ -105,12 +140,13 @@ class WeightSteps:
         per candidate. Both the one-device and the distributed step update by these groups, so
         both move the same variables."""
         cand = {id(v) for m in self.mixed_ops for v in m.trainable_variables}
+        segmented = {id(v) for m in self.mixed_ops for v, _ in m.bn_segments()}  # by `apply_segments`
         always = [v for v in wvars if id(v) not in cand]
         for path in self.sandwich_paths:
             for m, j in zip(self.mixed_ops, path):
-                always += m.candidate_variables(j)
+                always += [v for v in m.candidate_variables(j) if id(v) not in segmented]
         always = list({id(v): v for v in always}.values())
-        applied = {id(v) for v in always}
+        applied = {id(v) for v in always} | segmented
         per_layer = []
         for m in self.mixed_ops:
             users, var_of = {}, {}
@@ -167,8 +203,9 @@ class WeightSteps:
                 opt.iterations.assign(step)
                 opt.apply([grad_of[id(v)] for v in vs], vs)
 
-        for m, groups, index in zip(self.mixed_ops, per_layer, samples):
+        for k, (m, groups, index) in enumerate(zip(self.mixed_ops, per_layer, samples)):
             self.apply_groups(groups, index, m.num_candidates, update)
+            apply_segments(opt, m.bn_segments(), [index] + [path[k] for path in self.sandwich_paths], update)
         opt.iterations.assign(step + 1)
 
     def weight_loss(self, x, y, samples, mode="single"):
