@@ -107,7 +107,8 @@ def test_weight_step_moves_shared_kernels_and_only_the_sampled_candidates_bn(mak
             assert len(slots) == num_slots
             for j, size in enumerate(sizes):
                 part = slice(sum(sizes[:j]), sum(sizes[:j + 1]))
-                for now, was in [(v.numpy(), before[id(v)])] + [(s.numpy(), b) for s, b in zip(slots, slot_before[id(v)])]:
+                pairs = [(v.numpy(), before[id(v)])] + [(s.numpy(), b) for s, b in zip(slots, slot_before[id(v)])]
+                for now, was in pairs:
                     if j == j_run:
                         moved_mine += size > 0 and not np.array_equal(now[part], was[part])
                     else:

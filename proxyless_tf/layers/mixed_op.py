@@ -255,8 +255,8 @@ class MixedOp(keras.layers.Layer):
                 return read(parts[0])
             return tf.switch_case(j, [lambda p=p: read(p) for p in parts])
 
-        bns = {role: sampled.LayerBNs([p[f"{role}_bn"] for p in parts]) if any(p[f"{role}_bn"] is not None for p in parts)
-               else None for role in ("expand", "dw", "project")}
+        bns = {role: sampled.LayerBNs([p[f"{role}_bn"] for p in parts])
+               if any(p[f"{role}_bn"] is not None for p in parts) else None for role in ("expand", "dw", "project")}
         out = self.ops[0].compute_output_shape(tuple(x.shape))
         return sampled.sampled_mbconv(x, j, specs, mids, self.stride, out, kernels, bns, training,
                                       self.depthwise_fn, self.fused_bn, live)

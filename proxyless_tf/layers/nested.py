@@ -30,10 +30,6 @@ from proxyless_tf import space as space_lib
 WEIGHT_SHARING = ("independent", "nested")
 
 
-def _relu6(x):
-    return keras.ops.minimum(keras.ops.relu(x), 6.0)
-
-
 BN_PARAMS = (("gamma", "ones", True), ("beta", "zeros", True), ("moving_mean", "zeros", False),
              ("moving_variance", "ones", False))
 

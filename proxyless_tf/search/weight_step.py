@@ -8,7 +8,9 @@ gradient and are skipped). So each layer applies the optimizer inside its own
 `tf.switch_case` on the sampled index: the other candidates' weights and slots are never
 touched. Kernels that nested candidates share are updated once, under a `tf.cond` on "an
 op that uses them ran" (`apply_groups`), rather than in every candidate's branch: the same
-update, traced once. The learning rate is evaluated once per step and every update of the step
+update, traced once. Nested candidates' batch norms are one concatenated variable per parameter
+(`nested.ConcatBN`): updated once, then put back outside the ran candidates' segments, slots
+included (`apply_segments`). The learning rate is evaluated once per step and every update of the step
 uses it (the step counter is held, so Adam's bias correction sees the same step, and it advances
 once per step); inside the branches each update is the optimizer's own `update_step` after
 Keras' decay and clipping (`update_variables`), not a whole `apply`. Because the optimizer is applied per group,
@@ -91,7 +93,7 @@ def apply_segments(opt, segments, js, update):
     (variable, segment size per candidate)), keeping every element outside the segments of
     candidates `js` (the sampled index, a sandwich's fixed ones) and of their optimizer slots as
     it was: one update per parameter, exact for optimizers that update element by element
-    (Lamb and Adafactor are refused at compile)."""
+    (Lamb, Adafactor and Muon are refused at compile)."""
     if not segments:
         return
     kept = []
