@@ -78,6 +78,7 @@ class ImageSource:
         arrays = self.reader.arrays(split)
         if arrays is not None:
             return tf.data.Dataset.from_tensor_slices(arrays)
+
         def decoded(item, y):
             image, ok = self.reader.decode_checked(item)
             return image, y, ok

@@ -50,10 +50,8 @@ class LayerBNs:
         return values[0] if len(values) == 1 else tf.concat(values, 0)
 
     def write(self, name, value):
-        if len(self.layers) == 1:
-            getattr(self.layers[0], name).assign(value)
-            return
-        for b, part in zip(self.layers, tf.split(value, [s for s in self.sizes if s])):
+        parts = [value] if len(self.layers) == 1 else tf.split(value, [s for s in self.sizes if s])
+        for b, part in zip(self.layers, parts):
             getattr(b, name).assign(part)
 
 

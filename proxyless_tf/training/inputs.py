@@ -49,7 +49,8 @@ class TrainInputs:
             x, y = self.arrays
             return pipeline.memory_dataset(x, y, self.num_classes, self.cfg, self.steps, epoch, step)
         return pipeline.stream_dataset(self._items().take(self.num_train), self.source.decode_checked,
-                                       self.num_train, self.num_classes, self.input_shape[:2], self.cfg, self.steps, epoch, step)
+                                       self.num_train, self.num_classes, self.input_shape[:2], self.cfg, self.steps,
+                                       epoch, step)
 
     def val_batches(self):
         from proxyless_tf.training import pipeline

@@ -108,9 +108,10 @@ def stream_dataset(items, decode, num_examples, num_classes, size_hw, cfg, steps
     an encoded tfds record or the image itself (`ImageSource.decode_checked`), so the shuffle
     buffer holds cheap items and decoding happens in the parallel map. Images whose ok is False
     (damaged files) are dropped; one more epoch of items follows the last, taken only as far
-    as the batches they replace, so the stream still holds every batch. Epoch e: the items through a shuffle buffer of
-    `cfg.shuffle_buffer` seeded by (seed, e), `steps` batches of it (passes over the items, each reshuffled, when an epoch needs more
-    than one); image p of the run is transformed with the seed (seed, p).
+    as the batches they replace, so the stream still holds every batch. Epoch e: the items
+    through a shuffle buffer of `cfg.shuffle_buffer` seeded by (seed, e), `steps` batches of it
+    (passes over the items, each reshuffled, when an epoch needs more than one); image p of the
+    run is transformed with the seed (seed, p).
     `Dataset.shuffle` takes its seed as a Python int, so the epochs are built here and
     concatenated, not made inside `flat_map`.
     """
